@@ -1,0 +1,45 @@
+"""Typed settings, built once by the CLI and passed down; nothing below reads globals or env vars."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 9000
+DEFAULT_REGION = "us-east-1"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("LAMBDALET_DATA_DIR") or Path.home() / ".lambdalet")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    insecure_http: bool = False
+    region: str = DEFAULT_REGION
+    database_url: str | None = None      # default: sqlite file in data_dir
+    max_clock_skew_s: int = 300          # SigV4: AWS refuses requests more than 5 minutes off
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'state.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.data_dir / "master.key"
+
+    @property
+    def endpoint_file(self) -> Path:
+        """Where the running server writes its URL, so `lambdalet env` can find it."""
+        return self.data_dir / "endpoint.json"
