@@ -1,0 +1,3 @@
+from lambdalet.cli.main import main
+
+main()

@@ -1,0 +1,136 @@
+"""The ASGI application: read the request, authenticate it (SigV4), route it by the service in the
+credential scope to that service's protocol, call the service, answer in AWS's shapes.
+
+Nothing here knows what a function is: services are plain objects with one method per operation.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lambdalet.api import sigv4
+from lambdalet.api.protocol import RestJsonProtocol, WireRequest, WireResponse
+from lambdalet.models.context import Caller, RequestContext
+from lambdalet.models.errors import (
+    AwsError,
+    InvalidParameterValueException,
+    ResourceNotFoundException,
+    ServiceException,
+    UnknownOperationException,
+)
+
+log = logging.getLogger("lambdalet.api")
+
+# The largest request AWS accepts for a direct zip upload (CreateFunction / UpdateFunctionCode).
+MAX_REQUEST_BYTES = 70_167_211
+
+
+class RequestEntityTooLargeException(AwsError):
+    code, status, sender_fault = "RequestEntityTooLargeException", 413, True
+
+
+@dataclass
+class ServiceBinding:
+    """One AWS service on this endpoint: its wire protocol and the object that implements it."""
+    protocol: RestJsonProtocol
+    implementation: Any
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+class ApiApp:
+    def __init__(self, services: dict[str, ServiceBinding], lookup_key: Callable[[str], tuple[Caller, str] | None],
+                 *, max_skew_s: int = 300, internal_routes: list[Route] | None = None):
+        self.services = services
+        self.lookup_key = lookup_key
+        self.max_skew_s = max_skew_s
+        routes = list(internal_routes or []) + [
+            Route("/{path:path}", self.handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])]
+        self.asgi = Starlette(routes=routes)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+            raise RequestEntityTooLargeException(
+                f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the operation")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_REQUEST_BYTES:
+                raise RequestEntityTooLargeException(
+                    f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the operation")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def handle(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        binding = None
+        try:
+            body = await self._read_body(request)
+            raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or request.url.path
+            query = parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+            headers: dict[str, str] = {}
+            for k, v in request.headers.items():
+                headers[k] = f"{headers[k]},{v}" if k in headers else v
+            wire = WireRequest(request.method, raw_path, query, headers, body)
+
+            def lookup_secret(sreq: sigv4.SignedRequest) -> str | None:
+                found = self.lookup_key(sreq.access_key_id)
+                return found[1] if found else None
+
+            signed = await run_in_threadpool(sigv4.verify, wire.method, raw_path, query, headers, body,
+                                             lookup_secret, self.max_skew_s)
+            caller = self.lookup_key(signed.access_key_id)[0]
+            binding = self.services.get(signed.service)
+            if binding is None:
+                raise UnknownOperationException(f"lambdalet does not serve the '{signed.service}' service")
+            op, labels = binding.protocol.match(wire)
+            params = binding.protocol.parse(op, wire, labels)
+            ctx = RequestContext(caller=caller, region=signed.region, request_id=request_id,
+                                 base_url=f"{request.url.scheme}://{headers.get('host', request.url.netloc)}",
+                                 source_ip=request.client.host if request.client else "",
+                                 user_agent=headers.get("user-agent", ""))
+            method = getattr(binding.implementation, snake_case(op.name), None)
+            if method is None:
+                raise _not_implemented(op)
+            result = await run_in_threadpool(method, ctx, params)
+            out = binding.protocol.serialize(op, result)
+        except AwsError as err:
+            out = _error_response(binding, err)
+        except Exception:  # never answer a stack trace; log it here instead
+            log.exception("internal error in request %s", request_id)
+            out = _error_response(binding, ServiceException("An internal error occurred. Request ID: " + request_id))
+        out.headers["x-amzn-RequestId"] = request_id
+        return Response(out.body, status_code=out.status, headers=out.headers)
+
+
+def _not_implemented(op) -> AwsError:
+    """A modelled error for an operation lambdalet does not implement yet (4xx: clients must not retry)."""
+    names = {e.name for e in op.error_shapes}
+    msg = f"lambdalet does not implement {op.name} yet."
+    if "InvalidParameterValueException" in names:
+        return InvalidParameterValueException(msg)
+    if "ResourceNotFoundException" in names:
+        return ResourceNotFoundException(msg)
+    return ServiceException(msg)
+
+
+def _error_response(binding: ServiceBinding | None, err: AwsError) -> WireResponse:
+    if binding is not None:
+        return binding.protocol.serialize_error(err)
+    import json
+    body = {"Type": "User" if err.sender_fault else "Service", "message": err.message, **err.extra}
+    return WireResponse(err.status, {"x-amzn-ErrorType": err.code, "Content-Type": "application/json", **err.headers},
+                        json.dumps(body).encode())

@@ -1,0 +1,58 @@
+"""`lambdalet serve | env`: thin commands over the server package."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from lambdalet.config import DEFAULT_PORT, Settings, default_data_dir
+
+_data_dir = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                         help="State directory (default: $LAMBDALET_DATA_DIR or ~/.lambdalet).")
+
+
+@click.group()
+def main() -> None:
+    """lambdalet: AWS Lambda on your own machine."""
+
+
+@main.command()
+@_data_dir
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--region", default="us-east-1", show_default=True)
+@click.option("--insecure-http", is_flag=True, help="Serve plain HTTP instead of TLS (unsafe; loud warning).")
+def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool) -> None:
+    """Run the platform in the foreground."""
+    from lambdalet.server.run import serve as run_server
+
+    settings = Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve(), host=host, port=port,
+                        region=region, insecure_http=insecure_http)
+    run_server(settings)
+
+
+@main.command()
+@_data_dir
+def env(data_dir: Path | None) -> None:
+    """Print `export` lines so boto3 and the AWS CLI talk to this server: eval "$(lambdalet env)"."""
+    from lambdalet.server.credentials import read_admin_credentials
+
+    settings = Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve())
+    if not settings.endpoint_file.exists():
+        click.echo(f"no running server found in {settings.data_dir} (start one with `lambdalet serve`)", err=True)
+        sys.exit(1)
+    endpoint = json.loads(settings.endpoint_file.read_text())
+    creds = read_admin_credentials(settings)
+    lines = {
+        "AWS_ENDPOINT_URL": endpoint["url"],
+        "AWS_ACCESS_KEY_ID": creds.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
+        "AWS_DEFAULT_REGION": endpoint.get("region") or settings.region,
+    }
+    if endpoint.get("ca_bundle"):
+        lines["AWS_CA_BUNDLE"] = endpoint["ca_bundle"]
+    for k, v in lines.items():
+        click.echo(f"export {k}={shlex.quote(v)}")

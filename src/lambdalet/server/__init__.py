@@ -1,0 +1,1 @@
+"""Process wiring: builds the platform from Settings and serves it (TLS, uvicorn)."""

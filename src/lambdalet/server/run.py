@@ -1,0 +1,78 @@
+"""Serve the platform: bind, TLS, uvicorn, and the endpoint file that `lambdalet env` reads."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+
+import uvicorn
+
+from lambdalet.api.app import ApiApp, ServiceBinding
+from lambdalet.api.code_download import code_route
+from lambdalet.api.protocol import RestJsonProtocol, load_service_model
+from lambdalet.config import Settings
+from lambdalet.server.platform import build_platform
+from lambdalet.server.tls import ensure_tls, server_context
+
+log = logging.getLogger("lambdalet")
+
+
+def _write_endpoint(settings: Settings, url: str, ca_bundle: str | None) -> None:
+    doc = {"url": url, "pid": os.getpid(), "region": settings.region, "ca_bundle": ca_bundle}
+    tmp = settings.endpoint_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, settings.endpoint_file)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(512)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    platform = build_platform(settings)
+    admin = platform.identity.bootstrap_admin()
+    log.info("administrator access key %s (account %s); `lambdalet env` prints the credentials",
+             admin.access_key_id, admin.account_id)
+
+    lambda_model = load_service_model("lambda")
+    app = ApiApp({"lambda": ServiceBinding(RestJsonProtocol(lambda_model), platform.lambda_service)},
+                 platform.identity.lookup, max_skew_s=settings.max_clock_skew_s,
+                 internal_routes=[code_route(platform.keyring, platform.blobs)])
+
+    sock = _bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    if shown_host in ("0.0.0.0", "[::]"):
+        shown_host = "127.0.0.1"
+    config = uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5)
+    config.load()
+    if settings.insecure_http:
+        print("WARNING: --insecure-http: the API is served WITHOUT TLS. Credentials and code cross the "
+              "network in the clear. Use this only on a trusted loopback.", file=sys.stderr, flush=True)
+        url, ca = f"http://{shown_host}:{port}", None
+    else:
+        files = ensure_tls(settings.tls_dir, [settings.host])
+        config.ssl = server_context(files)
+        url, ca = f"https://{shown_host}:{port}", str(files.ca_cert)
+
+    server = uvicorn.Server(config)
+    _write_endpoint(settings, url, ca)
+    log.info("lambdalet serving the Lambda API at %s (data dir %s)", url, settings.data_dir)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        try:
+            settings.endpoint_file.unlink()
+        except FileNotFoundError:
+            pass
+        platform.close()
