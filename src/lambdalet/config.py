@@ -1,6 +1,7 @@
 """Typed settings, built once by the CLI and passed down; nothing below reads globals or env vars."""
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ class Settings:
     region: str = DEFAULT_REGION
     database_url: str | None = None      # default: sqlite file in data_dir
     max_clock_skew_s: int = 300          # SigV4: AWS refuses requests more than 5 minutes off
+    concurrent_executions_limit: int = 1000   # the account concurrency limit (AWS default)
+    sandbox: str = "namespace"           # isolation backend: namespace | process | microvm
+    env_idle_ttl_s: float = 300.0        # an idle execution environment is reaped after this
+    env_max_lifetime_s: float = 7200.0   # and every environment is replaced after this
+    runtime_dir: Path | None = None      # tmpfs for unpacked code (never the data dir: no plain code at rest)
 
     @property
     def db_url(self) -> str:
@@ -38,6 +44,14 @@ class Settings:
     @property
     def master_key_path(self) -> Path:
         return self.data_dir / "master.key"
+
+    @property
+    def run_dir(self) -> Path:
+        """Volatile per-host state (unpacked code). Defaults to /dev/shm so plain code never hits disk."""
+        if self.runtime_dir:
+            return self.runtime_dir
+        base = Path("/dev/shm") if Path("/dev/shm").is_dir() else self.data_dir / "run"
+        return base / ("lambdalet-" + hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12])
 
     @property
     def endpoint_file(self) -> Path:

@@ -1,0 +1,1 @@
+"""Data plane: qualifier -> version, concurrency accounting, placement on warm or new environments."""

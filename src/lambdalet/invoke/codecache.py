@@ -1,0 +1,69 @@
+"""Unpacked code for environments, keyed by CodeSha256, on tmpfs under the run dir.
+
+Code is at rest only encrypted (blobs/); plain files exist only here, in memory-backed storage,
+while environments may use them. Extraction keeps file modes (an executable `bootstrap`) and
+the package's internal symlinks, which upload validation already proved stay inside.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import threading
+import uuid
+import zipfile
+from pathlib import Path
+
+
+class CodeCache:
+    def __init__(self, root: Path, blobs):
+        self.root = root
+        self.blobs = blobs
+        self._lock = threading.Lock()
+        root.mkdir(parents=True, exist_ok=True, mode=0o711)
+
+    def path_for(self, sha256_hex: str) -> Path:
+        """The read-only directory holding this package, unpacked on first use."""
+        target = self.root / sha256_hex
+        if target.is_dir():
+            return target
+        with self._lock:
+            if target.is_dir():
+                return target
+            tmp = self.root / f".{sha256_hex}.{uuid.uuid4().hex}"
+            try:
+                _extract(self.blobs.get(sha256_hex), tmp)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _extract(data: bytes, dest: Path) -> None:
+    dest.mkdir(mode=0o755)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for info in zf.infolist():
+            name = info.filename.replace("\\", "/").lstrip("/")
+            if not name or any(p == ".." for p in name.split("/")):
+                continue   # refused at upload; never trust it twice
+            path = dest / name
+            mode = (info.external_attr >> 16) & 0xFFFF
+            if info.is_dir():
+                path.mkdir(parents=True, exist_ok=True, mode=0o755)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            if stat.S_ISLNK(mode):
+                os.symlink(zf.read(info).decode(), path)
+                continue
+            with zf.open(info) as src, open(path, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            # Lambda keeps the zip's permission bits; everything must be world-readable for the sandbox uid.
+            perm = (mode & 0o777) or 0o644
+            os.chmod(path, perm | 0o444 | (0o111 if perm & 0o100 else 0))
+    for dirpath, dirnames, _ in os.walk(dest):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o755)

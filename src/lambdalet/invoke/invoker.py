@@ -1,0 +1,179 @@
+"""The Invoke operation (request-response): qualifier -> version -> concurrency slot -> a warm or
+new environment of exactly that version -> one invocation -> AWS's response shape."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from lambdalet.invoke.codecache import CodeCache
+from lambdalet.invoke.concurrency import ConcurrencyLimiter
+from lambdalet.invoke.pool import EnvironmentPool, PoolKey
+from lambdalet.models.context import RequestContext
+from lambdalet.models.errors import (
+    InvalidParameterValueException,
+    InvalidRequestContentException,
+    RequestTooLargeException,
+    ServiceException,
+)
+from lambdalet.sandbox.api import Backend, EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult, SandboxError
+
+log = logging.getLogger("lambdalet.invoke")
+
+MAX_SYNC_PAYLOAD = 6 * 1024 * 1024          # 6 MB request and response, as AWS documents
+MAX_CLIENT_CONTEXT = 3583                   # bytes of the base64 header
+LOG_TAIL_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the resolver hands the data plane: one immutable function version."""
+    account_id: str
+    function_name: str
+    function_arn: str        # unqualified
+    version: str             # "$LATEST" or "1", "2", ...
+    runtime: str
+    handler: str
+    memory_mb: int
+    timeout_s: int
+    ephemeral_mb: int
+    environment: dict
+    code_sha256: str         # hex
+    revision_id: str
+    reserved_concurrency: int | None
+    total_reserved: int      # the account's sum of reservations, for the unreserved pool
+
+
+class Invoker:
+    def __init__(self, resolve: Callable[[RequestContext, str, str | None], Target], backend: Backend,
+                 code: CodeCache, pool: EnvironmentPool, limiter: ConcurrencyLimiter, region: str):
+        self.resolve = resolve
+        self.backend = backend
+        self.code = code
+        self.pool = pool
+        self.limiter = limiter
+        self.region = region
+
+    # The api binds this as the `Invoke` operation.
+    def invoke(self, ctx: RequestContext, params: dict) -> dict:
+        kind = params.get("InvocationType") or "RequestResponse"
+        payload = params.get("Payload") or b""
+        if len(payload) > MAX_SYNC_PAYLOAD:
+            raise RequestTooLargeException(
+                f"{len(payload)} byte payload is too large for the {kind} invocation type (limit {MAX_SYNC_PAYLOAD} bytes)")
+        if payload:
+            try:
+                json.loads(payload)
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidRequestContentException(
+                    "Could not parse request body into json: Could not parse payload into json") from None
+        client_context = _client_context(params.get("ClientContext"))
+        target = self.resolve(ctx, params["FunctionName"], params.get("Qualifier"))
+        if kind == "DryRun":
+            return {"StatusCode": 204, "ExecutedVersion": target.version}
+        if kind == "Event":
+            raise InvalidParameterValueException(
+                "InvocationType Event is not available yet on this lambdalet server; use RequestResponse.")
+        if kind != "RequestResponse":
+            raise InvalidParameterValueException(f"Invalid InvocationType {kind!r}")
+        result = self.run(ctx, target, payload or b"{}", client_context)
+        out: dict[str, Any] = {"StatusCode": 200, "ExecutedVersion": target.version, "Payload": result.payload}
+        if result.function_error:
+            out["FunctionError"] = result.function_error
+        if params.get("LogType") == "Tail":
+            out["LogResult"] = base64.b64encode(result.log_tail[-LOG_TAIL_BYTES:]).decode()
+        return out
+
+    def run(self, ctx: RequestContext, target: Target, payload: bytes, client_context: str | None = None) -> InvokeResult:
+        """One invocation of one version, holding a concurrency slot for its whole duration."""
+        key = PoolKey(target.account_id, target.function_arn, target.version, target.code_sha256, target.revision_id)
+        request_id = ctx.request_id or str(uuid.uuid4())
+        qualified = f"{target.function_arn}:{target.version}" if target.version != "$LATEST" else target.function_arn
+        with self.limiter.slot(target.account_id, target.function_name, target.reserved_concurrency,
+                               target.total_reserved):
+            try:
+                sandbox, cold = self.pool.acquire(key, lambda: self._start(target))
+            except InitFailed as failed:
+                return _as_unhandled(failed.result)
+            except SandboxError as e:
+                log.error("environment for %s could not start: %s", qualified, e)
+                raise ServiceException("The execution environment could not be started.") from None
+            try:
+                deadline_ms = int(time.time() * 1000) + target.timeout_s * 1000
+                result = sandbox.invoke(InvokeRequest(request_id, payload, deadline_ms, qualified, client_context,
+                                                      _trace_id()))
+            except SandboxError as e:
+                self.pool.discard(sandbox)
+                log.error("environment for %s failed: %s", qualified, e)
+                raise ServiceException("The execution environment failed.") from None
+            except BaseException:
+                self.pool.discard(sandbox)
+                raise
+            self.pool.release(sandbox)
+        if len(result.payload) > MAX_SYNC_PAYLOAD:
+            result.payload = json.dumps({
+                "errorMessage": f"Response payload size ({len(result.payload)} bytes) exceeded maximum allowed "
+                                f"payload size ({MAX_SYNC_PAYLOAD} bytes).",
+                "errorType": "Function.ResponseSizeTooLarge"}).encode()
+            result.function_error = "Unhandled"
+        return result
+
+    def _start(self, target: Target):
+        spec = EnvironmentSpec(
+            env_id=uuid.uuid4().hex[:16], account_id=target.account_id, function_name=target.function_name,
+            function_version=target.version, function_arn=target.function_arn, runtime=target.runtime,
+            handler=target.handler, code_dir=str(self.code.path_for(target.code_sha256)),
+            memory_mb=target.memory_mb, ephemeral_mb=target.ephemeral_mb, timeout_s=float(target.timeout_s),
+            env=dict(target.environment), log_group=f"/aws/lambda/{target.function_name}",
+            log_stream=f"{time.strftime('%Y/%m/%d')}/[{target.version}]{uuid.uuid4().hex}", region=self.region)
+        sandbox = self.backend.create(spec)
+        try:
+            sandbox.start()
+        except BaseException:
+            sandbox.destroy()
+            raise
+        return sandbox
+
+    def close(self) -> None:
+        self.pool.close()
+        self.backend.close()
+        self.code.clear()
+
+
+def pick_weighted(primary: str, weights: dict[str, float], rnd: Callable[[], float] = random.random) -> str:
+    """Weighted alias routing: each additional version gets its weight, the primary the rest."""
+    r, acc = rnd(), 0.0
+    for version, weight in sorted(weights.items()):
+        acc += weight
+        if r < acc:
+            return version
+    return primary
+
+
+def _client_context(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if len(raw) > MAX_CLIENT_CONTEXT:
+        raise InvalidParameterValueException("Client context must be a maximum of 3583 bytes base64-encoded.")
+    try:
+        text = base64.b64decode(raw, validate=True).decode()
+        json.loads(text)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidParameterValueException("Client context must be a valid Base64-encoded JSON object.") from None
+    return text
+
+
+def _as_unhandled(result: InvokeResult) -> InvokeResult:
+    result.function_error = result.function_error or "Unhandled"
+    return result
+
+
+def _trace_id() -> str:
+    return f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Sampled=0"
