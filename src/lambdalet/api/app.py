@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
@@ -19,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lambdalet.api import sigv4
-from lambdalet.api.protocol import RestJsonProtocol, WireRequest, WireResponse
+from lambdalet.api.protocol import WireRequest, WireResponse, generic_error
 from lambdalet.models.context import Caller, RequestContext
 from lambdalet.models.errors import (
     AwsError,
@@ -39,11 +38,21 @@ class RequestEntityTooLargeException(AwsError):
     code, status, sender_fault = "RequestEntityTooLargeException", 413, True
 
 
-@dataclass
 class ServiceBinding:
-    """One AWS service on this endpoint: its wire protocol and the object that implements it."""
-    protocol: RestJsonProtocol
-    implementation: Any
+    """One AWS service on this endpoint: its wire protocol and the objects that implement it
+    (e.g. Lambda's control plane and its data plane); the first with a method for an operation wins."""
+
+    def __init__(self, protocol: Any, *implementations: Any):
+        self.protocol = protocol
+        self.implementations = implementations
+
+    def handler_for(self, operation_name: str) -> Callable | None:
+        attr = snake_case(operation_name)
+        for impl in self.implementations:
+            method = getattr(impl, attr, None)
+            if method is not None:
+                return method
+        return None
 
 
 def snake_case(name: str) -> str:
@@ -102,7 +111,7 @@ class ApiApp:
                                  base_url=f"{request.url.scheme}://{headers.get('host', request.url.netloc)}",
                                  source_ip=request.client.host if request.client else "",
                                  user_agent=headers.get("user-agent", ""))
-            method = getattr(binding.implementation, snake_case(op.name), None)
+            method = binding.handler_for(op.name)
             if method is None:
                 raise _not_implemented(op)
             result = await run_in_threadpool(method, ctx, params)
@@ -128,9 +137,5 @@ def _not_implemented(op) -> AwsError:
 
 
 def _error_response(binding: ServiceBinding | None, err: AwsError) -> WireResponse:
-    if binding is not None:
-        return binding.protocol.serialize_error(err)
-    import json
-    body = {"Type": "User" if err.sender_fault else "Service", "message": err.message, **err.extra}
-    return WireResponse(err.status, {"x-amzn-ErrorType": err.code, "Content-Type": "application/json", **err.headers},
-                        json.dumps(body).encode())
+    # Before a service is known (auth failures) the rest-json shape is what every AWS SDK parses.
+    return binding.protocol.serialize_error(err) if binding is not None else generic_error(err)

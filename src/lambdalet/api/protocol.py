@@ -173,19 +173,20 @@ class RestJsonProtocol:
         return WireResponse(status, headers, raw_body)
 
     def serialize_error(self, err: AwsError) -> WireResponse:
-        """AWS's shape: x-amzn-ErrorType names the error; the body has Type and message/Message."""
-        body: dict[str, Any] = {"Type": "User" if err.sender_fault else "Service"}
-        msg_key = "message"
-        try:
-            shape = self.model.shape_for(err.code)
-            if "Message" in shape.members:
-                msg_key = "Message"
-        except Exception:  # an error not in this service's model (auth errors)
-            pass
-        body[msg_key] = err.message
-        body.update(err.extra)
-        headers = {"x-amzn-ErrorType": err.code, "Content-Type": "application/json", **err.headers}
-        return WireResponse(err.status, headers, json.dumps(body).encode())
+        return generic_error(err, self.model)
+
+
+def generic_error(err: AwsError, model: ServiceModel | None = None) -> WireResponse:
+    """AWS's shape: x-amzn-ErrorType names the error; the body has Type and message (or Message
+    where the model's error shape spells it so)."""
+    body: dict[str, Any] = {"Type": "User" if err.sender_fault else "Service"}
+    msg_key = "message"
+    if model is not None and err.code in model.shape_names and "Message" in model.shape_for(err.code).members:
+        msg_key = "Message"
+    body[msg_key] = err.message
+    body.update(err.extra)
+    headers = {"x-amzn-ErrorType": err.code, "Content-Type": "application/json", **err.headers}
+    return WireResponse(err.status, headers, json.dumps(body).encode())
 
 
 def _load_json(raw: bytes) -> Any:

@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from lambdalet.models.errors import (
     IncompleteSignatureException,
@@ -141,5 +141,3 @@ def verify(method: str, raw_path: str, query: list[tuple[str, str]], headers: di
     return sreq
 
 
-def unquote_path(raw_path: str) -> str:
-    return unquote(raw_path)
