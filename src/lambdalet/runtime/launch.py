@@ -1,0 +1,79 @@
+"""What to start inside an environment: the runtime process's argv and its environment.
+
+Pure functions of the spec and a `Layout` (where things are, as seen from inside the environment):
+the namespace backend uses AWS's paths (/var/task, /opt, /var/lang, /var/runtime); the process
+backend points the same names at host directories.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))   # this package: bootstraps live here
+
+
+@dataclass(frozen=True)
+class Layout:
+    task_root: str = "/var/task"
+    opt_root: str = "/opt"
+    runtime_dir: str = "/var/runtime"
+    lang_root: str = "/var/lang"         # python prefix
+    python_exe: str = "/var/lang/bin/python3"
+    node_exe: str = "/usr/bin/node"
+
+
+def family(runtime: str) -> str:
+    for prefix in ("python", "nodejs", "provided"):
+        if runtime.startswith(prefix):
+            return prefix
+    raise ValueError(f"unsupported runtime {runtime!r}")
+
+
+def node_available() -> bool:
+    return shutil.which("node") is not None
+
+
+def runtime_argv(runtime: str, layout: Layout, bootstrap_exists: bool = True) -> list[str]:
+    fam = family(runtime)
+    if fam == "python":
+        # -s: no user site; the interpreter's own site-packages is hidden by the namespace backend
+        return [layout.python_exe, "-s", os.path.join(layout.runtime_dir, "python_bootstrap.py")]
+    if fam == "nodejs":
+        return [layout.node_exe, os.path.join(layout.runtime_dir, "node_bootstrap.js")]
+    # provided: /var/task/bootstrap, else /opt/bootstrap (as AWS looks them up)
+    task = os.path.join(layout.task_root, "bootstrap")
+    return [task if bootstrap_exists else os.path.join(layout.opt_root, "bootstrap")]
+
+
+def runtime_env(spec, layout: Layout) -> dict[str, str]:
+    """Lambda's standard variables; the function's own may not override the reserved ones."""
+    fam = family(spec.runtime)
+    L, T, O, R = layout.lang_root, layout.task_root, layout.opt_root, layout.runtime_dir
+    overridable = {
+        "PATH": f"{L}/bin:/usr/local/bin:/usr/bin/:/bin:{O}/bin",
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+        "LD_LIBRARY_PATH": f"{L}/lib:/lib64:/usr/lib64:{R}:{R}/lib:{T}:{T}/lib:{O}/lib",
+    }
+    if fam == "python":
+        overridable["PYTHONPATH"] = R
+    if fam == "nodejs":
+        overridable["NODE_PATH"] = f"{O}/nodejs/node20/node_modules:{O}/nodejs/node_modules:{R}/node_modules:{R}:{T}"
+    reserved = {
+        "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
+        "AWS_LAMBDA_FUNCTION_VERSION": spec.function_version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group or f"/aws/lambda/{spec.function_name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": spec.log_stream,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "_HANDLER": spec.handler,
+        "LAMBDA_TASK_ROOT": T,
+        "LAMBDA_RUNTIME_DIR": R,
+        "AWS_REGION": spec.region,
+        "AWS_DEFAULT_REGION": spec.region,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+    }
+    if fam == "provided":
+        reserved.pop("AWS_EXECUTION_ENV")   # AWS sets none for OS-only runtimes
+    return {**overridable, **spec.env, **reserved}

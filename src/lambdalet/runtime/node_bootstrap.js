@@ -1,0 +1,105 @@
+// lambdalet's Node.js runtime client: GET /next -> handler(event, context[, callback]) -> POST result.
+// Stand-alone (node built-ins only). Errors are shaped as AWS's Node runtime shapes them.
+"use strict";
+const http = require("http");
+const path = require("path");
+const fs = require("fs");
+const { pathToFileURL } = require("url");
+
+const [HOST, PORT] = process.env.AWS_LAMBDA_RUNTIME_API.split(":");
+const API = "/2018-06-01/runtime";
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const TASK_ROOT = process.env.LAMBDA_TASK_ROOT || "/var/task";
+
+function request(method, p, body, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: HOST, port: PORT, path: API + p, method, agent,
+      headers: Object.assign({ "Content-Length": body ? Buffer.byteLength(body) : 0 }, headers || {}) }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => resolve({ headers: res.headers, body: Buffer.concat(chunks) }));
+    });
+    req.on("error", reject);
+    if (body) req.write(body);
+    req.end();
+  });
+}
+
+function errorDoc(err, type) {
+  if (!(err instanceof Error)) err = new Error(typeof err === "string" ? err : JSON.stringify(err));
+  return { errorType: type || err.name || "Error", errorMessage: err.message,
+    trace: String(err.stack || "").split("\n") };
+}
+
+class Fault extends Error { constructor(type, msg) { super(msg); this.faultType = type; } }
+
+async function loadHandler(handlerString) {
+  const dot = handlerString.lastIndexOf(".");
+  if (dot < 1) throw new Fault("Runtime.MalformedHandlerName", `Bad handler ${handlerString}`);
+  const modPath = handlerString.slice(0, dot), fnName = handlerString.slice(dot + 1);
+  const base = path.resolve(TASK_ROOT, modPath);
+  let mod;
+  const found = [".js", ".mjs", ".cjs"].map((e) => base + e).find((f) => fs.existsSync(f));
+  try {
+    if (!found) throw Object.assign(new Error(`Cannot find module '${modPath}'`), { code: "MODULE_NOT_FOUND" });
+    mod = found.endsWith(".mjs") ? await import(pathToFileURL(found).href) : require(found);
+  } catch (e) {
+    if (e.code === "MODULE_NOT_FOUND" || e.code === "ERR_MODULE_NOT_FOUND")
+      throw new Fault("Runtime.ImportModuleError", `Error: ${e.message}`);
+    if (e instanceof SyntaxError) throw new Fault("Runtime.UserCodeSyntaxError", `${e.name}: ${e.message}`);
+    throw e;
+  }
+  const fn = mod[fnName] || (mod.default && mod.default[fnName]);
+  if (typeof fn !== "function") throw new Fault("Runtime.HandlerNotFound", `${handlerString} is undefined or not exported`);
+  return fn;
+}
+
+function makeContext(h) {
+  const deadline = Number(h["lambda-runtime-deadline-ms"] || 0);
+  const env = process.env;
+  let clientContext;
+  if (h["lambda-runtime-client-context"]) { try { clientContext = JSON.parse(h["lambda-runtime-client-context"]); } catch (e) {} }
+  return { awsRequestId: h["lambda-runtime-aws-request-id"], invokedFunctionArn: h["lambda-runtime-invoked-function-arn"],
+    functionName: env.AWS_LAMBDA_FUNCTION_NAME, functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
+    memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE, logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME, clientContext, identity: undefined,
+    callbackWaitsForEmptyEventLoop: true, getRemainingTimeInMillis: () => Math.max(deadline - Date.now(), 0) };
+}
+
+function invokeHandler(fn, event, ctx) {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const cb = (err, res) => { if (done) return; done = true; err ? reject(err) : resolve(res); };
+    try {
+      const r = fn(event, ctx, cb);
+      if (r && typeof r.then === "function") r.then((v) => cb(null, v), (e) => cb(e || new Error("rejected")));
+      else if (fn.length < 3) cb(null, r);
+    } catch (e) { cb(e); }
+  });
+}
+
+(async () => {
+  let fn;
+  try { fn = await loadHandler(process.env._HANDLER || ""); } catch (e) {
+    const doc = errorDoc(e, e.faultType);
+    console.error(`${new Date().toISOString()}\tundefined\tERROR\t${JSON.stringify(doc)}`);
+    await request("POST", "/init/error", JSON.stringify(doc), { "Lambda-Runtime-Function-Error-Type": doc.errorType });
+    process.exit(1);
+  }
+  for (;;) {
+    const next = await request("GET", "/invocation/next");
+    const ctx = makeContext(next.headers);
+    const rid = ctx.awsRequestId;
+    if (next.headers["lambda-runtime-trace-id"]) process.env._X_AMZN_TRACE_ID = next.headers["lambda-runtime-trace-id"];
+    try {
+      const event = next.body.length ? JSON.parse(next.body.toString()) : null;
+      const result = await invokeHandler(fn, event, ctx);
+      const out = result === undefined ? "null" : JSON.stringify(result);
+      await request("POST", `/invocation/${rid}/response`, out);
+    } catch (e) {
+      const doc = errorDoc(e);
+      console.error(`${new Date().toISOString()}\t${rid}\tERROR\tInvoke Error \t${JSON.stringify(doc)}`);
+      await request("POST", `/invocation/${rid}/error`, JSON.stringify(doc), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
+    }
+  }
+})();

@@ -1,0 +1,192 @@
+"""lambdalet's Python runtime client: runs inside the environment as the runtime process.
+
+Stand-alone on purpose (stdlib only, imports nothing from lambdalet): it is the tenant's code path.
+Loop: GET /next -> call handler(event, context) -> POST /response or /error, errors shaped as AWS's.
+"""
+import importlib
+import io
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import traceback
+
+API = "/2018-06-01/runtime"
+
+
+class _Client:
+    """Minimal keep-alive HTTP/1.1 client for the Runtime API (http.client costs ~12 ms to import)."""
+
+    def __init__(self, host, port):
+        self.addr = (host, int(port))
+        self.sock = None
+        self.buf = b""
+
+    def request(self, method, path, body=b"", headers=None):
+        if self.sock is None:
+            self.sock = socket.create_connection(self.addr)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = f"{method} {API}{path} HTTP/1.1\r\nHost: {self.addr[0]}\r\nContent-Length: {len(body)}\r\n"
+        for k, v in (headers or {}).items():
+            head += f"{k}: {v}\r\n"
+        self.sock.sendall(head.encode() + b"\r\n" + body)
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        hdrs = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        n = int(hdrs.get("content-length", 0))
+        while len(self.buf) < n:
+            self._fill()
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return status, _Headers(hdrs), body
+
+    def _fill(self):
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError("runtime API closed the connection")
+        self.buf += data
+
+
+class _Headers(dict):
+    def get(self, key, default=None):
+        return super().get(key.lower(), default)
+
+
+class LambdaContext:
+    def __init__(self, headers, env):
+        self.aws_request_id = headers.get("Lambda-Runtime-Aws-Request-Id", "")
+        self._deadline_ms = int(headers.get("Lambda-Runtime-Deadline-Ms") or 0)
+        self.invoked_function_arn = headers.get("Lambda-Runtime-Invoked-Function-Arn", "")
+        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "")
+        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION", "")
+        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
+        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+        self.identity = None
+        self.client_context = None
+        cc = headers.get("Lambda-Runtime-Client-Context")
+        if cc:
+            try:
+                self.client_context = json.loads(cc)
+            except ValueError:
+                self.client_context = None
+
+    def get_remaining_time_in_millis(self):
+        return max(int(self._deadline_ms - time.time() * 1000), 0)
+
+
+class _Fault(Exception):
+    def __init__(self, error_type, message, trace=None):
+        super().__init__(message)
+        self.error_type, self.message, self.trace = error_type, message, trace or []
+
+
+def _error_doc(error_type, message, trace, request_id=""):
+    return {"errorMessage": message, "errorType": error_type, "requestId": request_id, "stackTrace": trace}
+
+
+def _trace(exc):
+    return traceback.format_list(traceback.extract_tb(exc.__traceback__)[1:])
+
+
+def load_handler(task_root, handler):
+    try:
+        modname, fname = handler.rsplit(".", 1)
+    except ValueError as e:
+        raise _Fault("Runtime.MalformedHandlerName", f"Bad handler '{handler}': {e}")
+    if "/" in modname:                       # "dir/sub.handler" is accepted by AWS
+        sub, modname = os.path.split(modname)
+        sys.path.insert(0, os.path.join(task_root, sub))
+    try:
+        mod = importlib.import_module(modname.replace("/", "."))
+    except ImportError as e:
+        raise _Fault("Runtime.ImportModuleError", f"Unable to import module '{modname}': {e}")
+    except SyntaxError as e:
+        raise _Fault("Runtime.UserCodeSyntaxError", f"Syntax error in module '{modname}': {e}",
+                     [f'  File "{e.filename}" Line {e.lineno}\n', f"    {(e.text or '').strip()}\n"])
+    except Exception as e:
+        raise _Fault(type(e).__name__, str(e), _trace(e))
+    fn = getattr(mod, fname, None)
+    if fn is None:
+        raise _Fault("Runtime.HandlerNotFound", f"Handler '{fname}' missing on module '{modname}'")
+    return fn
+
+
+class _LogFilter(logging.Filter):
+    request_id = ""
+
+    def filter(self, record):
+        record.aws_request_id = _LogFilter.request_id
+        return True
+
+
+def _setup_io():
+    # unbuffered, so every line is in the log pipe before the result is posted
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", write_through=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", write_through=True)
+    h = logging.StreamHandler(sys.stdout)
+    h.setFormatter(logging.Formatter("[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+                                     "%Y-%m-%dT%H:%M:%S"))
+    h.formatter.converter = time.gmtime
+    h.addFilter(_LogFilter())
+    root = logging.getLogger()
+    root.addHandler(h)
+    root.setLevel(logging.WARNING)
+
+
+def main():
+    env = os.environ
+    host, _, port = env["AWS_LAMBDA_RUNTIME_API"].partition(":")
+    conn = _Client(host, port)
+    task_root = env.get("LAMBDA_TASK_ROOT", "/var/task")
+
+    def post(path, body, headers=None):
+        return conn.request("POST", path, body, headers)[0]
+
+    _setup_io()
+    sys.path.insert(0, task_root)
+    try:
+        handler = load_handler(task_root, env.get("_HANDLER", ""))
+    except _Fault as f:
+        print(f"[ERROR] {f.error_type}: {f.message}\nTraceback (most recent call last):\n{''.join(f.trace)}", file=sys.stdout)
+        post("/init/error", json.dumps(_error_doc(f.error_type, f.message, f.trace)).encode(),
+             {"Lambda-Runtime-Function-Error-Type": f.error_type})
+        sys.exit(1)
+    while True:
+        _, headers, body = conn.request("GET", "/invocation/next")
+        ctx = LambdaContext(headers, env)
+        rid = ctx.aws_request_id
+        _LogFilter.request_id = rid
+        trace_id = headers.get("Lambda-Runtime-Trace-Id")
+        if trace_id:
+            os.environ["_X_AMZN_TRACE_ID"] = trace_id
+        try:
+            event = json.loads(body) if body else None
+            result = handler(event, ctx)
+            try:
+                out = json.dumps(result).encode()
+            except (TypeError, ValueError) as e:
+                raise _Fault("Runtime.MarshalError", f"Unable to marshal response: {e}")
+        except _Fault as f:
+            doc = _error_doc(f.error_type, f.message, f.trace, rid)
+        except Exception as e:
+            doc = _error_doc(type(e).__name__, str(e), _trace(e), rid)
+            print(f"[ERROR] {doc['errorType']}: {doc['errorMessage']}\nTraceback (most recent call last):\n"
+                  f"{''.join(doc['stackTrace'])}", file=sys.stdout)
+        else:
+            post(f"/invocation/{rid}/response", out)
+            continue
+        post(f"/invocation/{rid}/error", json.dumps(doc).encode(),
+             {"Lambda-Runtime-Function-Error-Type": "Unhandled"})
+
+
+if __name__ == "__main__":
+    sys.path.pop(0)     # our own directory; /var/runtime stays reachable via PYTHONPATH
+    main()

@@ -1,0 +1,125 @@
+"""The execution-environment contract every isolation backend implements.
+
+Rules (the shared suite in tests/unit/test_sandbox_contract.py checks them against every backend):
+- A `Backend` is created once per server (`open_backend(name, **options)`) and owns shared
+  resources (fork server, uid pool, cgroup parent). `backend.create(spec)` returns a `Sandbox`
+  for exactly ONE function version of one account; it is never reused for anything else.
+- `Sandbox.start()` creates the environment and returns once the runtime has asked for its first
+  event (GET /runtime/invocation/next). If init fails it raises `InitFailed` whose `.result` is the
+  error the triggering Invoke should return, and the sandbox is dead.
+- `invoke()` runs ONE invocation at a time (callers serialize; a second concurrent call raises).
+  A frozen sandbox is thawed first. Timeouts, runtime exits and OOM end the environment: the
+  result carries `error_type` and `alive` becomes False. Never raises for function failures.
+- `freeze()`/`thaw()` stop/resume every process of the environment between invocations.
+- `destroy()` is idempotent and leaves nothing behind: processes, cgroups, mounts, temp files.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    env_id: str
+    account_id: str
+    function_name: str
+    function_version: str
+    function_arn: str
+    runtime: str                      # "python3.11", "nodejs20.x", "provided.al2023", ...
+    handler: str                      # "app.handler"; ignored by provided runtimes
+    code_dir: str                     # unpacked code, mounted read-only at /var/task
+    layers_dir: str | None = None     # merged layers, mounted read-only at /opt
+    memory_mb: int = 128
+    ephemeral_mb: int = 512
+    timeout_s: float = 3.0
+    env: dict[str, str] = field(default_factory=dict)   # the function's own variables
+    log_group: str = ""
+    log_stream: str = ""
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
+class InvokeRequest:
+    request_id: str
+    payload: bytes
+    deadline_ms: int                  # epoch milliseconds; the backend kills the env past it
+    invoked_function_arn: str
+    client_context: str | None = None  # JSON text (decoded X-Amz-Client-Context), as the runtime sees it
+    trace_id: str = ""
+
+
+@dataclass
+class InvokeResult:
+    payload: bytes
+    function_error: str | None = None  # "Unhandled" (AWS's X-Amz-Function-Error) or None
+    error_type: str | None = None      # "Runtime.ExitError", "Sandbox.Timedout", exception class...
+    log_tail: bytes = b""              # last 4 KB of this invocation's log, START..REPORT
+    duration_ms: float = 0.0
+    max_memory_mb: int = 0
+    init_duration_ms: float | None = None  # set on the first invocation of an environment
+
+
+class SandboxError(Exception):
+    """The platform failed (not the function): the caller answers ServiceException."""
+
+
+class InitFailed(SandboxError):
+    def __init__(self, result: InvokeResult):
+        super().__init__(result.error_type or "init failed")
+        self.result = result
+
+
+class Sandbox(abc.ABC):
+    spec: EnvironmentSpec
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+    @abc.abstractmethod
+    def invoke(self, req: InvokeRequest) -> InvokeResult: ...
+    @abc.abstractmethod
+    def freeze(self) -> None: ...
+    @abc.abstractmethod
+    def thaw(self) -> None: ...
+    @abc.abstractmethod
+    def destroy(self) -> None: ...
+    @property
+    @abc.abstractmethod
+    def alive(self) -> bool: ...
+    def stats(self) -> dict[str, Any]:
+        """Timings of each start-up step (ms) and counters; informational, keys may grow."""
+        return {}
+
+
+class Backend(abc.ABC):
+    name = ""
+    @abc.abstractmethod
+    def create(self, spec: EnvironmentSpec, *, log_sink: Callable[[bytes], None] | None = None) -> Sandbox: ...
+    def close(self) -> None:
+        """Release shared resources (fork server). Sandboxes must be destroyed first."""
+
+
+# gVisor-style platform table: backends register a factory under a name; callers look it up.
+_BACKENDS: dict[str, Callable[..., Backend]] = {}
+
+
+def register_backend(name: str, factory: Callable[..., Backend]) -> None:
+    if name in _BACKENDS:
+        raise ValueError(f"sandbox backend {name!r} already registered")
+    _BACKENDS[name] = factory
+
+
+def lookup_backend(name: str) -> Callable[..., Backend]:
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown sandbox backend {name!r}; known: {sorted(_BACKENDS)}") from None
+
+
+def backend_names() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def open_backend(name: str, **options: Any) -> Backend:
+    return lookup_backend(name)(**options)

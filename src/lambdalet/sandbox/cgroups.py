@@ -1,0 +1,225 @@
+"""One cgroup per environment, speaking cgroup v1 (separate controller trees) or v2 (unified).
+
+v1 is what this host has (the v2 tree has no controllers). Each environment's group is created
+under the server's own cgroup (from /proc/self/cgroup) + "/lambdalet", so limits nest inside
+whatever the operator gave the server, and nothing is placed beside other tenants of the machine.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+ROOT = "/sys/fs/cgroup"
+V1_CONTROLLERS = ("memory", "cpu", "pids", "freezer")
+CFS_PERIOD_US = 100_000
+MB_PER_VCPU = 1769                     # Lambda: one full vCPU at 1,769 MB
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int
+    pids_max: int = 1024
+
+    @property
+    def cpu_quota_us(self) -> int:
+        return max(int(CFS_PERIOD_US * self.memory_mb / MB_PER_VCPU), 1000)
+
+
+def detect_version() -> int:
+    try:
+        with open(f"{ROOT}/cgroup.controllers") as f:
+            if "memory" in f.read().split():
+                return 2
+    except OSError:
+        pass
+    if all(os.path.isdir(f"{ROOT}/{c}") for c in V1_CONTROLLERS):
+        return 1
+    raise RuntimeError("no usable cgroup hierarchy: need v2 with memory, or v1 memory/cpu/pids/freezer")
+
+
+def _own_path(controller: str | None) -> str:
+    """This process's cgroup path for a v1 controller (or the v2 path when controller is None)."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            names = ctrls.split(",") if ctrls else []
+            if (controller is None and ctrls == "") or (controller in names):
+                return path.rstrip("/")
+    return ""
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+class Cgroup:
+    """Create with `Cgroup.create(name, limits)`; `destroy()` kills every member and removes it."""
+
+    def __init__(self, version: int, dirs: dict[str, str]):
+        self.version = version
+        self.dirs = dirs                 # controller (or "unified") -> directory
+
+    @classmethod
+    def create(cls, name: str, limits: Limits, parent: str = "lambdalet", version: int | None = None) -> "Cgroup":
+        version = version or detect_version()
+        if version == 2:
+            base = f"{ROOT}{_own_path(None)}/{parent}"
+            os.makedirs(base, exist_ok=True)
+            _write(f"{base}/cgroup.subtree_control", "+memory +cpu +pids")
+            cg = cls(2, {"unified": f"{base}/{name}"})
+        else:
+            cg = cls(1, {c: f"{ROOT}/{c}{_own_path(c)}/{parent}/{name}" for c in V1_CONTROLLERS})
+        try:
+            for d in cg.dirs.values():
+                os.makedirs(d)
+            cg._apply(limits)
+        except BaseException:
+            cg.destroy()
+            raise
+        return cg
+
+    def _apply(self, lim: Limits) -> None:
+        mem = lim.memory_mb * 1024 * 1024
+        if self.version == 2:
+            d = self.dirs["unified"]
+            _write(f"{d}/memory.max", str(mem))
+            if os.path.exists(f"{d}/memory.swap.max"):
+                _write(f"{d}/memory.swap.max", "0")
+            _write(f"{d}/cpu.max", f"{lim.cpu_quota_us} {CFS_PERIOD_US}")
+            _write(f"{d}/pids.max", str(lim.pids_max))
+            return
+        m = self.dirs["memory"]
+        _write(f"{m}/memory.limit_in_bytes", str(mem))
+        if os.path.exists(f"{m}/memory.memsw.limit_in_bytes"):   # memory+swap == memory: no swap
+            _write(f"{m}/memory.memsw.limit_in_bytes", str(mem))
+        _write(f"{self.dirs['cpu']}/cpu.cfs_period_us", str(CFS_PERIOD_US))
+        _write(f"{self.dirs['cpu']}/cpu.cfs_quota_us", str(lim.cpu_quota_us))
+        _write(f"{self.dirs['pids']}/pids.max", str(lim.pids_max))
+
+    def set_cpu_quota(self, quota_us: int) -> None:
+        if self.version == 2:
+            _write(f"{self.dirs['unified']}/cpu.max", f"{quota_us} {CFS_PERIOD_US}")
+        else:
+            _write(f"{self.dirs['cpu']}/cpu.cfs_quota_us", str(quota_us))
+
+    def procs_files(self) -> list[str]:
+        """Files a child writes its own pid into (before unsharing its cgroup namespace)."""
+        return [f"{d}/cgroup.procs" for d in self.dirs.values()]
+
+    def attach(self, pid: int) -> None:
+        for p in self.procs_files():
+            _write(p, str(pid))
+
+    def _main(self) -> str:
+        return self.dirs.get("unified") or self.dirs["pids"]
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(x) for x in _read(f"{self._main()}/cgroup.procs").split()]
+        except FileNotFoundError:
+            return []
+
+    def freeze(self, timeout_s: float = 2.0) -> None:
+        if self.version == 2:
+            self._set_frozen("cgroup.freeze", "1", "cgroup.events", "frozen 1", timeout_s)
+        else:
+            self._set_frozen("freezer.state", "FROZEN", "freezer.state", "FROZEN", timeout_s)
+
+    def thaw(self) -> None:
+        if self.version == 2:
+            _write(f"{self.dirs['unified']}/cgroup.freeze", "0")
+        else:
+            _write(f"{self.dirs['freezer']}/freezer.state", "THAWED")
+
+    def _set_frozen(self, ctl: str, value: str, status: str, want: str, timeout_s: float) -> None:
+        d = self.dirs.get("unified") or self.dirs["freezer"]
+        _write(f"{d}/{ctl}", value)
+        end = time.monotonic() + timeout_s
+        while want not in _read(f"{d}/{status}"):     # v1 passes through FREEZING
+            if time.monotonic() > end:
+                raise TimeoutError("cgroup did not freeze")
+            time.sleep(0.0002)
+
+    def max_memory_mb(self) -> int:
+        d = self.dirs.get("unified") or self.dirs["memory"]
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            return -(-int(_read(f"{d}/{name}")) // (1024 * 1024))
+        except (OSError, ValueError):
+            return 0
+
+    def oom_kills(self) -> int:
+        d = self.dirs.get("unified") or self.dirs["memory"]
+        try:
+            text = _read(f"{d}/memory.events" if self.version == 2 else f"{d}/memory.oom_control")
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            k, _, v = line.partition(" ")
+            if k == "oom_kill":
+                return int(v)
+        return 0
+
+    def kill_all(self, timeout_s: float = 5.0) -> None:
+        """SIGKILL every member. Frozen first (v1), so nothing forks while we walk the list."""
+        if self.version == 2 and os.path.exists(f"{self.dirs['unified']}/cgroup.kill"):
+            _write(f"{self.dirs['unified']}/cgroup.kill", "1")
+        end = time.monotonic() + timeout_s
+        while (pids := self.pids()):
+            try:
+                self.freeze(timeout_s=0.5)
+            except (TimeoutError, OSError):
+                pass
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.thaw()           # SIGKILL is delivered once the tasks run again
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                raise TimeoutError(f"cgroup still has members: {pids}")
+            time.sleep(0.0005)
+
+    def destroy(self, timeout_s: float = 5.0) -> None:
+        """Idempotent: kill members, then rmdir (retrying while the kernel still holds them)."""
+        if any(os.path.isdir(d) for d in self.dirs.values()):
+            self.kill_all(timeout_s)
+        end = time.monotonic() + timeout_s
+        for d in self.dirs.values():
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or time.monotonic() > end:
+                        raise
+                    time.sleep(0.001)
+
+    def exists(self) -> bool:
+        return any(os.path.isdir(d) for d in self.dirs.values())
+
+
+def remove_parent(parent: str = "lambdalet") -> None:
+    """Remove the (empty) per-server parent groups; leaves them if anything is still inside."""
+    version = detect_version()
+    dirs = ([f"{ROOT}{_own_path(None)}/{parent}"] if version == 2
+            else [f"{ROOT}/{c}{_own_path(c)}/{parent}" for c in V1_CONTROLLERS])
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass

@@ -1,0 +1,268 @@
+"""Host side of a bridged environment, shared by the namespace and process backends.
+
+A backend supplies how the environment is launched, frozen, measured and torn down; this class
+speaks the bridge protocol, enforces deadlines and turns what happened into an `InvokeResult`
+shaped as AWS shapes it (START/END/REPORT log lines, Runtime.ExitError, Sandbox.Timedout).
+Every frame from the environment is untrusted: bounded by bridge.MAX_BODY, anything odd kills it.
+"""
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import math
+import socket
+import threading
+import time
+from typing import Callable
+
+from lambdalet.runtime import bridge
+from lambdalet.sandbox.api import EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult, Sandbox, SandboxError
+
+log = logging.getLogger(__name__)
+LOG_TAIL = 4096
+INIT_TIMEOUT_S = 10.0                    # AWS's init phase limit for on-demand environments
+
+
+class _Died(Exception):
+    def __init__(self, status: str):
+        self.status = status
+
+
+class BridgedSandbox(Sandbox):
+    def __init__(self, spec: EnvironmentSpec, log_sink: Callable[[bytes], None] | None = None,
+                 init_timeout_s: float = INIT_TIMEOUT_S):
+        self.spec = spec
+        self._sink = log_sink
+        self._init_timeout = init_timeout_s
+        self._sock: socket.socket | None = None
+        self._reader = bridge.FrameReader()
+        self._lock = threading.Lock()     # one invocation at a time; also guards state changes
+        self._state = "new"               # new -> ready <-> frozen -> dead
+        self._timings: dict = {}
+        self._init_ms: float | None = None
+        self._first_invoke = True
+        self._log = bytearray()
+        self._last_mem = 0
+
+    # --- what a backend provides ---------------------------------------------------------------
+    @abc.abstractmethod
+    def _launch(self) -> socket.socket:
+        """Create the environment; return the host end of its bridge socket."""
+    @abc.abstractmethod
+    def _kill(self) -> None:
+        """Kill every process of the environment and release its resources. Idempotent."""
+    @abc.abstractmethod
+    def _do_freeze(self) -> None: ...
+    @abc.abstractmethod
+    def _do_thaw(self) -> None: ...
+    def _init_done(self) -> None:
+        """Called once the runtime is ready (e.g. to end the init-phase CPU boost)."""
+    def _max_memory_mb(self) -> int:
+        return 0
+    def _oom_killed(self) -> bool:
+        return False
+    def _pids(self) -> list[int]:
+        return []
+
+    # --- contract --------------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self._state in ("ready", "frozen")
+
+    def stats(self) -> dict:
+        return {"state": self._state, "init_duration_ms": self._init_ms, "pids": self._pids(), **self._timings}
+
+    def start(self) -> None:
+        with self._lock:
+            if self._state != "new":
+                raise SandboxError(f"start() on a {self._state} sandbox")
+            self._state = "starting"
+            t0 = time.monotonic()
+            try:
+                self._sock = self._launch()
+            except BaseException:
+                self._teardown()
+                raise
+            self._timings["launch_ms"] = round((time.monotonic() - t0) * 1000, 3)
+            deadline = t0 + self._init_timeout
+            init_error: tuple[str, bytes] | None = None
+            try:
+                while True:
+                    frame = self._next_frame(deadline)
+                    if frame is None:
+                        self._fail_init("Sandbox.Timedout", f"Init timed out after {self._init_timeout:.2f} seconds")
+                    kind, hdr, body = frame
+                    if kind == bridge.READY and init_error is None:
+                        self._timings.update({k: v for k, v in hdr.items() if isinstance(v, (int, float))})
+                        break
+                    if kind == bridge.LOG:
+                        self._emit(body)
+                    elif kind == bridge.SETUP_ERROR:
+                        self._teardown()
+                        raise SandboxError(f"environment set-up failed: {hdr.get('error')}")
+                    elif kind == bridge.INIT_ERROR:
+                        init_error = (str(hdr.get("error_type", "")), body)
+                        deadline = min(deadline, time.monotonic() + 0.5)   # let it exit and flush logs
+                    elif kind == bridge.EXIT:
+                        raise _Died(str(hdr.get("status", "")))
+            except _Died as d:
+                if init_error:
+                    self._fail_init_doc(*init_error)
+                self._fail_init("Runtime.ExitError", f"RequestId:  Error: Runtime exited with error: {d.status}")
+            self._init_done()
+            self._init_ms = round((time.monotonic() - t0) * 1000, 3)
+            self._timings["cold_start_ms"] = self._init_ms
+            self._state = "ready"
+
+    def invoke(self, req: InvokeRequest) -> InvokeResult:
+        if not self._lock.acquire(blocking=False):
+            raise SandboxError("sandbox is busy: one invocation at a time")
+        try:
+            if self._state == "frozen":
+                self._do_thaw()
+                self._state = "ready"
+            if self._state != "ready":
+                raise SandboxError(f"invoke() on a {self._state} sandbox")
+            return self._invoke(req)
+        finally:
+            self._lock.release()
+
+    def freeze(self) -> None:
+        with self._lock:
+            if self._state == "ready":
+                self._do_freeze()
+                self._state = "frozen"
+
+    def thaw(self) -> None:
+        with self._lock:
+            if self._state == "frozen":
+                self._do_thaw()
+                self._state = "ready"
+
+    def destroy(self) -> None:
+        self._teardown()
+
+    # --- internals -------------------------------------------------------------------------------
+    def _teardown(self) -> None:
+        if self._state != "dead":
+            self._last_mem = self._max_memory_mb()   # read before the cgroup goes
+        self._state = "dead"
+        try:
+            self._kill()
+        finally:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def _fail_init(self, error_type: str, message: str):
+        self._fail_init_doc(error_type, json.dumps({"errorType": error_type, "errorMessage": message}).encode())
+
+    def _fail_init_doc(self, error_type: str, doc: bytes):
+        self._teardown()
+        try:
+            error_type = json.loads(doc).get("errorType") or error_type
+        except (ValueError, AttributeError):
+            pass
+        raise InitFailed(InvokeResult(payload=doc, function_error="Unhandled", error_type=error_type or "Runtime.Unknown",
+                                      log_tail=bytes(self._log[-LOG_TAIL:]), init_duration_ms=None))
+
+    def _emit(self, data: bytes) -> None:
+        self._log += data
+        if len(self._log) > 4 * LOG_TAIL:          # keep only what a tail can need
+            del self._log[: len(self._log) - LOG_TAIL]
+        if self._sink is not None:
+            try:
+                self._sink(data)
+            except Exception:
+                log.exception("log sink failed")
+
+    def _next_frame(self, deadline: float):
+        """One frame, or None at the deadline (monotonic). Raises _Died when the bridge closes."""
+        assert self._sock is not None
+        while True:
+            try:
+                frame = self._reader.next_frame()
+            except bridge.ProtocolError as e:
+                log.warning("environment %s sent a bad frame: %s", self.spec.env_id, e)
+                raise _Died("signal: killed") from None
+            if frame is not None:
+                return frame
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self._sock.settimeout(left)
+            try:
+                data = self._sock.recv(1 << 20)
+            except socket.timeout:
+                return None
+            except OSError:
+                data = b""
+            if not data:
+                raise _Died("signal: killed" if self._oom_killed() else "")
+            self._reader.feed(data)
+
+    def _invoke(self, req: InvokeRequest) -> InvokeResult:
+        rid = req.request_id
+        self._log.clear()
+        self._emit(f"START RequestId: {rid} Version: {self.spec.function_version}\n".encode())
+        hdr = {"request_id": rid, "deadline_ms": req.deadline_ms, "invoked_function_arn": req.invoked_function_arn,
+               "client_context": req.client_context, "trace_id": req.trace_id}
+        t0 = time.monotonic()
+        deadline = t0 + max(req.deadline_ms / 1000.0 - time.time(), 0.0)
+        payload, ferr, etype = b"", None, None
+        try:
+            bridge.send(self._sock, bridge.INVOKE, hdr, req.payload)
+            while True:
+                frame = self._next_frame(deadline)
+                if frame is None:
+                    secs = self.spec.timeout_s
+                    self._teardown()
+                    self._emit(f"{_now()} {rid} Task timed out after {secs:.2f} seconds\n".encode())
+                    payload, ferr, etype = _doc("Sandbox.Timedout", f"RequestId: {rid} Error: Task timed out after {secs:.2f} seconds"), "Unhandled", "Sandbox.Timedout"
+                    break
+                kind, fh, body = frame
+                if kind == bridge.LOG:
+                    self._emit(body)
+                elif kind in (bridge.RESULT, bridge.ERROR) and fh.get("request_id") == rid:
+                    payload = body
+                    if kind == bridge.ERROR:
+                        ferr = "Unhandled"
+                        try:
+                            etype = json.loads(body).get("errorType")
+                        except (ValueError, AttributeError):
+                            etype = None
+                        etype = etype or fh.get("error_type") or "Unhandled"
+                    break
+                elif kind == bridge.EXIT:
+                    raise _Died(str(fh.get("status", "")))
+        except (_Died, OSError) as d:
+            status = d.status if isinstance(d, _Died) else ""
+            if self._oom_killed():
+                status = "signal: killed"
+            self._teardown()
+            msg = f"Runtime exited with error: {status}" if status else "Runtime exited without providing a reason"
+            self._emit(f"{_now()} {rid} Error: {msg}\n".encode())
+            payload, ferr, etype = _doc("Runtime.ExitError", f"RequestId: {rid} Error: {msg}"), "Unhandled", "Runtime.ExitError"
+        dur = (time.monotonic() - t0) * 1000
+        mem = self._max_memory_mb() if self.alive else self._last_mem
+        init_ms = self._init_ms if self._first_invoke else None
+        self._first_invoke = False
+        report = (f"REPORT RequestId: {rid}\tDuration: {dur:.2f} ms\tBilled Duration: {math.ceil(dur)} ms\t"
+                  f"Memory Size: {self.spec.memory_mb} MB\tMax Memory Used: {mem} MB\t")
+        if init_ms is not None:
+            report += f"Init Duration: {init_ms:.2f} ms\t"
+        if etype in ("Sandbox.Timedout", "Runtime.ExitError"):
+            report += f"Status: {'timeout' if etype == 'Sandbox.Timedout' else 'error'}\t"
+        self._emit(f"END RequestId: {rid}\n{report}\n".encode())
+        return InvokeResult(payload=payload, function_error=ferr, error_type=etype, log_tail=bytes(self._log[-LOG_TAIL:]),
+                            duration_ms=round(dur, 3), max_memory_mb=mem, init_duration_ms=init_ms)
+
+
+def _doc(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"

