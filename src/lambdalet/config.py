@@ -46,12 +46,17 @@ class Settings:
         return self.data_dir / "master.key"
 
     @property
+    def instance_id(self) -> str:
+        """Stable per data dir: names this server's cgroups and volatile directories."""
+        return hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+
+    @property
     def run_dir(self) -> Path:
         """Volatile per-host state (unpacked code). Defaults to /dev/shm so plain code never hits disk."""
         if self.runtime_dir:
             return self.runtime_dir
         base = Path("/dev/shm") if Path("/dev/shm").is_dir() else self.data_dir / "run"
-        return base / ("lambdalet-" + hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12])
+        return base / f"lambdalet-{self.instance_id}"
 
     @property
     def endpoint_file(self) -> Path:

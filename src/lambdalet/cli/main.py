@@ -25,12 +25,23 @@ def main() -> None:
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="0 picks a free port.")
 @click.option("--region", default="us-east-1", show_default=True)
 @click.option("--insecure-http", is_flag=True, help="Serve plain HTTP instead of TLS (unsafe; loud warning).")
-def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool) -> None:
+@click.option("--sandbox", type=click.Choice(["namespace", "process", "microvm"]), default="namespace",
+              show_default=True, help="Isolation backend; 'process' runs code UNISOLATED (development only).")
+@click.option("--concurrency-limit", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="The account's concurrent executions limit.")
+@click.option("--env-idle-ttl", type=click.FloatRange(0.1), default=300.0, show_default=True,
+              help="Seconds an idle execution environment is kept warm.")
+@click.option("--env-max-lifetime", type=click.FloatRange(1), default=7200.0, show_default=True,
+              help="Seconds after which any execution environment is replaced.")
+def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool, sandbox: str,
+          concurrency_limit: int, env_idle_ttl: float, env_max_lifetime: float) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
 
     settings = Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve(), host=host, port=port,
-                        region=region, insecure_http=insecure_http)
+                        region=region, insecure_http=insecure_http, sandbox=sandbox,
+                        concurrent_executions_limit=concurrency_limit, env_idle_ttl_s=env_idle_ttl,
+                        env_max_lifetime_s=env_max_lifetime)
     run_server(settings)
 
 

@@ -1,6 +1,7 @@
 """Serve the platform: bind, TLS, uvicorn, and the endpoint file that `lambdalet env` reads."""
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -36,15 +37,32 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _lock_data_dir(settings: Settings):
+    """One server per data dir: a second one would share its database, keys and cgroups."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fh = open(settings.data_dir / "server.lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another lambdalet server is using {settings.data_dir}") from None
+    return fh
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    platform = build_platform(settings)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    lock = _lock_data_dir(settings)  # noqa: F841  (held for the life of the process)
+    try:
+        platform = build_platform(settings)
+    except PermissionError as e:
+        raise SystemExit(f"cannot start the '{settings.sandbox}' sandbox: {e}. Run as root, or pass "
+                         "--sandbox process to run functions WITHOUT isolation (development only).") from None
     admin = platform.identity.bootstrap_admin()
     log.info("administrator access key %s (account %s); `lambdalet env` prints the credentials",
              admin.access_key_id, admin.account_id)
 
     lambda_model = load_service_model("lambda")
-    app = ApiApp({"lambda": ServiceBinding(RestJsonProtocol(lambda_model), platform.lambda_service)},
+    app = ApiApp({"lambda": ServiceBinding(RestJsonProtocol(lambda_model), platform.lambda_service, platform.invoker)},
                  platform.identity.lookup, max_skew_s=settings.max_clock_skew_s,
                  internal_routes=[code_route(platform.keyring, platform.blobs)])
 

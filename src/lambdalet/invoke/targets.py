@@ -1,0 +1,39 @@
+"""From an Invoke's FunctionName + Qualifier to the one version this invocation runs.
+
+Reads through the control plane's resolver; alias routing (weighted) is decided here, per
+invocation, as Lambda does.
+"""
+from __future__ import annotations
+
+from lambdalet.invoke.invoker import Target
+from lambdalet.models.context import RequestContext
+from lambdalet.services.arns import Scope
+from lambdalet.services.concurrency import reserved_total
+from lambdalet.services.resolver import FunctionResolver, FunctionVersion
+from lambdalet.models.errors import InvalidParameterValueException
+
+
+class TargetResolver:
+    def __init__(self, resolver: FunctionResolver, db):
+        self._resolver = resolver
+        self._db = db
+
+    def __call__(self, ctx: RequestContext, function_name: str, qualifier: str | None) -> Target:
+        fv = self._resolver.resolve_version(ctx.account_id, function_name, qualifier, ctx.region)
+        if fv.routing is not None:
+            chosen = fv.routing.pick()
+            if chosen != fv.version:
+                fv = self._resolver.resolve_version(ctx.account_id, fv.function_name, chosen, ctx.region)
+        if not fv.runtime or (not fv.handler and not fv.runtime.startswith("provided")):
+            raise InvalidParameterValueException("The function has no runtime or handler configured.")
+        with self._db.read() as conn:
+            total = reserved_total(conn, Scope(ctx.account_id, fv.region))
+        return _target(fv, total)
+
+
+def _target(fv: FunctionVersion, total_reserved: int) -> Target:
+    return Target(account_id=fv.account_id, function_name=fv.function_name, function_arn=fv.function_arn,
+                  version=fv.version, runtime=fv.runtime or "", handler=fv.handler or "",
+                  memory_mb=fv.memory_size, timeout_s=fv.timeout, ephemeral_mb=fv.ephemeral_storage_mb,
+                  environment=dict(fv.environment), code_sha256=fv.code_sha256_hex, revision_id=fv.revision_id,
+                  reserved_concurrency=fv.reserved_concurrency, total_reserved=total_reserved)
