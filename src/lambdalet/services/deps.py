@@ -1,0 +1,30 @@
+"""What the resource modules need, bundled once by LambdaService (no globals below this line)."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lambdalet.services.runtimes import RuntimeCatalogue, default_catalogue
+from lambdalet.store.db import Database
+
+DEFAULT_CONCURRENT_EXECUTIONS = 1000
+
+
+@dataclass
+class Deps:
+    db: Database
+    keyring: Any                      # crypto.keyring.Keyring: seal/open/derive_key
+    blobs: Any                        # blobs.store.BlobStore: put/get
+    settings: Any                     # config.Settings
+    runtimes: RuntimeCatalogue = field(default_factory=default_catalogue)
+    clock: Callable[[], float] = time.time
+
+    def today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
+
+    @property
+    def concurrent_executions_limit(self) -> int:
+        # Settings belongs to the lead; until it has this field, AWS's default account limit applies.
+        return int(getattr(self.settings, "concurrent_executions_limit", DEFAULT_CONCURRENT_EXECUTIONS))

@@ -1,0 +1,93 @@
+"""The runtime catalogue (data/runtimes.json): which Runtime values may be used, and since when not.
+
+A runtime is refused for new functions once AWS blocks creation (block_create_date), and for
+updates once it blocks updates; a deprecated entry without a date is refused outright.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from lambdalet.models.errors import InvalidParameterValueException
+from lambdalet.services.validation import constraint_error
+
+CATALOGUE_PATH = Path(__file__).resolve().parent.parent / "data" / "runtimes.json"
+
+
+def _date(text: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text else None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    identifier: str
+    family: str
+    status: str                        # "supported" | "deprecated"
+    deprecation_date: dt.date | None
+    block_create_date: dt.date | None
+    block_update_date: dt.date | None
+    handler_style: str                 # documentation of the Handler format for this family
+    lambdalet_runs: bool               # a managed runtime ships with this host
+
+    def _blocked(self, block: dt.date | None, today: dt.date) -> bool:
+        if block is not None:
+            return today >= block
+        return self.status == "deprecated"
+
+    def blocked_for_create(self, today: dt.date) -> bool:
+        return self._blocked(self.block_create_date, today)
+
+    def blocked_for_update(self, today: dt.date) -> bool:
+        return self._blocked(self.block_update_date, today)
+
+
+class RuntimeCatalogue:
+    def __init__(self, runtimes: list[Runtime]):
+        self._by_id = {r.identifier: r for r in runtimes}
+
+    @classmethod
+    def load(cls, path: Path = CATALOGUE_PATH) -> "RuntimeCatalogue":
+        doc = json.loads(Path(path).read_text())
+        return cls([Runtime(identifier=r["identifier"], family=r["family"], status=r["status"],
+                            deprecation_date=_date(r.get("deprecation_date")),
+                            block_create_date=_date(r.get("block_create_date")),
+                            block_update_date=_date(r.get("block_update_date")),
+                            handler_style=r.get("handler_style", ""), lambdalet_runs=bool(r.get("lambdalet_runs")))
+                    for r in doc["runtimes"]])
+
+    def get(self, identifier: str) -> Runtime | None:
+        return self._by_id.get(identifier)
+
+    def identifiers(self) -> list[str]:
+        return list(self._by_id)
+
+    def _newest_in_family(self, family: str, today: dt.date) -> Runtime | None:
+        usable = [r for r in self._by_id.values() if r.family == family and not r.blocked_for_create(today)]
+        return usable[0] if usable else None      # the file lists each family newest first
+
+    def check(self, identifier, *, creating: bool, today: dt.date | None = None) -> Runtime:
+        """The runtime, or InvalidParameterValueException as AWS words it."""
+        today = today or dt.datetime.now(dt.timezone.utc).date()
+        rt = self.get(identifier) if isinstance(identifier, str) else None
+        if rt is None:
+            raise constraint_error(identifier, "runtime",
+                                   f"Member must satisfy enum value set: [{', '.join(self.identifiers())}] "
+                                   "or be a valid ARN")
+        blocked = rt.blocked_for_create(today) if creating else rt.blocked_for_update(today)
+        if blocked:
+            newest = self._newest_in_family(rt.family, today)
+            advice = (f"We recommend you use the new runtime ({newest.identifier}) while creating or updating "
+                      "functions." if newest else "We recommend you use a supported runtime while creating or "
+                                                  "updating functions.")
+            raise InvalidParameterValueException(
+                f"The runtime parameter of {rt.identifier} is no longer supported for creating or updating AWS "
+                f"Lambda functions. {advice}")
+        return rt
+
+
+@lru_cache(maxsize=1)
+def default_catalogue() -> RuntimeCatalogue:
+    return RuntimeCatalogue.load()

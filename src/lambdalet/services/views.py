@@ -1,0 +1,72 @@
+"""Response shapes: stored rows -> AWS output members (FunctionConfiguration, AliasConfiguration)."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from sqlalchemy.engine import Row
+
+from lambdalet.services.arns import Scope
+from lambdalet.services.records import LATEST, config_of
+
+
+def aws_timestamp(epoch: float) -> str:
+    """AWS's LastModified format: 2026-11-27T02:53:00.000+0000."""
+    whole = int(epoch)
+    millis = int(round((epoch - whole) * 1000))
+    if millis == 1000:
+        whole, millis = whole + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}+0000"
+
+
+def code_sha256_b64(sha256_hex: str) -> str:
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode("ascii")
+
+
+def configuration(scope: Scope, fn: Row, ver: Row, env: dict[str, str]) -> dict:
+    cfg = config_of(ver)
+    out = {
+        "FunctionName": fn.name,
+        "FunctionArn": scope.function_arn(fn.name, None if ver.version == LATEST else ver.version),
+        "Runtime": cfg.get("Runtime"),
+        "Role": cfg.get("Role"),
+        "Handler": cfg.get("Handler"),
+        "CodeSize": ver.code_size,
+        "Description": cfg.get("Description", ""),
+        "Timeout": cfg.get("Timeout", 3),
+        "MemorySize": cfg.get("MemorySize", 128),
+        "LastModified": aws_timestamp(ver.last_modified),
+        "CodeSha256": code_sha256_b64(ver.code_sha256),
+        "Version": ver.version,
+        "TracingConfig": cfg.get("TracingConfig", {"Mode": "PassThrough"}),
+        "RevisionId": ver.revision_id,
+        "State": ver.state,
+        "LastUpdateStatus": ver.last_update_status,
+        "PackageType": cfg.get("PackageType", "Zip"),
+        "Architectures": cfg.get("Architectures", ["x86_64"]),
+        "EphemeralStorage": cfg.get("EphemeralStorage", {"Size": 512}),
+        "SnapStart": {"ApplyOn": cfg.get("SnapStart", {}).get("ApplyOn", "None"), "OptimizationStatus": "Off"},
+        "LoggingConfig": cfg.get("LoggingConfig", {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{fn.name}"}),
+    }
+    if env:
+        out["Environment"] = {"Variables": dict(env)}
+    if cfg.get("KMSKeyArn"):
+        out["KMSKeyArn"] = cfg["KMSKeyArn"]
+    if cfg.get("DeadLetterConfig"):
+        out["DeadLetterConfig"] = cfg["DeadLetterConfig"]
+    return out
+
+
+def alias(scope: Scope, fn: Row, row: Row) -> dict:
+    out = {
+        "AliasArn": scope.function_arn(fn.name, row.name),
+        "Name": row.name,
+        "FunctionVersion": row.function_version,
+        "Description": row.description or "",
+        "RevisionId": row.revision_id,
+    }
+    weights = json.loads(row.routing) if row.routing else {}
+    if weights:
+        out["RoutingConfig"] = {"AdditionalVersionWeights": weights}
+    return out
