@@ -5,6 +5,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -84,6 +85,10 @@ def serve(settings: Settings) -> None:
         url, ca = f"https://{shown_host}:{port}", str(files.ca_cert)
 
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has drained; with these handlers that
+    # becomes SystemExit, so the clean-up below (environments, endpoint.json, database) still runs.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     _write_endpoint(settings, url, ca)
     log.info("lambdalet serving the Lambda API at %s (data dir %s)", url, settings.data_dir)
     try:
