@@ -88,6 +88,6 @@ def test_error_uses_the_modelled_message_member():
     from lambdalet.models.errors import ResourceNotFoundException, TooManyRequestsException
     out = PROTO.serialize_error(ResourceNotFoundException("Function not found: x"))
     assert out.status == 404 and out.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
-    assert json.loads(out.body) == {"Type": "User", "Message": "Function not found: x"}
+    assert json.loads(out.body) == {"__type": "ResourceNotFoundException", "Type": "User", "Message": "Function not found: x"}
     out = PROTO.serialize_error(TooManyRequestsException("Rate exceeded", extra={"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}))
     assert json.loads(out.body)["message"] == "Rate exceeded" and out.status == 429

@@ -5,12 +5,15 @@ Nothing here knows what a function is: services are plain objects with one metho
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import uuid
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -32,6 +35,7 @@ log = logging.getLogger("lambdalet.api")
 
 # The largest request AWS accepts for a direct zip upload (CreateFunction / UpdateFunctionCode).
 MAX_REQUEST_BYTES = 70_167_211
+WORKER_THREADS = 512
 
 
 class RequestEntityTooLargeException(AwsError):
@@ -67,7 +71,14 @@ class ApiApp:
         self.max_skew_s = max_skew_s
         routes = list(internal_routes or []) + [
             Route("/{path:path}", self.handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])]
-        self.asgi = Starlette(routes=routes)
+        self.asgi = Starlette(routes=routes, lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app):
+        # Handlers run in worker threads; long polls (SQS ReceiveMessage) sleep in theirs, so the
+        # pool must be far larger than anyio's default of 40 or they would starve every other call.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        yield
 
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")

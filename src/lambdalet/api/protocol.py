@@ -179,7 +179,8 @@ class RestJsonProtocol:
 def generic_error(err: AwsError, model: ServiceModel | None = None) -> WireResponse:
     """AWS's shape: x-amzn-ErrorType names the error; the body has Type and message (or Message
     where the model's error shape spells it so)."""
-    body: dict[str, Any] = {"Type": "User" if err.sender_fault else "Service"}
+    # __type as well as the header: JSON-protocol clients (SQS, Logs) read the code from the body.
+    body: dict[str, Any] = {"__type": err.code, "Type": "User" if err.sender_fault else "Service"}
     msg_key = "message"
     if model is not None and err.code in model.shape_names and "Message" in model.shape_for(err.code).members:
         msg_key = "Message"

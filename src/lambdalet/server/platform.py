@@ -14,6 +14,7 @@ from lambdalet.invoke.concurrency import ConcurrencyLimiter
 from lambdalet.invoke.invoker import Invoker
 from lambdalet.invoke.pool import EnvironmentPool
 from lambdalet.invoke.targets import TargetResolver
+from lambdalet.queues import QueueService
 from lambdalet.sandbox import open_backend
 from lambdalet.services.lambda_service import LambdaService
 from lambdalet.store.db import Database, open_database
@@ -29,6 +30,7 @@ class Platform:
     blobs: BlobStore
     identity: IdentityStore
     lambda_service: LambdaService
+    queues: QueueService
     invoker: Invoker | None = None
 
     def close(self) -> None:
@@ -64,7 +66,7 @@ def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform
     blobs = BlobStore(settings.blob_dir, keyring)
     identity = IdentityStore(db, keyring)
     service = LambdaService(db, keyring, blobs, settings)
-    platform = Platform(settings, db, keyring, blobs, identity, service)
+    platform = Platform(settings, db, keyring, blobs, identity, service, QueueService(db, keyring, settings))
     if with_invoker:
         platform.invoker = build_invoker(settings, db, blobs, service)
     return platform

@@ -13,6 +13,7 @@ import uvicorn
 
 from lambdalet.api.app import ApiApp, ServiceBinding
 from lambdalet.api.code_download import code_route
+from lambdalet.api.json_protocol import JsonProtocol
 from lambdalet.api.protocol import RestJsonProtocol, load_service_model
 from lambdalet.config import Settings
 from lambdalet.server.platform import build_platform
@@ -63,7 +64,8 @@ def serve(settings: Settings) -> None:
              admin.access_key_id, admin.account_id)
 
     lambda_model = load_service_model("lambda")
-    app = ApiApp({"lambda": ServiceBinding(RestJsonProtocol(lambda_model), platform.lambda_service, platform.invoker)},
+    app = ApiApp({"lambda": ServiceBinding(RestJsonProtocol(lambda_model), platform.lambda_service, platform.invoker),
+                  "sqs": ServiceBinding(JsonProtocol(load_service_model("sqs")), platform.queues)},
                  platform.identity.lookup, max_skew_s=settings.max_clock_skew_s,
                  internal_routes=[code_route(platform.keyring, platform.blobs)])
 
@@ -72,7 +74,7 @@ def serve(settings: Settings) -> None:
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     if shown_host in ("0.0.0.0", "[::]"):
         shown_host = "127.0.0.1"
-    config = uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off",
+    config = uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
     config.load()
     if settings.insecure_http:
