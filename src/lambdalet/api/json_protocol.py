@@ -14,16 +14,14 @@ binds it unchanged.
 """
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import json
-import math
 from typing import Any
 
-from botocore.model import OperationModel, ServiceModel, Shape
+from botocore.model import OperationModel, ServiceModel
 
+from lambdalet.api.jsoncodec import Faults, decode_structure, encode
 from lambdalet.api.protocol import WireRequest, WireResponse
-from lambdalet.models.errors import AwsError, UnknownOperationException
+from lambdalet.models.errors import AwsError
 
 
 class _ProtocolError(AwsError):
@@ -100,12 +98,12 @@ class JsonProtocol:
                 raise SerializationException("The request body is not valid JSON.") from None
         if not isinstance(doc, dict):
             raise SerializationException("The request body must be a JSON object.")
-        return _decode_structure(shape, doc, "")
+        return decode_structure(shape, doc, "", _FAULTS)
 
     # ---- output ----
     def serialize(self, op: OperationModel, result: dict | None) -> WireResponse:
         shape = op.output_shape
-        body = _encode(shape, result or {}) if shape is not None else {}
+        body = encode(shape, result or {}) if shape is not None else {}
         return WireResponse(200, {"Content-Type": self.content_type}, json.dumps(body).encode())
 
     def serialize_error(self, err: AwsError) -> WireResponse:
@@ -119,99 +117,4 @@ class JsonProtocol:
         return WireResponse(err.status, headers, json.dumps(body).encode())
 
 
-# ---- decoding (JSON value -> params, checked against the shape) ----
-
-def _bad(path: str, value: Any, expected: str) -> AwsError:
-    shown = json.dumps(value)[:64] if not isinstance(value, str) else repr(value[:64])
-    return SerializationException(f"Value {shown} at '{path}' failed to satisfy constraint: must be {expected}.")
-
-
-def _decode_structure(shape: Shape, value: dict, path: str) -> dict:
-    out = {}
-    wire_to_member = {m.serialization.get("name", n): n for n, m in shape.members.items()}
-    for key, v in value.items():
-        name = wire_to_member.get(key)
-        if name is None:
-            where = f" in {path}" if path else ""
-            raise InvalidParameterValue(f"Unrecognized field \"{key}\"{where}.")
-        if v is not None:
-            out[name] = _decode(shape.members[name], v, f"{path}.{name}" if path else name)
-    for name in shape.required_members:
-        if name not in out:
-            raise MissingParameter(f"The request must contain the parameter {f'{path}.{name}' if path else name}.")
-    return out
-
-
-def _decode(shape: Shape, value: Any, path: str) -> Any:
-    t = shape.type_name
-    if t == "structure":
-        if not isinstance(value, dict):
-            raise _bad(path, value, "an object")
-        if shape.is_document_type:
-            return value
-        return _decode_structure(shape, value, path)
-    if t == "list":
-        if not isinstance(value, list):
-            raise _bad(path, value, "a list")
-        return [_decode(shape.member, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if t == "map":
-        if not isinstance(value, dict):
-            raise _bad(path, value, "a map")
-        return {k: _decode(shape.value, v, f"{path}.{k}") for k, v in value.items() if v is not None}
-    if t == "blob":
-        if not isinstance(value, str):
-            raise _bad(path, value, "base64-encoded binary data")
-        try:
-            return base64.b64decode(value, validate=True)
-        except ValueError:
-            raise _bad(path, "<binary>", "base64-encoded binary data") from None
-    if t == "string":
-        if not isinstance(value, str):
-            raise _bad(path, value, "a string")
-        return value
-    if t in ("integer", "long"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _bad(path, value, "an integer")
-        return value
-    if t in ("float", "double"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _bad(path, value, "a number")
-        return value
-    if t == "boolean":
-        if not isinstance(value, bool):
-            raise _bad(path, value, "a boolean")
-        return value
-    if t == "timestamp":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise _bad(path, value, "a timestamp in epoch seconds")
-        return dt.datetime.fromtimestamp(value, dt.timezone.utc)
-    return value
-
-
-# ---- encoding (result dict -> JSON value, per the output shape) ----
-
-def _encode(shape: Shape, value: Any) -> Any:
-    t = shape.type_name
-    if t == "structure":
-        if shape.is_document_type:
-            return value
-        out = {}
-        for k, v in value.items():
-            member = shape.members.get(k)
-            if member is None or v is None:
-                continue
-            out[member.serialization.get("name", k)] = _encode(member, v)
-        return out
-    if t == "list":
-        return [_encode(shape.member, v) for v in value]
-    if t == "map":
-        return {str(k): _encode(shape.value, v) for k, v in value.items() if v is not None}
-    if t == "blob":
-        return base64.b64encode(value if isinstance(value, bytes) else str(value).encode()).decode()
-    if t == "timestamp":
-        if isinstance(value, dt.datetime):
-            return value.timestamp()
-        return value
-    if t == "string":
-        return str(value)
-    return value
+_FAULTS = Faults(bad_value=SerializationException, unknown_field=InvalidParameterValue, missing=MissingParameter)

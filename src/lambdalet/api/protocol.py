@@ -7,7 +7,6 @@ implemented is still routed and answered with a modelled error instead of an unk
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import re
 from dataclasses import dataclass
@@ -17,7 +16,11 @@ from urllib.parse import parse_qsl, unquote
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
+from lambdalet.api.jsoncodec import Faults, decode, decode_structure, encode
 from lambdalet.models.errors import AwsError, InvalidParameterValueException, UnknownOperationException
+
+# Lambda answers malformed or unknown body members with InvalidParameterValueException.
+_FAULTS = Faults(bad_value=InvalidParameterValueException, unknown_field=InvalidParameterValueException)
 
 _SESSION = botocore.session.get_session()
 
@@ -125,18 +128,14 @@ class RestJsonProtocol:
                 if member.type_name in ("blob", "string"):
                     params[name] = req.body if member.type_name == "blob" else req.body.decode("utf-8", "replace")
                 elif req.body:
-                    params[name] = _decode(member, _load_json(req.body), name)
+                    params[name] = decode(member, _load_json(req.body), name, _FAULTS)
             else:
                 body_members[name] = member
         if body_members and not payload_name and req.body.strip():
             doc = _load_json(req.body)
             if not isinstance(doc, dict):
                 raise InvalidParameterValueException("The request body must be a JSON object.")
-            for key, value in doc.items():
-                if key not in body_members:
-                    raise InvalidParameterValueException(f"Unrecognized field \"{key}\" in the request body.")
-                if value is not None:
-                    params[key] = _decode(body_members[key], value, key)
+            params.update(decode_structure(shape, doc, "", _FAULTS, members=body_members))
         return params
 
     # ---- output ----
@@ -163,9 +162,9 @@ class RestJsonProtocol:
                 if member.type_name in ("blob", "string"):
                     raw_body = value if isinstance(value, bytes) else str(value).encode()
                 else:
-                    raw_body = json.dumps(_encode(member, value)).encode()
+                    raw_body = json.dumps(encode(member, value)).encode()
             else:
-                body[name] = _encode(member, value)
+                body[name] = encode(member, value)
         if raw_body is None:
             raw_body = json.dumps(body).encode() if (body or status != 204) else b""
         if raw_body and "content-type" not in {k.lower() for k in headers}:
@@ -221,70 +220,6 @@ def _scalar(shape: Shape, raw: str, name: str) -> Any:
     except (ValueError, TypeError):
         raise _bad(name, raw, f"a valid {t}") from None
     return raw
-
-
-def _decode(shape: Shape, value: Any, name: str) -> Any:
-    """Check a JSON value against its shape and convert blobs; wrong types become AWS errors."""
-    t = shape.type_name
-    if t == "structure":
-        if not isinstance(value, dict):
-            raise _bad(name, value, "an object")
-        out = {}
-        for k, v in value.items():
-            if k not in shape.members:
-                raise InvalidParameterValueException(f"Unrecognized field \"{k}\" in {name}.")
-            if v is not None:
-                out[k] = _decode(shape.members[k], v, f"{name}.{k}")
-        return out
-    if t == "list":
-        if not isinstance(value, list):
-            raise _bad(name, value, "a list")
-        return [_decode(shape.member, v, f"{name}[{i}]") for i, v in enumerate(value)]
-    if t == "map":
-        if not isinstance(value, dict):
-            raise _bad(name, value, "a map")
-        return {_decode(shape.key, k, name): _decode(shape.value, v, f"{name}.{k}") for k, v in value.items()}
-    if t == "blob":
-        if not isinstance(value, str):
-            raise _bad(name, "<blob>", "base64 text")
-        try:
-            return base64.b64decode(value, validate=True)
-        except ValueError:
-            raise _bad(name, "<blob>", "valid base64") from None
-    if t == "string":
-        if not isinstance(value, str):
-            raise _bad(name, value, "a string")
-        return value
-    if t in ("integer", "long"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _bad(name, value, "an integer")
-        return value
-    if t in ("float", "double"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _bad(name, value, "a number")
-        return value
-    if t == "boolean":
-        if not isinstance(value, bool):
-            raise _bad(name, value, "a boolean")
-        return value
-    return value  # timestamps and documents pass through
-
-
-def _encode(shape: Shape, value: Any) -> Any:
-    t = shape.type_name
-    if t == "structure":
-        return {k: _encode(shape.members[k], v) for k, v in value.items() if v is not None and k in shape.members}
-    if t == "list":
-        return [_encode(shape.member, v) for v in value]
-    if t == "map":
-        return {k: _encode(shape.value, v) for k, v in value.items()}
-    if t == "blob":
-        return base64.b64encode(value).decode()
-    if t == "timestamp":
-        if isinstance(value, dt.datetime):
-            return value.timestamp()
-        return value
-    return value
 
 
 def _header_value(value: Any) -> str:
