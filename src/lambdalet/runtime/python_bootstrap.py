@@ -59,6 +59,26 @@ class _Headers(dict):
         return super().get(key.lower(), default)
 
 
+class ClientContext:
+    """What awslambdaric hands handlers: .client (mobile app fields), .custom and .env dicts."""
+
+    def __init__(self, doc):
+        client = doc.get("client") or {}
+        self.client = None
+        if client:
+            self.client = _Attrs(installation_id=client.get("installation_id"), app_title=client.get("app_title"),
+                                 app_version_name=client.get("app_version_name"),
+                                 app_version_code=client.get("app_version_code"),
+                                 app_package_name=client.get("app_package_name"))
+        self.custom = doc.get("custom")
+        self.env = doc.get("env")
+
+
+class _Attrs:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
 class LambdaContext:
     def __init__(self, headers, env):
         self.aws_request_id = headers.get("Lambda-Runtime-Aws-Request-Id", "")
@@ -69,12 +89,13 @@ class LambdaContext:
         self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
         self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
         self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
-        self.identity = None
+        self.identity = _Attrs(cognito_identity_id=None, cognito_identity_pool_id=None)
         self.client_context = None
         cc = headers.get("Lambda-Runtime-Client-Context")
         if cc:
             try:
-                self.client_context = json.loads(cc)
+                doc = json.loads(cc)
+                self.client_context = ClientContext(doc) if isinstance(doc, dict) else None
             except ValueError:
                 self.client_context = None
 

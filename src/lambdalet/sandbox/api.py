@@ -12,6 +12,9 @@ Rules (the shared suite in tests/unit/test_sandbox_contract.py checks them again
   result carries `error_type` and `alive` becomes False. Never raises for function failures.
 - `freeze()`/`thaw()` stop/resume every process of the environment between invocations.
 - `destroy()` is idempotent and leaves nothing behind: processes, cgroups, mounts, temp files.
+- Crashes: every environment dies with the server process, even on SIGKILL; a backend opened on the
+  same resources (cgroup parent, root dir) cleans up whatever a crashed predecessor left
+  (`cleanup_stale()`, run by the namespace backend when it opens).
 """
 from __future__ import annotations
 
@@ -98,6 +101,10 @@ class Backend(abc.ABC):
     def create(self, spec: EnvironmentSpec, *, log_sink: Callable[[bytes], None] | None = None) -> Sandbox: ...
     def close(self) -> None:
         """Release shared resources (fork server). Sandboxes must be destroyed first."""
+    def cleanup_stale(self) -> list[str]:
+        """Remove what a crashed predecessor using the same resources left behind (processes, cgroups,
+        mounts); returns one line per thing removed. Backends that need it run it when they open."""
+        return []
 
 
 # gVisor-style platform table: backends register a factory under a name; callers look it up.

@@ -213,13 +213,96 @@ class Cgroup:
         return any(os.path.isdir(d) for d in self.dirs.values())
 
 
+def parent_dirs(parent: str = "lambdalet", version: int | None = None) -> dict[str, str]:
+    """controller (or "unified") -> this process's per-server parent group directory."""
+    version = version or detect_version()
+    if version == 2:
+        return {"unified": f"{ROOT}{_own_path(None)}/{parent}"}
+    return {c: f"{ROOT}/{c}{_own_path(c)}/{parent}" for c in V1_CONTROLLERS}
+
+
 def remove_parent(parent: str = "lambdalet") -> None:
     """Remove the (empty) per-server parent groups; leaves them if anything is still inside."""
-    version = detect_version()
-    dirs = ([f"{ROOT}{_own_path(None)}/{parent}"] if version == 2
-            else [f"{ROOT}/{c}{_own_path(c)}/{parent}" for c in V1_CONTROLLERS])
-    for d in dirs:
+    for d in parent_dirs(parent).values():
         try:
             os.rmdir(d)
         except OSError:
             pass
+
+
+def _procs(d: str) -> set[int]:
+    try:
+        return {int(x) for x in _read(f"{d}/cgroup.procs").split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def kill_and_remove(dirs: dict[str, str], timeout_s: float = 5.0) -> list[int]:
+    """Empty and remove ONE group given as controller -> directory, whatever state it was left in:
+    frozen (v1 keeps a SIGKILLed task frozen until thawed), partly created (missing controllers) or
+    with nested groups (removed deepest first). Returns the pids it killed. Used where no `Cgroup`
+    object survives: a restarted server cleaning up after a crashed one, the fork server on exit."""
+    killed: set[int] = set()
+    nested = sorted({os.path.join(root, sub) for d in dirs.values() if os.path.isdir(d)
+                     for root, subs, _ in os.walk(d) for sub in subs}, key=lambda p: -p.count("/"))
+    groups = [{c: p} for p in nested for c in dirs if p.startswith(dirs[c] + "/")] + [dirs]
+    end = time.monotonic() + timeout_s
+    for g in groups:
+        live = {c: d for c, d in g.items() if os.path.isdir(d)}
+        if not live:
+            continue
+        freezer = live.get("freezer")
+        unified = live.get("unified")
+        if unified:
+            for ctl, value in (("cgroup.freeze", "0"), ("cgroup.kill", "1")):
+                if os.path.exists(f"{unified}/{ctl}"):
+                    try:
+                        _write(f"{unified}/{ctl}", value)
+                    except OSError:
+                        pass
+        while (pids := set().union(*(_procs(d) for d in live.values()))):
+            killed |= pids
+            if freezer:                     # stop forks while we walk the list
+                try:
+                    _write(f"{freezer}/freezer.state", "FROZEN")
+                except OSError:
+                    pass
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if freezer:                     # a frozen task dies only once it runs again
+                try:
+                    _write(f"{freezer}/freezer.state", "THAWED")
+                except OSError:
+                    pass
+            if time.monotonic() > end:
+                raise TimeoutError(f"cgroup {next(iter(live.values()))} still has members: {sorted(pids)}")
+            time.sleep(0.001)
+        for d in live.values():
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or time.monotonic() > end:
+                        raise
+                    time.sleep(0.001)
+    return sorted(killed)
+
+
+def stale_children(parent: str = "lambdalet") -> dict[str, dict[str, str]]:
+    """The environment groups found under this process's parent group: name -> controller -> dir
+    (the union over controllers, so a group left in only some of them is found too)."""
+    out: dict[str, dict[str, str]] = {}
+    for ctrl, pdir in parent_dirs(parent).items():
+        try:
+            names = [e.name for e in os.scandir(pdir) if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            continue
+        for name in names:
+            out.setdefault(name, {})[ctrl] = os.path.join(pdir, name)
+    return out

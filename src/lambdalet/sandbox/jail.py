@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import select
 import signal
 import socket
 import struct
@@ -33,7 +34,7 @@ CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 SYS_pivot_root = 155
-PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 24, 47, 4
 
 
 @dataclass
@@ -134,6 +135,42 @@ def drop_privileges(uid: int) -> None:
         raise SetupError("setresuid did not stick")
 
 
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def _host_ppid() -> int:
+    """Our parent's pid as the host sees it (the host's /proc is still mounted: run before setup_fs)."""
+    with open("/proc/self/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _await_parent(pid: int, timeout_s: float = 2.0) -> None:
+    end = time.monotonic() + timeout_s
+    while _host_ppid() != pid:                          # the intermediate child is exiting right now
+        if time.monotonic() > end:
+            raise SetupError(f"PID 1 was not adopted by the fork server {pid}")
+        time.sleep(0.0001)
+
+
+def die_with_zygote(zygote_fd: int | None) -> None:
+    """PR_SET_PDEATHSIG=SIGKILL towards the fork server: PID 1 dying ends the whole PID namespace.
+    Armed once adopted (the exiting intermediate would trigger it) and after setresuid (which clears
+    it); a zygote that died before that is caught through its pidfd."""
+    _chk(libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    if zygote_fd is not None:
+        try:
+            p = select.poll()
+            p.register(zygote_fd, select.POLLIN)
+            if p.poll(0):
+                raise SetupError("the fork server died during set-up")
+        finally:
+            os.close(zygote_fd)
+
+
 def _report(sock: socket.socket, message: str) -> None:
     try:
         bridge.send(sock, bridge.SETUP_ERROR, {"error": message[-4000:]})
@@ -154,6 +191,8 @@ def enter(cfg: JailConfig, sock: socket.socket, filter_prog: bytes) -> None:
 
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)   # the fork server ignores it; init must reap
+        zygote = os.getppid()
+        zygote_fd = _pidfd(zygote)                      # opened here: the zygote is invisible from the new PID ns
         os.setsid()
         for p in cfg.cgroup_procs:
             with open(p, "w") as f:
@@ -164,6 +203,7 @@ def enter(cfg: JailConfig, sock: socket.socket, filter_prog: bytes) -> None:
         mark("unshare")
         if os.fork() != 0:
             os._exit(0)                                  # the fork server (a subreaper) adopts PID 1
+        _await_parent(zygote)                           # adopted: from now on our parent is the zygote
         mark("fork_pid1")
         setup_fs(cfg)
         mark("rootfs")
@@ -171,6 +211,7 @@ def enter(cfg: JailConfig, sock: socket.socket, filter_prog: bytes) -> None:
         hn = cfg.hostname.encode()
         _chk(libc.sethostname(hn, len(hn)), "sethostname")
         drop_privileges(cfg.uid)
+        die_with_zygote(zygote_fd)                      # after setresuid: a credential change clears it
         mark("drop_privileges")
         seccomp.install(filter_prog)
         mark("seccomp")

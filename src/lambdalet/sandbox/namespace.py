@@ -9,6 +9,9 @@ nothing on the host, and environments cannot signal or trace each other. It is a
 """
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import logging
 import os
 import re
 import socket
@@ -18,9 +21,12 @@ import uuid
 
 from lambdalet.runtime import launch
 from lambdalet.sandbox.api import Backend, EnvironmentSpec, register_backend
-from lambdalet.sandbox.cgroups import Cgroup, Limits, remove_parent
+from lambdalet.sandbox.cgroups import Cgroup, Limits, kill_and_remove, remove_parent, stale_children
 from lambdalet.sandbox.host import BridgedSandbox
 from lambdalet.sandbox.zygote import ForkServer
+
+log = logging.getLogger(__name__)
+MNT_DETACH = 2
 
 
 class NamespaceSandbox(BridgedSandbox):
@@ -34,6 +40,8 @@ class NamespaceSandbox(BridgedSandbox):
         spec, b = self.spec, self._b
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.env_id)[:64] + "-" + uuid.uuid4().hex[:8]
         self._limits = Limits(spec.memory_mb, b.pids_max)
+        b._live_cgroups.add(name)
+        self._cg_name = name
         self._cg = Cgroup.create(name, self._limits, parent=b.cgroup_parent)
         # Init runs with at least one full vCPU, as Lambda boosts the init phase; _init_done restores it.
         self._cg.set_cpu_quota(max(self._limits.cpu_quota_us, b.init_cpu_quota_us))
@@ -68,6 +76,7 @@ class NamespaceSandbox(BridgedSandbox):
         try:
             if cg is not None:
                 cg.destroy()
+            self._b._live_cgroups.discard(getattr(self, "_cg_name", None))
         finally:
             if self._uid is not None:
                 self._b._free_uid(self._uid)
@@ -97,6 +106,9 @@ class NamespaceSandbox(BridgedSandbox):
 
 
 class NamespaceBackend(Backend):
+    """Owns a cgroup parent (under the server's own cgroup) and a root dir (the mount point every
+    environment puts its private root on). Opening one cleans up what a crashed predecessor on the
+    same pair left behind, unless another live backend shares them (a lock file says so)."""
     name = "namespace"
 
     def __init__(self, *, uid_base: int = 200_000, uid_count: int = 50_000, pids_max: int = 1024,
@@ -105,15 +117,77 @@ class NamespaceBackend(Backend):
                  init_cpu_quota_us: int = 100_000):
         if os.geteuid() != 0:
             raise PermissionError("the 'namespace' backend needs root (it builds namespaces and cgroups)")
+        if "/" in cgroup_parent.strip("/") or cgroup_parent.strip("/") in ("", ".", ".."):
+            raise ValueError(f"cgroup_parent must be one plain name, not {cgroup_parent!r}")
         self.python_prefix = os.path.realpath(python_prefix or sys.base_prefix)
         self.python_name = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        self.pids_max, self.root_dir, self.cgroup_parent = pids_max, root_dir, cgroup_parent
+        self.pids_max, self.root_dir, self.cgroup_parent = pids_max, root_dir, cgroup_parent.strip("/")
         self.seccomp_profile = seccomp_profile
         self.init_cpu_quota_us = init_cpu_quota_us
-        os.makedirs(root_dir, mode=0o755, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.realpath(root_dir).rstrip("/")), mode=0o755, exist_ok=True)
         self._uids = set(range(uid_base, uid_base + uid_count))
         self._uid_lock = threading.Lock()
+        self._live_cgroups: set[str] = set()
+        # Shared while open; exclusive only to clean up, so a live backend's environments are never touched.
+        self._lock_path = os.path.realpath(root_dir).rstrip("/") + ".lock"
+        self._owner, alone = _open_lock(self._lock_path)
+        os.makedirs(root_dir, mode=0o755, exist_ok=True)     # under the lock: a closing last user removes it
+        if alone:
+            self.cleanup_stale()
+            fcntl.flock(self._owner, fcntl.LOCK_SH)
+        else:
+            log.info("another live sandbox backend uses %s / cgroup %s: no stale clean-up", root_dir, cgroup_parent)
         self.zygote = ForkServer()
+
+    def cleanup_stale(self) -> list[str]:
+        """Kill and remove leftover environment cgroups (thawing frozen ones), unmount leftover mounts
+        under root_dir, remove leftover empty mount points there. Never touches this backend's own live
+        environments, nor anything outside its cgroup parent and root dir."""
+        cleaned: list[str] = []
+        for name, dirs in sorted(stale_children(self.cgroup_parent).items()):
+            if name in self._live_cgroups:
+                continue
+            try:
+                pids = kill_and_remove(dirs)
+            except (OSError, TimeoutError) as e:
+                log.error("stale cgroup %s could not be removed: %s", name, e)
+                continue
+            cleaned.append(f"cgroup {self.cgroup_parent}/{name}" + (f" (killed pids {pids})" if pids else ""))
+        cleaned += self._cleanup_root_dir()
+        for line in cleaned:
+            log.warning("cleaned up after a previous server: %s", line)
+        return cleaned
+
+    def _cleanup_root_dir(self) -> list[str]:
+        root = os.path.realpath(self.root_dir)
+        if root.count("/") < 2:            # never "/" or a top-level directory, whatever was configured
+            log.error("root_dir %s is too close to / to clean up", root)
+            return []
+        cleaned = []
+        for _ in range(16):                # stacked mounts need one pass each
+            progress = False
+            for mp in _mounts_under(root):
+                if libc.umount2(mp.encode(), MNT_DETACH) == 0:
+                    cleaned.append(f"mount {mp}")
+                    progress = True
+                else:
+                    log.error("stale mount %s could not be unmounted: %s", mp, os.strerror(ctypes.get_errno()))
+            if not progress:
+                break
+        if _mounts_under(root):
+            return cleaned                 # never delete files through a mount we could not remove
+        for entry in os.scandir(root):     # the host side stays empty; leftovers are mount points
+            if entry.is_dir(follow_symlinks=False):
+                for dirpath, _, _ in os.walk(entry.path, topdown=False):
+                    try:
+                        os.rmdir(dirpath)  # empty directories only: files are never deleted here
+                    except OSError:
+                        pass
+            if os.path.lexists(entry.path):
+                log.warning("unexpected entry %s in the sandbox root dir: left alone", entry.path)
+            else:
+                cleaned.append(f"directory {entry.path}")
+        return cleaned
 
     def _alloc_uid(self) -> int:
         with self._uid_lock:
@@ -129,6 +203,62 @@ class NamespaceBackend(Backend):
     def close(self) -> None:
         self.zygote.close()
         remove_parent(self.cgroup_parent)
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass                           # another backend still uses the root dir
+        else:                              # the last user: leave no empty root dir or lock file behind
+            try:
+                os.rmdir(self.root_dir)
+            except OSError:
+                pass
+            try:
+                os.unlink(self._lock_path)
+            except OSError:
+                pass
+        self._owner.close()
+
+
+def _open_lock(path: str):
+    """(file, alone): exclusive if nobody else holds the lock (then the caller may clean up), else shared.
+    Exclusive holders only ever hold it briefly (clean-up, or the last user's close), so waiting for a
+    shared lock is short. Retries if a closing last user unlinked the file between our open and lock."""
+    while True:
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            alone = False
+        try:
+            if os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino:
+                return fh, alone
+        except FileNotFoundError:
+            pass
+        fh.close()
+
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mounts_under(root: str) -> list[str]:
+    """Mount points in this mount namespace below `root`, or on it if an environment's root tmpfs;
+    deepest first (the order to unmount them)."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            mp = _unescape(left.split()[4])
+            source = right.split()[1] if len(right.split()) > 1 else ""
+            if mp.startswith(root + "/") or (mp == root and source == "lambdalet-root"):
+                found.append(mp)
+    return sorted(set(found), key=lambda p: (-p.count("/"), p))
 
 
 register_backend("namespace", NamespaceBackend)

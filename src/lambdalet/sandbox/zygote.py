@@ -5,6 +5,12 @@ secrets: only imported modules and compiled seccomp programs. Per request (JSON 
 bridge socket via SCM_RIGHTS over a SOCK_SEQPACKET pair) it forks; the child runs sandbox.jail.enter
 and never comes back, so user code never runs in a process that later forks another environment.
 It is a child subreaper: environments' PID-1 processes are re-parented to it and reaped here.
+
+Dying with the server: the zygote ends when the server closes its socket, when the server dies
+(PR_SET_PDEATHSIG -> SIGTERM; its control socket also reads EOF) and on SIGTERM; every way out first
+kills the environments it forked (thawing frozen ones: a frozen task never acts on SIGKILL) and
+removes their cgroups. Each environment's PID 1 also has PR_SET_PDEATHSIG=SIGKILL towards the
+zygote (jail.py), so even a SIGKILLed zygote takes its running environments with it.
 """
 from __future__ import annotations
 
@@ -26,14 +32,68 @@ import http.server  # noqa: F401
 import select  # noqa: F401
 import socketserver  # noqa: F401
 from lambdalet.runtime import bridge, init  # noqa: F401
-from lambdalet.sandbox import jail, seccomp
+from lambdalet.sandbox import cgroups, jail, seccomp
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def serve(ctl: socket.socket) -> None:
-    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+def _terminate(signum, frame):
+    raise SystemExit(0)
+
+
+def _kill_environments(groups: dict[str, dict[str, str]]) -> None:
+    """Kill every environment this zygote forked: its adopted PID 1s, then whatever is in their cgroups."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid == me:
+                    os.kill(int(entry), signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
+    for dirs in groups.values():
+        try:
+            cgroups.kill_and_remove(dirs, timeout_s=2.0)
+        except Exception as e:                          # best effort: the next server cleans the rest
+            print(f"lambdalet zygote: could not clean cgroup {dirs}: {e}", file=sys.stderr, flush=True)
+    parents = {os.path.dirname(d) for dirs in groups.values() for d in dirs.values()}
+    for d in parents:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+def _group_of(procs_files: list[str]) -> dict[str, str]:
+    """controller (or "unified") -> directory, from the cgroup.procs files a child is told to join."""
+    out = {}
+    for p in procs_files:
+        d = os.path.dirname(p)
+        rel = os.path.relpath(d, cgroups.ROOT).split(os.sep)
+        out["unified" if rel[0] == "unified" or len(procs_files) == 1 else rel[0]] = d
+    return out
+
+
+def serve(ctl: socket.socket, server_pid: int | None = None) -> None:
+    libc = ctypes.CDLL(None)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    signal.signal(signal.SIGTERM, _terminate)
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)   # the server died -> SIGTERM -> clean-up below
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)       # children and adopted PID 1s are auto-reaped
+    groups: dict[str, dict[str, str]] = {}              # environments forked (cgroups not yet seen removed)
+    try:
+        if server_pid is not None and os.getppid() != server_pid:
+            return                                      # the server died before the death signal was armed
+        _serve(ctl, groups)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _kill_environments(groups)
+
+
+def _serve(ctl: socket.socket, groups: dict[str, dict[str, str]]) -> None:
     programs: dict[str, bytes] = {}
     while True:
         fds = array.array("i")
@@ -41,8 +101,10 @@ def serve(ctl: socket.socket) -> None:
             msg, anc, _, _ = ctl.recvmsg(1 << 20, socket.CMSG_SPACE(fds.itemsize))
         except InterruptedError:
             continue
+        except OSError:
+            return
         if not msg:
-            return                                      # the backend closed: exit, environments live on
+            return                                      # the backend closed or the server died
         for level, typ, data in anc:
             if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
@@ -55,8 +117,14 @@ def serve(ctl: socket.socket) -> None:
                 programs[cfg.seccomp_profile] = seccomp.compile_profile(seccomp.load_profile(cfg.seccomp_profile))
             if len(fds) != 1:
                 raise ValueError("expected exactly one bridge fd")
+            for name in [n for n, g in groups.items() if not any(os.path.isdir(d) for d in g.values())]:
+                del groups[name]                        # destroyed by the host
+            groups[cfg.cgroup_procs[0]] = _group_of(cfg.cgroup_procs)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})   # no zygote handler in the child
             pid = os.fork()
             if pid == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
                 try:
                     sock = socket.socket(fileno=fds[0])
                     ctl.close()
@@ -74,25 +142,56 @@ def serve(ctl: socket.socket) -> None:
         finally:
             for fd in fds:
                 os.close(fd)
-        ctl.send(json.dumps(reply).encode())
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})   # a pending SIGTERM lands here
+        try:
+            ctl.send(json.dumps(reply).encode())
+        except OSError:
+            return                                      # the server is gone
 
 
 class ForkServer:
-    """Host-side handle: one zygote process, requests serialized by a lock (forking takes ~1 ms)."""
+    """Host-side handle: one zygote process, requests serialized by a lock (forking takes ~1 ms).
+
+    The zygote is started from a thread of its own that lives as long as the zygote: PR_SET_PDEATHSIG
+    fires when the *thread* that forked a child exits, so starting it from a short-lived worker thread
+    would kill every environment when that thread retires."""
 
     def __init__(self, python_exe: str | None = None):
         self._ctl, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": src, "PYTHONDONTWRITEBYTECODE": "1"}
-        self._proc = subprocess.Popen([python_exe or sys.executable, "-s", "-c",
-                                       "from lambdalet.sandbox.zygote import main; main()", str(child.fileno())], pass_fds=[child.fileno()], env=env,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        argv = [python_exe or sys.executable, "-s", "-c", "from lambdalet.sandbox.zygote import main; main()",
+                str(child.fileno()), str(os.getpid())]
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def keeper() -> None:
+            try:
+                self._proc = subprocess.Popen(argv, pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL,
+                                              start_new_session=True)
+            except BaseException as e:
+                failure.append(e)
+                return
+            finally:
+                started.set()
+            self._proc.wait()
+
+        self._keeper = threading.Thread(target=keeper, name="zygote-keeper", daemon=True)
+        self._keeper.start()
+        started.wait()
         child.close()
+        if failure:
+            self._ctl.close()
+            raise failure[0]
         self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     def spawn(self, jail_cfg: dict, bridge_fd: int) -> dict:
         with self._lock:
-            if self._proc.poll() is not None:
+            if self._proc.poll() is not None or not self._keeper.is_alive():
                 raise RuntimeError(f"fork server exited with {self._proc.returncode}")
             self._ctl.sendmsg([json.dumps({"jail": jail_cfg}).encode()],
                               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [bridge_fd]))])
@@ -103,15 +202,14 @@ class ForkServer:
 
     def close(self) -> None:
         self._ctl.close()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        self._keeper.join(timeout=10)
+        if self._keeper.is_alive():
             self._proc.kill()
-            self._proc.wait()
+            self._keeper.join()
 
 
 def main() -> None:
-    serve(socket.socket(fileno=int(sys.argv[1])))
+    serve(socket.socket(fileno=int(sys.argv[1])), int(sys.argv[2]) if len(sys.argv) > 2 else None)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,167 @@
+"""Crash recovery of the namespace backend: environments die with the server (even on SIGKILL), and a
+backend opened on the same cgroup parent / root dir cleans up what a crashed one left behind."""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lambdalet.sandbox import open_backend
+from lambdalet.sandbox.cgroups import Cgroup, Limits, detect_version, parent_dirs
+from lambdalet.sandbox.testing import make_request, make_spec, namespace_unavailable_reason, write_code
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(namespace_unavailable_reason() is not None, reason=str(namespace_unavailable_reason()))]
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+APP = "import os, time\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return os.getpid()\n"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def _wait_gone(pids, timeout_s: float = 5.0) -> list[int]:
+    end = time.monotonic() + timeout_s
+    while (left := [p for p in pids if _alive(p)]) and time.monotonic() < end:
+        time.sleep(0.02)
+    return left
+
+
+def _mounted(path: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+@pytest.fixture
+def names(tmp_path):
+    parent = f"lambdalet-test-{uuid.uuid4().hex[:8]}"
+    root = str(tmp_path / "run" / "root")
+    yield parent, root
+    for d in parent_dirs(parent).values():      # in case a test failed half-way
+        if os.path.isdir(d):
+            subprocess.run(["find", d, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";"], capture_output=True)
+
+
+def test_open_cleans_frozen_cgroup_mounts_and_dirs(names):
+    parent, root = names
+    os.makedirs(root)
+    # a leftover environment: a process frozen in its cgroup, as a SIGKILLed server leaves it
+    cg = Cgroup.create("fn-deadbeef-01234567", Limits(128), parent=parent)
+    sleeper = subprocess.Popen(["sleep", "1000"])
+    cg.attach(sleeper.pid)
+    cg.freeze()
+    # a group left in only one controller (a crash between mkdirs), nested one level
+    partial = next(iter(parent_dirs(parent).values())) + "/half-made"
+    os.makedirs(partial + "/inner")
+    # a mount and a mount point left under the root dir
+    os.makedirs(f"{root}/stale/tmp")
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mount(b"tmpfs", f"{root}/stale/tmp".encode(), b"tmpfs", 0, b"size=1m") == 0
+    assert _mounted(f"{root}/stale/tmp")
+
+    backend = open_backend("namespace", cgroup_parent=parent, root_dir=root)
+    try:
+        assert sleeper.wait(timeout=5) == -signal.SIGKILL       # thawed and killed
+        assert not cg.exists() and not os.path.exists(partial)
+        assert not _mounted(f"{root}/stale/tmp") and os.listdir(root) == []
+        # and the backend works afterwards
+        sb = backend.create(make_spec(write_code(f"{root}-code", {"app.py": APP})))
+        sb.start()
+        assert sb.invoke(make_request(sb.spec)).function_error is None
+        sb.destroy()
+    finally:
+        backend.close()
+    assert not any(os.path.isdir(d) for d in parent_dirs(parent).values())
+
+
+def test_cleanup_never_touches_a_live_backend(names, tmp_path):
+    parent, root = names
+    a = open_backend("namespace", cgroup_parent=parent, root_dir=root)
+    try:
+        sb = a.create(make_spec(write_code(str(tmp_path / "code"), {"app.py": APP})))
+        sb.start()
+        sb.freeze()
+        assert a.cleanup_stale() == []            # its own live environments are not stale
+        b = open_backend("namespace", cgroup_parent=parent, root_dir=root)   # a second user: no clean-up
+        b.close()
+        r = sb.invoke(make_request(sb.spec))
+        assert r.function_error is None and sb.alive
+        sb.destroy()
+    finally:
+        a.close()
+
+
+def test_running_environment_dies_with_a_sigkilled_zygote(names, tmp_path):
+    parent, root = names
+    backend = open_backend("namespace", cgroup_parent=parent, root_dir=root)
+    try:
+        sb = backend.create(make_spec(write_code(str(tmp_path / "code"), {"app.py": APP})))
+        sb.start()
+        pids = sb.stats()["pids"]
+        assert pids
+        os.kill(backend.zygote.pid, signal.SIGKILL)
+        assert _wait_gone(pids) == []             # PID 1's parent-death signal took the namespace down
+        sb.destroy()
+    finally:
+        backend.close()
+
+
+SERVER = textwrap.dedent("""
+    import json, sys, time
+    from lambdalet.sandbox import open_backend
+    from lambdalet.sandbox.testing import make_request, make_spec, write_code
+    parent, root, code = sys.argv[1:4]
+    b = open_backend("namespace", cgroup_parent=parent, root_dir=root)
+    frozen = b.create(make_spec(write_code(code, {"app.py": sys.argv[4]})))
+    frozen.start(); frozen.invoke(make_request(frozen.spec)); frozen.freeze()
+    busy = b.create(make_spec(code))
+    busy.start()
+    print(json.dumps({"zygote": b.zygote.pid, "pids": frozen.stats()["pids"] + busy.stats()["pids"],
+                      "cgroups": [d for s in (frozen, busy) for d in s.cgroup.dirs.values()]}), flush=True)
+    busy.invoke(make_request(busy.spec, b'{"sleep": 60}', timeout_s=60))
+""")
+
+
+def test_sigkilled_server_leaves_nothing(names, tmp_path):
+    """A server SIGKILLed with one frozen and one busy environment: within seconds no process and no
+    cgroup of it remain (the zygote notices, thaws and kills); nothing is left for a restart to find."""
+    parent, root = names
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, parent, root, str(tmp_path / "code"), APP],
+                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": SRC})
+    try:
+        info = json.loads(proc.stdout.readline())
+        time.sleep(0.3)                           # the busy one is inside its handler now
+        assert all(_alive(p) for p in info["pids"])
+        proc.kill()
+        proc.wait()
+        assert _wait_gone(info["pids"] + [info["zygote"]]) == []
+        end = time.monotonic() + 5
+        while any(os.path.isdir(d) for d in info["cgroups"]) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not any(os.path.isdir(d) for d in info["cgroups"])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    backend = open_backend("namespace", cgroup_parent=parent, root_dir=root)
+    try:
+        assert backend.cleanup_stale() == []
+    finally:
+        backend.close()
+
+
+def test_cgroup_version_is_known():
+    assert detect_version() in (1, 2)
