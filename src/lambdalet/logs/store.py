@@ -1,0 +1,642 @@
+"""Function logs at rest: groups, streams, and events sealed in batches.
+
+Write path (`LogSink`, one per execution environment): the sandbox hands the sink every byte the
+environment logs, START/END/REPORT lines included. The sink splits the bytes into events at "\n"
+(the newline stays in the message, as in Lambda's own log events), stamps each event with its
+arrival time in epoch ms (never decreasing within a stream) and appends it to an in-memory buffer;
+that is all the invoke path ever does, so it never waits on the database. A background flusher
+writes the buffers every FLUSH_INTERVAL_S, at once after a REPORT line, on `close()` and when the
+store closes; a flush is one write transaction that creates the group and stream on first use
+(as AWS does for /aws/lambda/NAME) and appends one `log_batches` row per run of events.
+A partial line is held until its newline, a platform line (START/END/REPORT, the timeout and
+exit lines) or PARTIAL_LINE_WAIT_S has passed; lines over MAX_EVENT_BYTES are split.
+
+At rest: each batch is ONE keyring envelope of zlib-compressed JSON `[[timestamp, message], ...]`;
+its AAD binds account, region, group name, stream name and the sequence range, so rows cannot be
+moved between streams, accounts or positions. Nothing of a message is stored in plain text.
+
+Positions: every event of a stream has an ordinal (`seq`, from `log_streams.next_seq`);
+GetLogEvents' f/ and b/ tokens are ordinals. FilterLogEvents orders a group's events by
+(timestamp, stream id, seq) and its token is the first key not yet consumed.
+
+Retention: a group's `retentionInDays` (PutRetentionPolicy) is enforced by a maintenance pass every
+MAINTENANCE_INTERVAL_S, which also caps each group at `max_group_bytes` of message bytes (default
+1 GiB) by deleting its oldest batches. Events still in a buffer when the process is killed
+(at most ~FLUSH_INTERVAL_S of output) are lost; a clean shutdown (`close()`) writes them.
+"""
+from __future__ import annotations
+
+import collections
+import heapq
+import json
+import logging
+import re
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from lambdalet.logs.tables import log_batches, log_groups, log_streams
+from lambdalet.store.db import Database
+
+log = logging.getLogger("lambdalet.logs")
+
+MAX_EVENT_BYTES = 262_144 - 26          # AWS's event size limit (256 KiB including 26 bytes overhead)
+MAX_BATCH_EVENTS = 10_000
+MAX_BATCH_BYTES = 1_048_576
+MAX_BATCH_SPAN_MS = 60_000              # a batch never spans more: time-range queries rely on it
+FLUSH_INTERVAL_S = 0.2
+PARTIAL_LINE_WAIT_S = 1.0
+MAX_BUFFER_BYTES = 16 * 1024 * 1024     # per sink, while the database is unavailable; oldest dropped
+MAINTENANCE_INTERVAL_S = 60.0
+DEFAULT_MAX_GROUP_BYTES = 1 << 30
+DAY_MS = 86_400_000
+
+GROUP_NAME_RE = re.compile(r"[\.\-_/#A-Za-z0-9]{1,512}")
+STREAM_NAME_RE = re.compile(r"[^:*]{1,512}", re.S)
+
+# Chunks the platform itself emits: a pending partial line of the function ends before them.
+_PLATFORM_CHUNK = re.compile(rb"(?:START|END|REPORT|INIT_START) RequestId: |\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+
+
+@dataclass(frozen=True)
+class StreamKey:
+    account_id: str
+    region: str
+    group: str
+    stream: str
+
+
+@dataclass(frozen=True)
+class Group:
+    id: int
+    account_id: str
+    region: str
+    name: str
+    created_ms: int
+    retention_days: int | None
+    stored_bytes: int
+
+
+@dataclass(frozen=True)
+class Stream:
+    id: int
+    group_id: int
+    name: str
+    created_ms: int
+    first_event_ms: int | None
+    last_event_ms: int | None
+    last_ingestion_ms: int | None
+    next_seq: int
+    stored_bytes: int
+
+
+@dataclass(frozen=True)
+class Event:
+    stream_id: int
+    stream_name: str
+    seq: int
+    timestamp: int
+    message: str
+    ingestion_time: int
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.timestamp, self.stream_id, self.seq)
+
+    @property
+    def event_id(self) -> str:
+        # 56 digits like AWS's; stable across calls (clients de-duplicate on it when following).
+        return f"{self.timestamp:020d}{self.stream_id:012d}{self.seq:024d}"
+
+
+def _aad(key: StreamKey, first_seq: int, last_seq: int) -> bytes:
+    return json.dumps(["lambdalet-logs-v1", key.account_id, key.region, key.group, key.stream,
+                       first_seq, last_seq], separators=(",", ":")).encode()
+
+
+def _utf8_cut(buf: bytes | bytearray, limit: int) -> int:
+    """The largest cut <= limit that does not split a UTF-8 sequence (falls back to limit)."""
+    cut = limit
+    while cut > limit - 4 and cut > 0 and (buf[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > 0 else limit
+
+
+class LogSink:
+    """Callable with bytes; never blocks on I/O. `close()` hands what is left to the flusher."""
+
+    def __init__(self, store: "LogStore", key: StreamKey):
+        self.key = key
+        self._store = store
+        self._lock = threading.Lock()
+        self._partial = bytearray()
+        self._partial_since = 0.0
+        self._events: collections.deque[tuple[int, str, int]] = collections.deque()  # (ts, message, bytes)
+        self._buffered = 0
+        self._last_ts = 0
+        self.dropped = 0
+        self.closed = False
+
+    def __call__(self, data: bytes) -> None:
+        if not data:
+            return
+        urgent = False
+        with self._lock:
+            ts = self._stamp()
+            if self._partial and _PLATFORM_CHUNK.match(data):
+                self._add(bytes(self._partial), ts)
+                self._partial.clear()
+            had_partial = bool(self._partial)
+            self._partial += data
+            start = 0
+            while True:
+                nl = self._partial.find(b"\n", start)
+                if nl < 0:
+                    break
+                line = bytes(self._partial[start:nl + 1])
+                start = nl + 1
+                self._add(line, ts)
+                if line.startswith(b"REPORT RequestId: "):
+                    urgent = True
+            if start:
+                del self._partial[:start]
+            while len(self._partial) > MAX_EVENT_BYTES:
+                cut = _utf8_cut(self._partial, MAX_EVENT_BYTES)
+                self._add(bytes(self._partial[:cut]), ts)
+                del self._partial[:cut]
+            if not self._partial:
+                self._partial_since = 0.0
+            elif start or not had_partial:
+                self._partial_since = time.monotonic()
+        self._store._mark_dirty(self, urgent)
+
+    def close(self) -> None:
+        """The environment is gone: its last partial line becomes an event; the flusher writes it
+        shortly (does not wait for the database)."""
+        with self._lock:
+            self.closed = True
+        self._store._mark_dirty(self, True)
+
+    def flush(self) -> None:
+        """Write everything buffered now (waits for the database: not for the invoke path)."""
+        self._store._flush([self], force_partial=self.closed)
+
+    # --- internals (lock held) ---
+    def _stamp(self) -> int:
+        ts = max(int(self._store.clock() * 1000), self._last_ts)
+        self._last_ts = ts
+        return ts
+
+    def _add(self, line: bytes, ts: int) -> None:
+        while line:
+            cut = len(line) if len(line) <= MAX_EVENT_BYTES else _utf8_cut(line, MAX_EVENT_BYTES)
+            piece, line = line[:cut], line[cut:]
+            self._events.append((ts, piece.decode("utf-8", "replace"), len(piece)))
+            self._buffered += len(piece)
+        while self._buffered > MAX_BUFFER_BYTES and self._events:
+            self._buffered -= self._events.popleft()[2]
+            self.dropped += 1
+
+    def _take(self, force_partial: bool) -> tuple[list[tuple[int, str, int]], bool]:
+        """Everything ready to write, and whether a partial line is still pending."""
+        with self._lock:
+            if self._partial and (force_partial or self.closed
+                                  or time.monotonic() - self._partial_since >= PARTIAL_LINE_WAIT_S):
+                self._add(bytes(self._partial), self._stamp())
+                self._partial.clear()
+                self._partial_since = 0.0
+            events = list(self._events)
+            self._events.clear()
+            self._buffered = 0
+            return events, bool(self._partial)
+
+    def _put_back(self, events: list[tuple[int, str, int]]) -> None:
+        with self._lock:
+            self._events.extendleft(reversed(events))
+            self._buffered += sum(e[2] for e in events)
+            while self._buffered > MAX_BUFFER_BYTES and self._events:
+                self._buffered -= self._events.popleft()[2]
+                self.dropped += 1
+
+
+class LogStore:
+    def __init__(self, db: Database, keyring, *, clock: Callable[[], float] = time.time,
+                 flush_interval_s: float = FLUSH_INTERVAL_S, max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
+                 maintenance_interval_s: float = MAINTENANCE_INTERVAL_S, background: bool = True):
+        self.db = db
+        self.keyring = keyring
+        self.clock = clock
+        self.flush_interval_s = flush_interval_s
+        self.max_group_bytes = max_group_bytes
+        self.maintenance_interval_s = maintenance_interval_s
+        self._lock = threading.Lock()
+        self._dirty: dict[int, LogSink] = {}
+        self._write_lock = threading.Lock()    # one take+write at a time: keeps each stream's order
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._last_error_log = 0.0
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name="log-flusher", daemon=True)
+            self._thread.start()
+
+    # ---------------------------------------------------------------- write side
+    def sink(self, account_id: str, region: str, log_group: str, log_stream: str) -> LogSink:
+        if not GROUP_NAME_RE.fullmatch(log_group):
+            raise ValueError(f"invalid log group name {log_group!r}")
+        if not STREAM_NAME_RE.fullmatch(log_stream):
+            raise ValueError(f"invalid log stream name {log_stream!r}")
+        return LogSink(self, StreamKey(account_id, region, log_group, log_stream))
+
+    def flush(self) -> None:
+        """Write every buffered event now, partial lines included (tests, shutdown)."""
+        with self._lock:
+            sinks = list(self._dirty.values())
+            self._dirty.clear()
+        self._flush(sinks, force_partial=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.flush()
+
+    def _mark_dirty(self, sink: LogSink, urgent: bool) -> None:
+        with self._lock:
+            self._dirty[id(sink)] = sink
+        if urgent:
+            self._wake.set()
+
+    def _run(self) -> None:
+        next_maintenance = time.monotonic() + min(5.0, self.maintenance_interval_s)
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                with self._lock:
+                    sinks = list(self._dirty.values())
+                    self._dirty.clear()
+                if sinks:
+                    self._flush(sinks, force_partial=False)
+                if time.monotonic() >= next_maintenance:
+                    next_maintenance = time.monotonic() + self.maintenance_interval_s
+                    self.purge()
+            except Exception:      # never let the flusher die
+                self._log_error("log flusher iteration failed")
+
+    def _log_error(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > 10:
+            self._last_error_log = now
+            log.exception(what)
+
+    def _flush(self, sinks: list[LogSink], *, force_partial: bool) -> None:
+        with self._write_lock:
+            work = []
+            for sink in sinks:
+                events, partial_left = sink._take(force_partial)
+                if events:
+                    work.append((sink, events))
+                if partial_left:
+                    self._mark_dirty(sink, False)   # look again when the partial line is due
+            if not work:
+                return
+            ingestion = int(self.clock() * 1000)
+            try:
+                with self.db.begin() as conn:
+                    for sink, events in work:
+                        self._append(conn, sink.key, events, ingestion)
+            except Exception:
+                self._log_error("writing function logs failed; will retry")
+                for sink, events in work:
+                    sink._put_back(events)
+                    self._mark_dirty(sink, False)
+                return
+            for sink, _ in work:
+                if sink.dropped:
+                    log.warning("log stream %s of %s: %d events dropped (buffer full while the database "
+                                "was unavailable)", sink.key.stream, sink.key.group, sink.dropped)
+                    sink.dropped = 0
+
+    def _ensure_group(self, conn: Connection, key: StreamKey, now_ms: int) -> int:
+        g = log_groups
+        gid = conn.execute(sa.select(g.c.id).where(g.c.account_id == key.account_id, g.c.region == key.region,
+                                                   g.c.name == key.group)).scalar()
+        if gid is None:
+            gid = conn.execute(g.insert().values(account_id=key.account_id, region=key.region, name=key.group,
+                                                 created_ms=now_ms, stored_bytes=0)).inserted_primary_key[0]
+        return gid
+
+    def _append(self, conn: Connection, key: StreamKey, events: list[tuple[int, str, int]], ingestion: int) -> None:
+        s = log_streams
+        gid = self._ensure_group(conn, key, ingestion)
+        row = conn.execute(sa.select(s).where(s.c.group_id == gid, s.c.name == key.stream)).first()
+        if row is None:
+            sid = conn.execute(s.insert().values(group_id=gid, name=key.stream, created_ms=ingestion, next_seq=0,
+                                                 stored_bytes=0)).inserted_primary_key[0]
+            row = conn.execute(sa.select(s).where(s.c.id == sid)).first()
+        seq = row.next_seq
+        total = 0
+        for chunk in _chunks(events):
+            size = sum(e[2] for e in chunk)
+            plain = json.dumps([[ts, msg] for ts, msg, _ in chunk], ensure_ascii=False,
+                               separators=(",", ":")).encode()
+            last = seq + len(chunk) - 1
+            sealed = self.keyring.seal(zlib.compress(plain, 6), _aad(key, seq, last))
+            conn.execute(log_batches.insert().values(
+                group_id=gid, stream_id=row.id, first_seq=seq, last_seq=last, first_ts=chunk[0][0],
+                last_ts=chunk[-1][0], ingestion_ms=ingestion, event_count=len(chunk), plain_bytes=size,
+                data_sealed=sealed))
+            seq = last + 1
+            total += size
+        first_ts, last_ts = events[0][0], events[-1][0]
+        conn.execute(s.update().where(s.c.id == row.id).values(
+            next_seq=seq,
+            first_event_ms=first_ts if row.first_event_ms is None else min(row.first_event_ms, first_ts),
+            last_event_ms=last_ts if row.last_event_ms is None else max(row.last_event_ms, last_ts),
+            last_ingestion_ms=ingestion, stored_bytes=s.c.stored_bytes + total))
+        conn.execute(log_groups.update().where(log_groups.c.id == gid)
+                     .values(stored_bytes=log_groups.c.stored_bytes + total))
+
+    # ---------------------------------------------------------------- retention
+    def purge(self, now_ms: int | None = None) -> int:
+        """Apply retention policies and the per-group size cap; returns the batches deleted."""
+        now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
+        g, b = log_groups, log_batches
+        deleted = 0
+        with self.db.begin() as conn:
+            touched: set[int] = set()
+            for gid, days in conn.execute(sa.select(g.c.id, g.c.retention_days)
+                                          .where(g.c.retention_days.is_not(None))).all():
+                n = conn.execute(b.delete().where(b.c.group_id == gid, b.c.last_ts < now_ms - days * DAY_MS)).rowcount
+                if n:
+                    deleted += n
+                    touched.add(gid)
+            for gid, stored in conn.execute(sa.select(g.c.id, g.c.stored_bytes)
+                                            .where(g.c.stored_bytes > self.max_group_bytes)).all():
+                excess, doomed = stored - self.max_group_bytes, []
+                for bid, size in conn.execute(sa.select(b.c.id, b.c.plain_bytes).where(b.c.group_id == gid)
+                                              .order_by(b.c.first_ts, b.c.id)):
+                    if excess <= 0:
+                        break
+                    doomed.append(bid)
+                    excess -= size
+                for i in range(0, len(doomed), 500):
+                    deleted += conn.execute(b.delete().where(b.c.id.in_(doomed[i:i + 500]))).rowcount
+                touched.add(gid)
+            for gid in touched:
+                self._recount(conn, gid)
+        return deleted
+
+    @staticmethod
+    def _recount(conn: Connection, gid: int) -> None:
+        b, s, g = log_batches, log_streams, log_groups
+        per_stream = (sa.select(sa.func.coalesce(sa.func.sum(b.c.plain_bytes), 0))
+                      .where(b.c.stream_id == s.c.id).scalar_subquery())
+        conn.execute(s.update().where(s.c.group_id == gid).values(stored_bytes=per_stream))
+        total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(b.c.plain_bytes), 0))
+                             .where(b.c.group_id == gid)).scalar()
+        conn.execute(g.update().where(g.c.id == gid).values(stored_bytes=total))
+
+    # ---------------------------------------------------------------- groups and streams
+    def get_group(self, account_id: str, region: str, name: str, conn: Connection | None = None) -> Group | None:
+        g = log_groups
+        stmt = sa.select(g).where(g.c.account_id == account_id, g.c.region == region, g.c.name == name)
+        if conn is not None:
+            row = conn.execute(stmt).first()
+        else:
+            with self.db.read() as c:
+                row = c.execute(stmt).first()
+        return _group(row) if row else None
+
+    def list_groups(self, account_id: str, region: str, *, prefix: str | None = None, contains: str | None = None,
+                    names: list[str] | None = None, after: str | None = None, limit: int = 50) -> list[Group]:
+        g = log_groups
+        stmt = sa.select(g).where(g.c.account_id == account_id, g.c.region == region)
+        if prefix:
+            stmt = stmt.where(g.c.name >= prefix, sa.func.substr(g.c.name, 1, len(prefix)) == prefix)
+        if names is not None:
+            stmt = stmt.where(g.c.name.in_(names))
+        if after is not None:
+            stmt = stmt.where(g.c.name > after)
+        stmt = stmt.order_by(g.c.name)
+        out: list[Group] = []
+        with self.db.read() as conn:
+            for row in conn.execute(stmt):   # `contains` is case-sensitive: filtered here, not with LIKE
+                if contains and contains not in row.name:
+                    continue
+                out.append(_group(row))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def create_group(self, account_id: str, region: str, name: str) -> bool:
+        """False if it already exists."""
+        with self.db.begin() as conn:
+            if self.get_group(account_id, region, name, conn) is not None:
+                return False
+            conn.execute(log_groups.insert().values(account_id=account_id, region=region, name=name,
+                                                    created_ms=int(self.clock() * 1000), stored_bytes=0))
+        return True
+
+    def delete_group(self, account_id: str, region: str, name: str) -> bool:
+        g = log_groups
+        with self.db.begin() as conn:
+            found = self.get_group(account_id, region, name, conn)
+            if found is None:
+                return False
+            # Explicit child deletes: correct even where foreign keys are not enforced.
+            conn.execute(log_batches.delete().where(log_batches.c.group_id == found.id))
+            conn.execute(log_streams.delete().where(log_streams.c.group_id == found.id))
+            conn.execute(g.delete().where(g.c.id == found.id))
+        return True
+
+    def set_retention(self, account_id: str, region: str, name: str, days: int | None) -> bool:
+        g = log_groups
+        with self.db.begin() as conn:
+            n = conn.execute(g.update().where(g.c.account_id == account_id, g.c.region == region, g.c.name == name)
+                             .values(retention_days=days)).rowcount
+        return n > 0
+
+    def get_stream(self, group_id: int, name: str) -> Stream | None:
+        s = log_streams
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(s).where(s.c.group_id == group_id, s.c.name == name)).first()
+        return _stream(row) if row else None
+
+    def create_stream(self, group_id: int, name: str) -> bool:
+        s = log_streams
+        with self.db.begin() as conn:
+            if conn.execute(sa.select(s.c.id).where(s.c.group_id == group_id, s.c.name == name)).first():
+                return False
+            conn.execute(s.insert().values(group_id=group_id, name=name, created_ms=int(self.clock() * 1000),
+                                           next_seq=0, stored_bytes=0))
+        return True
+
+    def delete_stream(self, group_id: int, name: str) -> bool:
+        s = log_streams
+        with self.db.begin() as conn:
+            sid = conn.execute(sa.select(s.c.id).where(s.c.group_id == group_id, s.c.name == name)).scalar()
+            if sid is None:
+                return False
+            conn.execute(log_batches.delete().where(log_batches.c.stream_id == sid))
+            conn.execute(s.delete().where(s.c.id == sid))
+            self._recount(conn, group_id)
+        return True
+
+    def list_streams(self, group_id: int, *, prefix: str | None = None, order_by: str = "LogStreamName",
+                     descending: bool = False, after: tuple | None = None, limit: int = 50) -> list[Stream]:
+        """`after` is the keyset position of the previous page: (name,) or (last_event_ms, id)."""
+        s = log_streams
+        stmt = sa.select(s).where(s.c.group_id == group_id)
+        if prefix:
+            stmt = stmt.where(sa.func.substr(s.c.name, 1, len(prefix)) == prefix)
+        if order_by == "LastEventTime":
+            t = sa.func.coalesce(s.c.last_event_ms, 0)
+            if after is not None:
+                at, aid = after
+                stmt = stmt.where(sa.or_(t < at, sa.and_(t == at, s.c.id < aid)) if descending
+                                  else sa.or_(t > at, sa.and_(t == at, s.c.id > aid)))
+            stmt = stmt.order_by(*( (t.desc(), s.c.id.desc()) if descending else (t, s.c.id)))
+        else:
+            if after is not None:
+                stmt = stmt.where(s.c.name < after[0] if descending else s.c.name > after[0])
+            stmt = stmt.order_by(s.c.name.desc() if descending else s.c.name)
+        with self.db.read() as conn:
+            return [_stream(r) for r in conn.execute(stmt.limit(limit)).all()]
+
+    # ---------------------------------------------------------------- events
+    def _open(self, key: StreamKey, row) -> list[tuple[int, str]]:
+        plain = zlib.decompress(self.keyring.open(row.data_sealed, _aad(key, row.first_seq, row.last_seq)))
+        return [(ts, msg) for ts, msg in json.loads(plain)]
+
+    def read_forward(self, group: Group, stream: Stream, from_seq: int, *, start_ms: int | None = None,
+                     end_ms: int | None = None, limit: int = 10_000, max_bytes: int = 1_048_576) -> list[Event]:
+        """Events with seq >= from_seq and start_ms <= timestamp < end_ms, oldest first."""
+        return list(self._read(group, stream, from_seq, start_ms, end_ms, limit, max_bytes, backward=False))
+
+    def read_backward(self, group: Group, stream: Stream, before_seq: int, *, start_ms: int | None = None,
+                      end_ms: int | None = None, limit: int = 10_000, max_bytes: int = 1_048_576) -> list[Event]:
+        """The newest events with seq < before_seq in the time range, returned oldest first."""
+        out = list(self._read(group, stream, before_seq, start_ms, end_ms, limit, max_bytes, backward=True))
+        out.reverse()
+        return out
+
+    def _read(self, group: Group, stream: Stream, pos: int, start_ms, end_ms, limit, max_bytes,
+              *, backward: bool) -> Iterator[Event]:
+        b = log_batches
+        key = StreamKey(group.account_id, group.region, group.name, stream.name)
+        stmt = sa.select(b).where(b.c.stream_id == stream.id)
+        stmt = stmt.where(b.c.first_seq < pos) if backward else stmt.where(b.c.last_seq >= pos)
+        if start_ms is not None:
+            stmt = stmt.where(b.c.last_ts >= start_ms)
+        if end_ms is not None:
+            stmt = stmt.where(b.c.first_ts < end_ms)
+        stmt = stmt.order_by(b.c.first_seq.desc() if backward else b.c.first_seq)
+        count = size = 0
+        with self.db.read() as conn:
+            for row in conn.execute(stmt.execution_options(yield_per=32)):
+                events = self._open(key, row)
+                idx = range(len(events) - 1, -1, -1) if backward else range(len(events))
+                for i in idx:
+                    seq = row.first_seq + i
+                    ts, msg = events[i]
+                    if (seq >= pos if backward else seq < pos):
+                        continue
+                    if (start_ms is not None and ts < start_ms) or (end_ms is not None and ts >= end_ms):
+                        continue
+                    n = len(msg.encode()) + 26
+                    if count >= limit or (count and size + n > max_bytes):
+                        return
+                    count += 1
+                    size += n
+                    yield Event(stream.id, stream.name, seq, ts, msg, row.ingestion_ms)
+
+    def filter_events(self, group: Group, *, stream_names: list[str] | None = None, stream_prefix: str | None = None,
+                      start_ms: int | None = None, end_ms: int | None = None,
+                      after: tuple[int, int, int] | None = None, match: Callable[[str], bool] = lambda m: True,
+                      limit: int = 10_000, max_bytes: int = 1_048_576,
+                      scan_budget_bytes: int = 64 * 1024 * 1024) -> tuple[list[Event], tuple[int, int, int] | None]:
+        """A group's events interleaved across streams in (timestamp, stream, seq) order, from key
+        `after` (inclusive) on, start_ms <= timestamp <= end_ms, that `match`. Returns (events,
+        position to continue from, or None when everything was searched). Stops early, with a
+        position, after decrypting `scan_budget_bytes` so one call stays bounded."""
+        b, s = log_batches, log_streams
+        pos = after or (start_ms or 0, -1, -1)
+        lower = max(pos[0], start_ms or 0)
+        base = (sa.select(b, s.c.name.label("stream_name")).join(s, s.c.id == b.c.stream_id)
+                .where(b.c.group_id == group.id, b.c.last_ts >= lower, b.c.first_ts >= lower - MAX_BATCH_SPAN_MS))
+        if end_ms is not None:
+            base = base.where(b.c.first_ts <= end_ms)
+        if stream_names is not None:
+            base = base.where(s.c.name.in_(stream_names))
+        if stream_prefix:
+            base = base.where(sa.func.substr(s.c.name, 1, len(stream_prefix)) == stream_prefix)
+        base = base.order_by(b.c.first_ts, b.c.id)
+
+        out: list[Event] = []
+        heap: list[tuple[int, int, int, str, str, int]] = []   # (ts, stream_id, seq, message, stream, ingestion)
+        size = scanned = consumed = 0
+
+        def emit_until(bound: int | None) -> tuple[int, int, int] | None:
+            """Consume heap events with ts < bound (all if None); a position if the page is full."""
+            nonlocal size, consumed
+            while heap and (bound is None or heap[0][0] < bound):
+                ts, sid, seq, msg, sname, ing = heap[0]
+                if match(msg):
+                    n = len(msg.encode()) + 26
+                    if len(out) >= limit or (out and size + n > max_bytes):
+                        return (ts, sid, seq)
+                    out.append(Event(sid, sname, seq, ts, msg, ing))
+                    size += n
+                heapq.heappop(heap)
+                consumed += 1
+            return None
+
+        with self.db.read() as conn:
+            for row in conn.execute(base.execution_options(yield_per=64)):
+                stop = emit_until(row.first_ts)
+                if stop is not None:
+                    return out, stop
+                if scanned >= scan_budget_bytes and consumed:
+                    return out, (heap[0][:3] if heap else (row.first_ts, -1, -1))
+                key = StreamKey(group.account_id, group.region, group.name, row.stream_name)
+                for i, (ts, msg) in enumerate(self._open(key, row)):
+                    k = (ts, row.stream_id, row.first_seq + i)
+                    if k < pos or (start_ms is not None and ts < start_ms) or (end_ms is not None and ts > end_ms):
+                        continue
+                    heapq.heappush(heap, (*k, msg, row.stream_name, row.ingestion_ms))
+                scanned += row.plain_bytes
+        stop = emit_until(None)
+        return out, stop
+
+
+def _chunks(events: list[tuple[int, str, int]]) -> Iterator[list[tuple[int, str, int]]]:
+    chunk: list[tuple[int, str, int]] = []
+    size = 0
+    for e in events:
+        if chunk and (len(chunk) >= MAX_BATCH_EVENTS or size + e[2] > MAX_BATCH_BYTES
+                      or e[0] - chunk[0][0] > MAX_BATCH_SPAN_MS):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(e)
+        size += e[2]
+    if chunk:
+        yield chunk
+
+
+def _group(row) -> Group:
+    return Group(row.id, row.account_id, row.region, row.name, row.created_ms, row.retention_days, row.stored_bytes)
+
+
+def _stream(row) -> Stream:
+    return Stream(row.id, row.group_id, row.name, row.created_ms, row.first_event_ms, row.last_event_ms,
+                  row.last_ingestion_ms, row.next_seq, row.stored_bytes)
