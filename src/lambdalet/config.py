@@ -28,6 +28,8 @@ class Settings:
     env_idle_ttl_s: float = 300.0        # an idle execution environment is reaped after this
     env_max_lifetime_s: float = 7200.0   # and every environment is replaced after this
     runtime_dir: Path | None = None      # tmpfs for unpacked code (never the data dir: no plain code at rest)
+    async_workers: int = 16              # threads delivering Event invocations (lambdalet.events)
+    async_retry_scale: float = 1.0       # scales async retry backoff and event-age checks (tests: 0.01)
 
     @property
     def db_url(self) -> str:

@@ -142,6 +142,10 @@ def _not_implemented(op) -> AwsError:
     msg = f"lambdalet does not implement {op.name} yet."
     if "InvalidParameterValueException" in names:
         return InvalidParameterValueException(msg)
+    if "InvalidParameterException" in names:      # CloudWatch Logs' spelling
+        err = InvalidParameterValueException(msg)
+        err.code = "InvalidParameterException"
+        return err
     if "ResourceNotFoundException" in names:
         return ResourceNotFoundException(msg)
     return ServiceException(msg)

@@ -33,15 +33,21 @@ def main() -> None:
               help="Seconds an idle execution environment is kept warm.")
 @click.option("--env-max-lifetime", type=click.FloatRange(1), default=7200.0, show_default=True,
               help="Seconds after which any execution environment is replaced.")
+@click.option("--async-workers", type=click.IntRange(1, 1000), default=16, show_default=True,
+              help="Threads delivering Event (asynchronous) invocations.")
+@click.option("--async-retry-scale", type=click.FloatRange(0.0001, 1.0), default=1.0, show_default=True,
+              help="Scale AWS's async retry backoff (~1 min, 2 min) and event-age limits, e.g. 0.01 in tests.")
 def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool, sandbox: str,
-          concurrency_limit: int, env_idle_ttl: float, env_max_lifetime: float) -> None:
+          concurrency_limit: int, env_idle_ttl: float, env_max_lifetime: float, async_workers: int = 16,
+          async_retry_scale: float = 1.0) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
 
     settings = Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve(), host=host, port=port,
                         region=region, insecure_http=insecure_http, sandbox=sandbox,
                         concurrent_executions_limit=concurrency_limit, env_idle_ttl_s=env_idle_ttl,
-                        env_max_lifetime_s=env_max_lifetime)
+                        env_max_lifetime_s=env_max_lifetime, async_workers=async_workers,
+                        async_retry_scale=async_retry_scale)
     run_server(settings)
 
 

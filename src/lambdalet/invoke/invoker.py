@@ -49,11 +49,16 @@ class Target:
     revision_id: str
     reserved_concurrency: int | None
     total_reserved: int      # the account's sum of reservations, for the unreserved pool
+    invoked_arn: str = ""    # the ARN as the caller named it (alias or version kept), for the context
+    region: str = ""         # the function's region (functions are regional)
 
 
 class Invoker:
+    events = None    # the async-invocation component (lambdalet.events.AsyncEvents), set by the wiring
+
     def __init__(self, resolve: Callable[[RequestContext, str, str | None], Target], backend: Backend,
-                 code: CodeCache, pool: EnvironmentPool, limiter: ConcurrencyLimiter, region: str):
+                 code: CodeCache, pool: EnvironmentPool, limiter: ConcurrencyLimiter, region: str, logs=None):
+        self.logs = logs              # lambdalet.logs.LogStore: a sink per environment (log stream)
         self.resolve = resolve
         self.backend = backend
         self.code = code
@@ -79,8 +84,10 @@ class Invoker:
         if kind == "DryRun":
             return {"StatusCode": 204, "ExecutedVersion": target.version}
         if kind == "Event":
-            raise InvalidParameterValueException(
-                "InvocationType Event is not available yet on this lambdalet server; use RequestResponse.")
+            if self.events is None:
+                raise InvalidParameterValueException(
+                    "InvocationType Event is not available yet on this lambdalet server; use RequestResponse.")
+            return self.events.submit_invoke(ctx, params, target)   # lambdalet.events: queued durably, 202
         if kind != "RequestResponse":
             raise InvalidParameterValueException(f"Invalid InvocationType {kind!r}")
         result = self.run(ctx, target, payload or b"{}", client_context)
@@ -95,7 +102,8 @@ class Invoker:
         """One invocation of one version, holding a concurrency slot for its whole duration."""
         key = PoolKey(target.account_id, target.function_arn, target.version, target.code_sha256, target.revision_id)
         request_id = ctx.request_id or str(uuid.uuid4())
-        qualified = f"{target.function_arn}:{target.version}" if target.version != "$LATEST" else target.function_arn
+        qualified = target.invoked_arn or (
+            f"{target.function_arn}:{target.version}" if target.version != "$LATEST" else target.function_arn)
         with self.limiter.slot(target.account_id, target.function_name, target.reserved_concurrency,
                                target.total_reserved):
             try:
@@ -132,8 +140,10 @@ class Invoker:
             handler=target.handler, code_dir=str(self.code.path_for(target.code_sha256)),
             memory_mb=target.memory_mb, ephemeral_mb=target.ephemeral_mb, timeout_s=float(target.timeout_s),
             env=dict(target.environment), log_group=f"/aws/lambda/{target.function_name}",
-            log_stream=f"{time.strftime('%Y/%m/%d')}/[{target.version}]{uuid.uuid4().hex}", region=self.region)
-        sandbox = self.backend.create(spec)
+            log_stream=f"{time.strftime('%Y/%m/%d')}/[{target.version}]{uuid.uuid4().hex}",
+            region=target.region or self.region)
+        sink = self.logs.sink(target.account_id, spec.region, spec.log_group, spec.log_stream) if self.logs else None
+        sandbox = self.backend.create(spec, log_sink=sink)
         try:
             sandbox.start()
         except BaseException:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from lambdalet.invoke.invoker import Target
 from lambdalet.models.context import RequestContext
-from lambdalet.services.arns import Scope
+from lambdalet.services.arns import Scope, function_arn, merge_qualifier, parse_function_ref
 from lambdalet.services.concurrency import reserved_total
 from lambdalet.services.resolver import FunctionResolver, FunctionVersion
 from lambdalet.models.errors import InvalidParameterValueException
@@ -28,12 +28,15 @@ class TargetResolver:
             raise InvalidParameterValueException("The function has no runtime or handler configured.")
         with self._db.read() as conn:
             total = reserved_total(conn, Scope(ctx.account_id, fv.region))
-        return _target(fv, total)
+        # The handler's context shows the ARN the caller used: an alias or version stays in it.
+        ref = merge_qualifier(parse_function_ref(Scope(ctx.account_id, fv.region), function_name), qualifier)
+        return _target(fv, total, function_arn(fv.region, fv.account_id, fv.function_name, ref.qualifier))
 
 
-def _target(fv: FunctionVersion, total_reserved: int) -> Target:
+def _target(fv: FunctionVersion, total_reserved: int, invoked_arn: str) -> Target:
     return Target(account_id=fv.account_id, function_name=fv.function_name, function_arn=fv.function_arn,
                   version=fv.version, runtime=fv.runtime or "", handler=fv.handler or "",
                   memory_mb=fv.memory_size, timeout_s=fv.timeout, ephemeral_mb=fv.ephemeral_storage_mb,
                   environment=dict(fv.environment), code_sha256=fv.code_sha256_hex, revision_id=fv.revision_id,
-                  reserved_concurrency=fv.reserved_concurrency, total_reserved=total_reserved)
+                  reserved_concurrency=fv.reserved_concurrency, total_reserved=total_reserved,
+                  invoked_arn=invoked_arn, region=fv.region)

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from lambdalet.blobs import BlobStore
 from lambdalet.config import Settings
 from lambdalet.crypto.keyring import FileKeyMaterialStore, Keyring
 from lambdalet.crypto.master import load_or_create_master_key
+from lambdalet.events import build_async_events
+from lambdalet.events.esm import build_event_source_mappings
 from lambdalet.iam import IdentityStore
+from lambdalet.logs import LogsService, LogStore
 from lambdalet.invoke.codecache import CodeCache
 from lambdalet.invoke.concurrency import ConcurrencyLimiter
 from lambdalet.invoke.invoker import Invoker
@@ -32,10 +36,27 @@ class Platform:
     lambda_service: LambdaService
     queues: QueueService
     invoker: Invoker | None = None
+    events: Any = None               # lambdalet.events.AsyncEvents (Event invocations), with the invoker
+    logs: LogStore | None = None
+    event_source_mappings: Any = None   # lambdalet.events.esm.EventSourceMappings (queue pollers)
+    logs_service: LogsService | None = None
+
+    def start(self) -> None:
+        """Background work that delivers events: async-invoke pollers, then queue mappings."""
+        if self.events is not None:
+            self.events.start()
+        if self.event_source_mappings is not None:
+            self.event_source_mappings.start()
 
     def close(self) -> None:
+        if self.event_source_mappings is not None:
+            self.event_source_mappings.close()
+        if self.events is not None:  # pollers stop before the environments they use go away
+            self.events.close()
         if self.invoker is not None:
             self.invoker.close()
+        if self.logs is not None:    # after the environments: their last lines are written
+            self.logs.close()
         self.db.close()
 
 
@@ -45,7 +66,8 @@ def open_keyring(settings: Settings) -> Keyring:
     return Keyring.open(master, FileKeyMaterialStore(settings.data_dir / "keys"))
 
 
-def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: LambdaService) -> Invoker:
+def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: LambdaService,
+                  logs: LogStore | None = None) -> Invoker:
     if settings.sandbox == "process":
         log.warning("SANDBOX DISABLED (--sandbox process): function code runs as an ordinary process of this "
                     "server, NOT isolated from the host or from other functions. Never run untrusted code this way.")
@@ -57,7 +79,7 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
                                root_dir=str(settings.run_dir / "root"))
     pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s)
     return Invoker(TargetResolver(service.resolver, db), backend, CodeCache(settings.run_dir / "code", blobs), pool,
-                   ConcurrencyLimiter(settings.concurrent_executions_limit), settings.region)
+                   ConcurrencyLimiter(settings.concurrent_executions_limit), settings.region, logs=logs)
 
 
 def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform:
@@ -67,6 +89,12 @@ def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform
     identity = IdentityStore(db, keyring)
     service = LambdaService(db, keyring, blobs, settings)
     platform = Platform(settings, db, keyring, blobs, identity, service, QueueService(db, keyring, settings))
+    platform.logs = LogStore(db, keyring)
+    platform.logs_service = LogsService(platform.logs)
     if with_invoker:
-        platform.invoker = build_invoker(settings, db, blobs, service)
+        platform.invoker = build_invoker(settings, db, blobs, service, platform.logs)
+        platform.events = build_async_events(db, keyring, platform.queues, platform.invoker, service.resolver,
+                                             settings)
+        platform.invoker.events = platform.events
+        platform.event_source_mappings = build_event_source_mappings(platform)
     return platform

@@ -31,7 +31,9 @@ def _write_endpoint(settings: Settings, url: str, ca_bundle: str | None) -> None
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose listener says TCP;
+    # without it every response waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(512)
@@ -53,7 +55,7 @@ def _lock_data_dir(settings: Settings):
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    lock = _lock_data_dir(settings)  # noqa: F841  (held for the life of the process)
+    _lock = _lock_data_dir(settings)  # noqa: F841  (held for the life of the process)
     try:
         platform = build_platform(settings)
     except PermissionError as e:
@@ -64,8 +66,11 @@ def serve(settings: Settings) -> None:
              admin.access_key_id, admin.account_id)
 
     lambda_model = load_service_model("lambda")
-    app = ApiApp({"lambda": ServiceBinding(RestJsonProtocol(lambda_model), platform.lambda_service, platform.invoker),
-                  "sqs": ServiceBinding(JsonProtocol(load_service_model("sqs")), platform.queues)},
+    lambda_impls = [i for i in (platform.lambda_service, platform.invoker, platform.events,
+                                platform.event_source_mappings) if i is not None]
+    app = ApiApp({"lambda": ServiceBinding(RestJsonProtocol(lambda_model), *lambda_impls),
+                  "sqs": ServiceBinding(JsonProtocol(load_service_model("sqs")), platform.queues),
+                  "logs": ServiceBinding(JsonProtocol(load_service_model("logs")), platform.logs_service)},
                  platform.identity.lookup, max_skew_s=settings.max_clock_skew_s,
                  internal_routes=[code_route(platform.keyring, platform.blobs)])
 
@@ -91,6 +96,7 @@ def serve(settings: Settings) -> None:
     # becomes SystemExit, so the clean-up below (environments, endpoint.json, database) still runs.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
+    platform.start()                 # pollers: queued Event invocations, event source mappings
     _write_endpoint(settings, url, ca)
     log.info("lambdalet serving the Lambda API at %s (data dir %s)", url, settings.data_dir)
     try:

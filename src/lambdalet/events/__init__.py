@@ -1,0 +1,76 @@
+"""Asynchronous invocation (Invoke with InvocationType=Event, InvokeAsync), event invoke
+configuration, destinations and dead-letter queues.
+
+    async_invoke.py   accept: validate, queue durably (group commit), 202
+    poller.py         deliver: claim, Invoker.run, retries/backoff/age, ack after the outcome
+    destinations.py   OnSuccess/OnFailure records and DLQ messages, to a queue or a function
+    invoke_config.py  Put/Get/Update/Delete/ListFunctionEventInvokeConfigs
+    messages.py       the queued message; tables.py the two tables (migration 0004)
+
+`AsyncEvents` is what the server wires: its methods named like Lambda operations are bound to the
+Lambda API (ServiceBinding), `submit_invoke` is the Event branch of `Invoker.invoke`.
+"""
+from __future__ import annotations
+
+from lambdalet.events.async_invoke import (EVENT_PAYLOAD_LIMIT, INTERNAL_ACCOUNT, INVOKE_ASYNC_LIMIT,
+                                           AsyncInvocations)
+from lambdalet.events.destinations import Destinations
+from lambdalet.events.invoke_config import EventInvokeConfigs
+from lambdalet.events.messages import EventMessage
+from lambdalet.events.poller import EventPoller
+
+__all__ = ["AsyncEvents", "AsyncInvocations", "EventInvokeConfigs", "EventPoller", "Destinations", "EventMessage",
+           "INTERNAL_ACCOUNT", "EVENT_PAYLOAD_LIMIT", "INVOKE_ASYNC_LIMIT", "build_async_events"]
+
+
+class AsyncEvents:
+    def __init__(self, invocations: AsyncInvocations, configs: EventInvokeConfigs, poller: EventPoller):
+        self.invocations = invocations
+        self.configs = configs
+        self.poller = poller
+
+    # ---- the Event branch of Invoke (called by Invoker.invoke) and InvokeAsync ----
+    def submit_invoke(self, ctx, params, target=None) -> dict:
+        return self.invocations.submit_invoke(ctx, params, target)
+
+    def invoke_async(self, ctx, params) -> dict:
+        return self.invocations.invoke_async(ctx, params)
+
+    # ---- event invoke config operations ----
+    def put_function_event_invoke_config(self, ctx, params) -> dict:
+        return self.configs.put_function_event_invoke_config(ctx, params)
+
+    def update_function_event_invoke_config(self, ctx, params) -> dict:
+        return self.configs.update_function_event_invoke_config(ctx, params)
+
+    def get_function_event_invoke_config(self, ctx, params) -> dict:
+        return self.configs.get_function_event_invoke_config(ctx, params)
+
+    def delete_function_event_invoke_config(self, ctx, params) -> dict:
+        return self.configs.delete_function_event_invoke_config(ctx, params)
+
+    def list_function_event_invoke_configs(self, ctx, params) -> dict:
+        return self.configs.list_function_event_invoke_configs(ctx, params)
+
+    def start(self) -> None:
+        self.poller.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.poller.close(timeout)
+
+
+def build_async_events(db, keyring, queues, invoker, resolver, settings) -> AsyncEvents:
+    """Wire the component; `resolver` is the control plane's FunctionResolver (for DeadLetterConfig)."""
+    region = getattr(settings, "region", "us-east-1")
+    invocations = AsyncInvocations(db, keyring, queues, invoker.resolve, region)
+    configs = EventInvokeConfigs(db, queues)
+    destinations = Destinations(queues, invocations.enqueue)
+
+    def dead_letter_of(msg: EventMessage) -> str | None:
+        return resolver.resolve_version(msg.account_id, msg.function_name, msg.qualifier,
+                                        msg.region).dead_letter_target_arn
+
+    poller = EventPoller(invocations, configs, destinations, invoker, dead_letter_of,
+                         workers=getattr(settings, "async_workers", 16),
+                         retry_scale=getattr(settings, "async_retry_scale", 1.0))
+    return AsyncEvents(invocations, configs, poller)

@@ -1,0 +1,322 @@
+"""Delivery of queued Event invocations: a dispatcher thread claims messages from the internal
+queues (round robin over accounts) for a small pool of worker threads, each of which runs one event
+through `Invoker.run` (the same concurrency accounting as a synchronous Invoke) and handles the
+outcome completely before acknowledging it:
+
+- success -> OnSuccess destination (if any), then ack;
+- throttled (TooManyRequestsException) -> nack with a backoff delay, not counted as an attempt;
+- function error -> a new message with attempts+1 after AWS's backoff (about 1 min, then 2 min;
+  times `retry_scale`), then ack of the old one; when MaximumRetryAttempts are used up ->
+  OnFailure destination + DeadLetterConfig, then ack;
+- older than MaximumEventAgeInSeconds (times `retry_scale`) -> the failure path, EventAgeExceeded;
+- a platform fault (environment could not start, database trouble) -> nack, tried again later.
+
+Every send happens before the ack, so a kill -9 at any point leaves the event queued (delivered
+again: at-least-once; duplicates are possible, loss is not). On start, messages that a previous
+process had claimed are made visible again at once (one server per data dir, see server.lock).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import sqlalchemy as sa
+
+from lambdalet.events.async_invoke import INTERNAL_ACCOUNT, QUEUE_PREFIX, AsyncInvocations, internal_context
+from lambdalet.events.destinations import (EVENT_AGE_EXCEEDED, RETRIES_EXHAUSTED, SUCCESS, Destinations,
+                                           error_message_of, invocation_record)
+from lambdalet.events.invoke_config import EffectiveConfig, EventInvokeConfigs
+from lambdalet.events.messages import EventMessage, last_error_of
+from lambdalet.models.errors import (AwsError, InvalidParameterValueException, ResourceNotFoundException,
+                                     TooManyRequestsException)
+from lambdalet.queues.tables import sqs_messages, sqs_queues
+
+log = logging.getLogger("lambdalet.events")
+
+FIRST_RETRY_DELAY_S = 60          # AWS: about 1 minute, then about 2 minutes
+MAX_THROTTLE_DELAY_S = 300        # AWS: throttled events are retried with backoff up to 5 minutes
+PLATFORM_RETRY_DELAY_S = 10
+VISIBILITY_MARGIN_S = 60
+
+
+@dataclass
+class PollerStats:
+    succeeded: int = 0
+    failed: int = 0               # failure path taken (retries exhausted / too old)
+    retried: int = 0
+    throttled: int = 0
+    platform_errors: int = 0
+    dropped: int = 0              # function gone, payload gone, undecodable
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+
+class EventPoller:
+    def __init__(self, events: AsyncInvocations, configs: EventInvokeConfigs, destinations: Destinations, invoker,
+                 dead_letter_of: Callable[[EventMessage], str | None], *, workers: int = 16,
+                 retry_scale: float = 1.0, claim_visibility_s: int = 120, idle_wait_s: float = 0.5):
+        self.events = events
+        self.queues = events.queues
+        self.configs = configs
+        self.destinations = destinations
+        self.invoker = invoker
+        self.dead_letter_of = dead_letter_of
+        self.workers = max(1, int(workers))
+        self.retry_scale = float(retry_scale)
+        self.claim_visibility_s = int(claim_visibility_s)
+        self.idle_wait_s = idle_wait_s
+        self.capacity = self.workers + 4
+        self.stats = PollerStats()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._outstanding = 0
+        self._work: queue.Queue = queue.Queue()
+        self._arns: list[str] = []
+        self._arns_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._rr = 0
+        events.on_enqueued(self.wake)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        released = self.release_orphans()
+        if released:
+            log.info("%d queued event(s) claimed by a previous server process are deliverable again", released)
+        for arn in self.events.internal_queue_arns():
+            self._add_arn(arn)
+        try:
+            self.events.collect_orphans()
+        except Exception:
+            log.exception("collecting orphaned event payloads")
+        t = threading.Thread(target=self._dispatch_loop, name="event-dispatcher", daemon=True)
+        self._threads.append(t)
+        for i in range(self.workers):
+            self._threads.append(threading.Thread(target=self._work_loop, name=f"event-worker-{i}", daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop claiming, let running invocations finish (up to `timeout`), give back what is buffered."""
+        self._stop.set()
+        self._wake.set()
+        with self._cond:
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        while True:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                try:
+                    self.queues.nack(item[0].receipt, 0)
+                except Exception:
+                    pass
+        still = [t.name for t in self._threads if t.is_alive()]
+        if still:
+            log.warning("event workers still running at shutdown (their events will be delivered again): %s", still)
+
+    def wake(self, arn: str) -> None:
+        self._add_arn(arn)
+        self._wake.set()
+
+    def release_orphans(self) -> int:
+        """Make internal-queue messages claimed by a dead process receivable now (not after their
+        visibility timeout). Only this process polls these queues: the data dir lock guarantees it."""
+        db = self.events.db
+        now = time.time()
+        q, m = sqs_queues, sqs_messages
+        ids = sa.select(q.c.id).where(q.c.account_id == INTERNAL_ACCOUNT, q.c.name.startswith(QUEUE_PREFIX))
+        with db.begin() as conn:
+            res = conn.execute(sa.update(m).where(m.c.queue_id.in_(ids), m.c.receive_count > 0, m.c.visible_at > now)
+                               .values(visible_at=now))
+        return res.rowcount or 0
+
+    def _add_arn(self, arn: str) -> None:
+        with self._arns_lock:
+            if arn not in self._arns:
+                self._arns.append(arn)
+
+    # ------------------------------------------------------------------ dispatcher
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while self._outstanding >= self.capacity and not self._stop.is_set():
+                    self._cond.wait(0.5)
+                free = self.capacity - self._outstanding
+            if self._stop.is_set():
+                break
+            got = 0
+            with self._arns_lock:
+                arns = list(self._arns)
+            if arns:
+                self._rr = (self._rr + 1) % len(arns)
+                arns = arns[self._rr:] + arns[:self._rr]
+            for arn in arns:
+                if free <= 0 or self._stop.is_set():
+                    break
+                try:
+                    msgs = self.queues.claim(arn, min(10, free), self.claim_visibility_s, 0)
+                except AwsError as e:
+                    log.warning("claim from %s failed: %s", arn, e.message)
+                    with self._arns_lock:
+                        if arn in self._arns and "does not exist" in e.message:
+                            self._arns.remove(arn)
+                    continue
+                except Exception:
+                    log.exception("claim from %s failed", arn)
+                    self._stop.wait(1.0)
+                    continue
+                if msgs:
+                    now = time.monotonic()
+                    with self._cond:
+                        self._outstanding += len(msgs)
+                    for m in msgs:
+                        self._work.put((m, now))
+                    free -= len(msgs)
+                    got += len(msgs)
+            if not got:
+                self._wake.wait(self.idle_wait_s)
+                self._wake.clear()
+        for _ in range(self.workers):
+            self._work.put(None)
+
+    # ------------------------------------------------------------------ workers
+    def _work_loop(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None or self._stop.is_set():
+                if item is not None:           # give it back: delivered by the next server
+                    self._work.put(item)
+                    self._done()
+                return
+            m, claimed_at = item
+            try:
+                self.process(m, claimed_at)
+            except Exception:
+                self.stats.add("platform_errors")
+                log.exception("event message %s: unexpected failure; it will be delivered again", m.message_id)
+                self._nack(m, PLATFORM_RETRY_DELAY_S)
+            finally:
+                self._done()
+
+    def _done(self) -> None:
+        with self._cond:
+            self._outstanding -= 1
+            self._cond.notify_all()
+
+    def _nack(self, m, delay_s: float) -> None:
+        try:
+            self.queues.nack(m.receipt, delay_s)
+        except Exception as e:     # stale receipt or database trouble: the visibility timeout still applies
+            log.warning("event message %s: nack failed: %s", m.message_id, e)
+
+    def _scaled(self, seconds: float, minimum: int = 0) -> int:
+        return max(minimum, int(math.ceil(seconds * self.retry_scale)))
+
+    # ------------------------------------------------------------------ one event
+    def process(self, m, claimed_at: float | None = None) -> str:
+        """Handle one claimed message completely; returns what happened (for tests)."""
+        claimed_at = time.monotonic() if claimed_at is None else claimed_at
+        try:
+            msg = EventMessage.decode(m.body)
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("undecodable event message %s dropped: %s", m.message_id, e)
+            self.stats.add("dropped")
+            self.queues.ack(m.receipt)
+            return "dropped"
+        payload = self.events.load_payload(msg)
+        if payload is None:
+            log.error("event %s of %s: its payload is gone; dropped", msg.request_id, msg.qualified_arn)
+            self.stats.add("dropped")
+            self.queues.ack(m.receipt)
+            return "dropped"
+        cfg = self.configs.effective(msg.account_id, msg.region, msg.function_name, msg.qualifier)
+        if time.time() - msg.enqueued_at > cfg.max_event_age_s * self.retry_scale:
+            last = msg.last_error or {}
+            self._fail(m, msg, payload, cfg, EVENT_AGE_EXCEEDED, msg.attempts, last.get("v"), last.get("fe"),
+                       last.get("p"))
+            return EVENT_AGE_EXCEEDED
+        ctx = internal_context(msg.account_id, msg.region, msg.request_id)
+        try:
+            target = self.invoker.resolve(ctx, msg.function_name, msg.qualifier)
+        except (ResourceNotFoundException, InvalidParameterValueException) as e:
+            log.warning("event %s of %s dropped: %s", msg.request_id, msg.qualified_arn, e.message)
+            self.stats.add("dropped")
+            self._ack(m, msg, drop_payload=True)
+            return "dropped"
+        needed = int(target.timeout_s) + VISIBILITY_MARGIN_S
+        if time.monotonic() - claimed_at + needed > self.claim_visibility_s:
+            self.queues.nack(m.receipt, needed)        # extends the claim to cover this invocation
+        try:
+            result = self.invoker.run(ctx, target, payload, msg.client_context)
+        except TooManyRequestsException:
+            self.stats.add("throttled")
+            backoff = min(MAX_THROTTLE_DELAY_S, 2 ** min(max(m.receive_count - 1, 0), 9))
+            self._nack(m, self._scaled(backoff, minimum=1))
+            return "throttled"
+        except AwsError as e:
+            if self._stop.is_set():
+                return "stopped"
+            self.stats.add("platform_errors")
+            log.error("event %s of %s: %s; will retry", msg.request_id, msg.qualified_arn, e.message)
+            self._nack(m, self._scaled(PLATFORM_RETRY_DELAY_S, minimum=1))
+            return "platform_error"
+        attempts = msg.attempts + 1
+        if not result.function_error:
+            if cfg.on_success:
+                record = invocation_record(msg, payload, SUCCESS, attempts, executed_version=target.version,
+                                           response=result.payload)
+                self.destinations.send_record(msg, cfg.on_success, record)
+            self.stats.add("succeeded")
+            self._ack(m, msg, drop_payload=True)
+            return SUCCESS
+        if attempts <= cfg.max_retry_attempts:
+            delay = self._scaled(FIRST_RETRY_DELAY_S * 2 ** (attempts - 1))
+            self.events.enqueue(msg.retried(attempts, last_error_of(result.function_error, target.version,
+                                                                    result.payload)), delay_s=delay)
+            self.stats.add("retried")
+            self._ack(m, msg, drop_payload=False)
+            return "retried"
+        self._fail(m, msg, payload, cfg, RETRIES_EXHAUSTED, attempts, target.version, result.function_error,
+                   result.payload)
+        return RETRIES_EXHAUSTED
+
+    def _fail(self, m, msg: EventMessage, payload: bytes, cfg: EffectiveConfig, condition: str, invoke_count: int,
+              executed_version: str | None, function_error: str | None, response) -> None:
+        if cfg.on_failure:
+            record = invocation_record(msg, payload, condition, invoke_count, executed_version=executed_version,
+                                       function_error=function_error, response=response)
+            self.destinations.send_record(msg, cfg.on_failure, record)
+        try:
+            dlq = self.dead_letter_of(msg)
+        except (ResourceNotFoundException, InvalidParameterValueException):
+            dlq = None
+        if dlq:
+            fallback = ("Event age exceeded MaximumEventAgeInSeconds" if condition == EVENT_AGE_EXCEEDED
+                        else "Function error")
+            self.destinations.send_dead_letter(msg, dlq, payload, 200, error_message_of(response, fallback))
+        if not cfg.on_failure and not dlq:
+            log.info("event %s of %s discarded (%s) after %d attempt(s); no destination or dead-letter queue",
+                     msg.request_id, msg.qualified_arn, condition, invoke_count)
+        self.stats.add("failed")
+        self._ack(m, msg, drop_payload=True)
+
+    def _ack(self, m, msg: EventMessage, *, drop_payload: bool) -> None:
+        self.queues.ack(m.receipt)
+        if drop_payload and msg.payload_ref:
+            try:
+                self.events.drop_payload(msg)
+            except Exception:
+                log.exception("could not delete the payload of event %s (collected later)", msg.request_id)
