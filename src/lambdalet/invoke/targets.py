@@ -14,20 +14,37 @@ from lambdalet.models.errors import InvalidParameterValueException
 
 
 class TargetResolver:
-    def __init__(self, resolver: FunctionResolver, db):
+    """Resolutions are cached until the control plane writes anything (resolver.generation), so a
+    warm invoke reads no rows and decrypts nothing; alias weights are still drawn per invocation."""
+
+    def __init__(self, resolver: FunctionResolver, db, max_entries: int = 4096):
         self._resolver = resolver
         self._db = db
+        self._max = max_entries
+        self._cache: dict[tuple, tuple[int, FunctionVersion, int]] = {}
+
+    def _lookup(self, ctx: RequestContext, function_name: str, qualifier: str | None) -> tuple[FunctionVersion, int]:
+        key = (ctx.account_id, ctx.region, function_name, qualifier)
+        generation = self._resolver.generation
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1], hit[2]
+        fv = self._resolver.resolve_version(ctx.account_id, function_name, qualifier, ctx.region)
+        with self._db.read() as conn:
+            total = reserved_total(conn, Scope(ctx.account_id, fv.region))
+        if len(self._cache) >= self._max:
+            self._cache.clear()
+        self._cache[key] = (generation, fv, total)
+        return fv, total
 
     def __call__(self, ctx: RequestContext, function_name: str, qualifier: str | None) -> Target:
-        fv = self._resolver.resolve_version(ctx.account_id, function_name, qualifier, ctx.region)
+        fv, total = self._lookup(ctx, function_name, qualifier)
         if fv.routing is not None:
             chosen = fv.routing.pick()
             if chosen != fv.version:
-                fv = self._resolver.resolve_version(ctx.account_id, fv.function_name, chosen, ctx.region)
+                fv, total = self._lookup(ctx, fv.function_name, chosen)
         if not fv.runtime or (not fv.handler and not fv.runtime.startswith("provided")):
             raise InvalidParameterValueException("The function has no runtime or handler configured.")
-        with self._db.read() as conn:
-            total = reserved_total(conn, Scope(ctx.account_id, fv.region))
         # The handler's context shows the ARN the caller used: an alias or version stays in it.
         ref = merge_qualifier(parse_function_ref(Scope(ctx.account_id, fv.region), function_name), qualifier)
         return _target(fv, total, function_arn(fv.region, fv.account_id, fv.function_name, ref.qualifier))

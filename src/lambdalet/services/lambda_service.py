@@ -23,7 +23,9 @@ class LambdaService:
 
     # ---- functions ----
     def create_function(self, ctx: RequestContext, params: dict) -> dict:
-        return functions.create_function(self.deps, ctx, params)
+        result = functions.create_function(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
 
     def get_function(self, ctx: RequestContext, params: dict) -> dict:
         return functions.get_function(self.deps, ctx, params)
@@ -35,33 +37,47 @@ class LambdaService:
         return functions.list_functions(self.deps, ctx, params)
 
     def update_function_code(self, ctx: RequestContext, params: dict) -> dict:
-        return functions.update_function_code(self.deps, ctx, params)
+        result = functions.update_function_code(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
 
     def update_function_configuration(self, ctx: RequestContext, params: dict) -> dict:
-        return functions.update_function_configuration(self.deps, ctx, params)
+        result = functions.update_function_configuration(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
 
     def delete_function(self, ctx: RequestContext, params: dict) -> dict:
-        return functions.delete_function(self.deps, ctx, params)
+        result = functions.delete_function(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
 
     # ---- versions ----
     def publish_version(self, ctx: RequestContext, params: dict) -> dict:
-        return versions.publish_version(self.deps, ctx, params)
+        result = versions.publish_version(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
 
     def list_versions_by_function(self, ctx: RequestContext, params: dict) -> dict:
         return versions.list_versions_by_function(self.deps, ctx, params)
 
     # ---- aliases ----
     def create_alias(self, ctx: RequestContext, params: dict) -> dict:
-        return aliases.create_alias(self.deps, ctx, params)
+        result = aliases.create_alias(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
 
     def get_alias(self, ctx: RequestContext, params: dict) -> dict:
         return aliases.get_alias(self.deps, ctx, params)
 
     def update_alias(self, ctx: RequestContext, params: dict) -> dict:
-        return aliases.update_alias(self.deps, ctx, params)
+        result = aliases.update_alias(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
 
     def delete_alias(self, ctx: RequestContext, params: dict) -> dict:
-        return aliases.delete_alias(self.deps, ctx, params)
+        result = aliases.delete_alias(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
 
     def list_aliases(self, ctx: RequestContext, params: dict) -> dict:
         return aliases.list_aliases(self.deps, ctx, params)
@@ -78,13 +94,17 @@ class LambdaService:
 
     # ---- concurrency and account ----
     def put_function_concurrency(self, ctx: RequestContext, params: dict) -> dict:
-        return concurrency.put_function_concurrency(self.deps, ctx, params)
+        result = concurrency.put_function_concurrency(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
 
     def get_function_concurrency(self, ctx: RequestContext, params: dict) -> dict:
         return concurrency.get_function_concurrency(self.deps, ctx, params)
 
     def delete_function_concurrency(self, ctx: RequestContext, params: dict) -> dict:
-        return concurrency.delete_function_concurrency(self.deps, ctx, params)
+        result = concurrency.delete_function_concurrency(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
 
     def get_account_settings(self, ctx: RequestContext, params: dict) -> dict:
         return account.get_account_settings(self.deps, ctx, params)

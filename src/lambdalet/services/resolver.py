@@ -7,6 +7,7 @@ caller picks the version per invocation (`AliasRouting.pick`) and resolves it if
 """
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from dataclasses import dataclass, field
@@ -75,6 +76,14 @@ class FunctionVersion:
 class FunctionResolver:
     def __init__(self, db, keyring, settings):
         self._db, self._keyring, self._settings = db, keyring, settings
+        self._generation = itertools.count(1)
+        self.generation = 0
+
+    def invalidate(self) -> None:
+        """Called after every control-plane write: readers that cache resolutions compare
+        `generation` and drop what they hold. (One process owns writes in the embedded mode;
+        a multi-node deployment needs a shared change feed instead.)"""
+        self.generation = next(self._generation)
 
     def resolve_version(self, account_id: str, function_name: str, qualifier: str | None = None,
                         region: str | None = None) -> FunctionVersion:
