@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lambdalet.api import sigv4
+from lambdalet.api import audit_hook, sigv4
 from lambdalet.api.protocol import WireRequest, WireResponse, generic_error
 from lambdalet.models.context import Caller, RequestContext
 from lambdalet.models.errors import (
@@ -64,7 +64,8 @@ def snake_case(name: str) -> str:
 
 
 class ApiApp:
-    def __init__(self, services: dict[str, ServiceBinding], lookup_key: Callable[[str], tuple[Caller, str] | None],
+    def __init__(self, services: dict[str, ServiceBinding],
+                 lookup_key: Callable[[str, str | None], tuple[Caller, str] | None],
                  *, max_skew_s: int = 300, internal_routes: list[Route] | None = None):
         self.services = services
         self.lookup_key = lookup_key
@@ -97,6 +98,7 @@ class ApiApp:
     async def handle(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         binding = None
+        ctx = op = params = result = error = wire = service = None
         try:
             body = await self._read_body(request)
             raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or request.url.path
@@ -107,33 +109,56 @@ class ApiApp:
             wire = WireRequest(request.method, raw_path, query, headers, body)
 
             def lookup_secret(sreq: sigv4.SignedRequest) -> str | None:
-                found = self.lookup_key(sreq.access_key_id)
+                found = self.lookup_key(sreq.access_key_id, sreq.session_token)
                 return found[1] if found else None
 
+            # The claimed service picks the protocol first, so even an authentication failure is
+            # answered in the shape that service's clients parse (XML for IAM/STS, JSON for others).
+            try:
+                binding = self.services.get(sigv4.parse_authorization(headers)[0].service)
+            except AwsError:
+                binding = None
             signed = await run_in_threadpool(sigv4.verify, wire.method, raw_path, query, headers, body,
                                              lookup_secret, self.max_skew_s)
-            caller = self.lookup_key(signed.access_key_id)[0]
+            caller = self.lookup_key(signed.access_key_id, signed.session_token)[0]
+            service = signed.service
+            ctx = RequestContext(caller=caller, region=signed.region, request_id=request_id,
+                                 base_url=f"{request.url.scheme}://{headers.get('host', request.url.netloc)}",
+                                 source_ip=request.client.host if request.client else "",
+                                 user_agent=headers.get("user-agent", ""))
             binding = self.services.get(signed.service)
             if binding is None:
                 raise UnknownOperationException(f"lambdalet does not serve the '{signed.service}' service")
             op, labels = binding.protocol.match(wire)
             params = binding.protocol.parse(op, wire, labels)
-            ctx = RequestContext(caller=caller, region=signed.region, request_id=request_id,
-                                 base_url=f"{request.url.scheme}://{headers.get('host', request.url.netloc)}",
-                                 source_ip=request.client.host if request.client else "",
-                                 user_agent=headers.get("user-agent", ""))
             method = binding.handler_for(op.name)
             if method is None:
                 raise _not_implemented(op)
             result = await run_in_threadpool(method, ctx, params)
             out = binding.protocol.serialize(op, result)
         except AwsError as err:
+            error = err
             out = _error_response(binding, err)
-        except Exception:  # never answer a stack trace; log it here instead
+        except Exception as exc:  # never answer a stack trace; log it here instead
+            error = exc
             log.exception("internal error in request %s", request_id)
             out = _error_response(binding, ServiceException("An internal error occurred. Request ID: " + request_id))
+        self._audit(request, ctx, service, wire, op, params, result, error, request_id)
         out.headers["x-amzn-RequestId"] = request_id
         return Response(out.body, status_code=out.status, headers=out.headers)
+
+    def _audit(self, request: Request, ctx, service, wire, op, params, result, error, request_id: str) -> None:
+        """One audit event per request (queued for the writer thread; never blocks or raises)."""
+        source_ip = request.client.host if request.client else ""
+        user_agent = request.headers.get("user-agent", "")
+        if ctx is not None:      # authenticated (the call itself may still have failed)
+            audit_hook.record(ctx, service, op.name if op is not None else None, params, result, error,
+                              source_ip, user_agent, ctx.caller.access_key_id, request_id=request_id)
+        else:                    # refused before authentication: only what the request claims
+            service, op_name, key, region = (audit_hook.refused_request_facts(self.services, wire)
+                                             if wire is not None else (None, None, None, None))
+            audit_hook.record(None, service, op_name, None, None, error, source_ip, user_agent, key,
+                              request_id=request_id, region=region)
 
 
 def _not_implemented(op) -> AwsError:

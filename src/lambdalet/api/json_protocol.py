@@ -74,7 +74,7 @@ class JsonProtocol:
     # ---- routing ----
     def match(self, req: WireRequest) -> tuple[OperationModel, dict[str, str]]:
         target = req.headers.get("x-amz-target", "")
-        prefix, _, name = target.partition(".")
+        prefix, _, name = target.rpartition(".")
         if req.method != "POST":
             raise UnknownOperation(f"{self.target_prefix} accepts only POST requests.")
         if not target:

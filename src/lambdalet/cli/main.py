@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from lambdalet.audit.cli import audit_group
 from lambdalet.config import DEFAULT_PORT, Settings, default_data_dir
 
 _data_dir = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -73,3 +74,6 @@ def env(data_dir: Path | None) -> None:
         lines["AWS_CA_BUNDLE"] = endpoint["ca_bundle"]
     for k, v in lines.items():
         click.echo(f"export {k}={shlex.quote(v)}")
+
+
+main.add_command(audit_group)

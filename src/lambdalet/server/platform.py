@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from lambdalet.audit import AuditRecorder, build_recorder
 from lambdalet.blobs import BlobStore
 from lambdalet.config import Settings
 from lambdalet.crypto.keyring import FileKeyMaterialStore, Keyring
@@ -40,6 +41,7 @@ class Platform:
     logs: LogStore | None = None
     event_source_mappings: Any = None   # lambdalet.events.esm.EventSourceMappings (queue pollers)
     logs_service: LogsService | None = None
+    audit: AuditRecorder | None = None
 
     def start(self) -> None:
         """Background work that delivers events: async-invoke pollers, then queue mappings."""
@@ -57,6 +59,8 @@ class Platform:
             self.invoker.close()
         if self.logs is not None:    # after the environments: their last lines are written
             self.logs.close()
+        if self.audit is not None:   # last before the database: drains, commits, signs the final digest
+            self.audit.close()
         self.db.close()
 
 
@@ -91,6 +95,7 @@ def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform
     platform = Platform(settings, db, keyring, blobs, identity, service, QueueService(db, keyring, settings))
     platform.logs = LogStore(db, keyring)
     platform.logs_service = LogsService(platform.logs)
+    platform.audit = build_recorder(settings, db, keyring, identity)
     if with_invoker:
         platform.invoker = build_invoker(settings, db, blobs, service, platform.logs)
         platform.events = build_async_events(db, keyring, platform.queues, platform.invoker, service.resolver,

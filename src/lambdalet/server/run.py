@@ -11,11 +11,16 @@ import sys
 
 import uvicorn
 
+from lambdalet.api import audit_hook
 from lambdalet.api.app import ApiApp, ServiceBinding
+from lambdalet.audit import CloudTrailService
 from lambdalet.api.code_download import code_route
 from lambdalet.api.json_protocol import JsonProtocol
 from lambdalet.api.protocol import RestJsonProtocol, load_service_model
+from lambdalet.api.query_protocol import QueryProtocol
+from lambdalet.iam.iam_service import build_iam
 from lambdalet.config import Settings
+from lambdalet.iam.identity import BOOTSTRAP_ACCOUNT
 from lambdalet.server.platform import build_platform
 from lambdalet.server.tls import ensure_tls, server_context
 
@@ -65,14 +70,21 @@ def serve(settings: Settings) -> None:
     log.info("administrator access key %s (account %s); `lambdalet env` prints the credentials",
              admin.access_key_id, admin.account_id)
 
+    iam_service, sts_service, _directory, _authorizer = build_iam(platform)
     lambda_model = load_service_model("lambda")
     lambda_impls = [i for i in (platform.lambda_service, platform.invoker, platform.events,
                                 platform.event_source_mappings) if i is not None]
     app = ApiApp({"lambda": ServiceBinding(RestJsonProtocol(lambda_model), *lambda_impls),
                   "sqs": ServiceBinding(JsonProtocol(load_service_model("sqs")), platform.queues),
-                  "logs": ServiceBinding(JsonProtocol(load_service_model("logs")), platform.logs_service)},
+                  "logs": ServiceBinding(JsonProtocol(load_service_model("logs")), platform.logs_service),
+                  "iam": ServiceBinding(QueryProtocol(load_service_model("iam")), iam_service),
+                  "sts": ServiceBinding(QueryProtocol(load_service_model("sts")), sts_service),
+                  "cloudtrail": ServiceBinding(JsonProtocol(load_service_model("cloudtrail")),
+                                               CloudTrailService(platform.db, platform.keyring, platform.audit,
+                                                                 unattributed_account=BOOTSTRAP_ACCOUNT))},
                  platform.identity.lookup, max_skew_s=settings.max_clock_skew_s,
                  internal_routes=[code_route(platform.keyring, platform.blobs)])
+    audit_hook.install(platform.audit)
 
     sock = _bind(settings.host, settings.port)
     port = sock.getsockname()[1]

@@ -1,0 +1,42 @@
+"""The audit trail: every authenticated management call (and every refused one) becomes a
+CloudTrail record; records are append-only, hash-chained, sealed at rest and signed by periodic
+Ed25519 digests. `lambdalet audit verify` proves integrity; CloudTrail's LookupEvents reads them.
+
+- records.py   call -> CloudTrail record (management/data rule, eventSource, userIdentity, redaction)
+- chain.py     canonical form, SHA-256 chain, sealing
+- digests.py   signing key (sealed by the keyring; public key in the audit dir), digest bodies
+- recorder.py  AuditRecorder: the background writer (batches, digests, flush on close)
+- verify.py    verify_trail -> Report (changed / removed / reordered / truncated / digest)
+- lookup.py    CloudTrailService.lookup_events
+- cli.py       `lambdalet audit verify`
+- tables.py    audit_events, audit_digests (migration 0007)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lambdalet.audit.lookup import CloudTrailService
+from lambdalet.audit.recorder import AuditRecorder
+from lambdalet.audit.verify import Problem, Report, verify_trail
+
+__all__ = ["AuditRecorder", "CloudTrailService", "Problem", "Report", "verify_trail", "audit_dir", "build_recorder"]
+
+
+def audit_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "audit"
+
+
+def build_recorder(settings, db, keyring, identity=None) -> AuditRecorder:
+    """The platform's recorder (started). Refused requests naming a real access key are filed
+    under that key's account."""
+    def resolve_account(access_key_id: str) -> str | None:
+        if identity is None:
+            return None
+        found = identity.lookup(access_key_id)
+        return found[0].account_id if found else None
+
+    return AuditRecorder(db, keyring, audit_dir(settings.data_dir),
+                         data_events=bool(getattr(settings, "audit_data_events", False)),
+                         digest_every=int(getattr(settings, "audit_digest_every", 500)),
+                         digest_interval_s=float(getattr(settings, "audit_digest_interval_s", 60.0)),
+                         resolve_account=resolve_account).start()

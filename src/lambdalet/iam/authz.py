@@ -1,0 +1,171 @@
+"""The authorization hook: who may do what, decided by the policy engine over the directory.
+
+    authorizer = Authorizer(directory)
+    decision = authorizer.authorize(ctx.caller, "lambda:GetFunction", function_arn,
+                                    request_context(ctx), resource_policy=function_policy_or_None)
+    if not decision: raise AccessDeniedException(decision.message(...))
+
+or, in one call, `authorizer.check(ctx, action, resource_arn, ...)` which raises the refusal with
+AWS's wording. For Lambda, `lambda_request(operation, params, ctx)` turns an operation and its
+input into (action, resource ARN, request condition keys) from data/lambda_actions.json.
+
+The bootstrap administrator is not special-cased: it holds AdministratorAccess (attached by
+IdentityStore/Directory at bootstrap), so its rights come from a policy like anyone else's.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from lambdalet.iam.policy import Decision, MalformedPolicy, Policy, Principal, Request, build_context, evaluate, \
+    parse_policy
+from lambdalet.models.context import Caller, RequestContext
+from lambdalet.models.errors import AccessDeniedException, AwsError
+
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+LAMBDA_ACTIONS_PATH = Path(__file__).resolve().parent.parent / "data" / "lambda_actions.json"
+
+
+def principal_of(caller: Caller, role_arn: str | None = None) -> Principal:
+    return Principal.from_arn(caller.principal_arn, caller.user_id, role_arn)
+
+
+def request_context(ctx: RequestContext, *, now: float | None = None) -> dict[str, Any]:
+    """Global condition keys every request carries."""
+    now = time.time() if now is None else now
+    keys: dict[str, Any] = {
+        "aws:CurrentTime": dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "aws:EpochTime": int(now),
+        "aws:RequestedRegion": ctx.region,
+        "aws:SecureTransport": ctx.base_url.startswith("https:"),
+    }
+    if ctx.source_ip:
+        keys["aws:SourceIp"] = ctx.source_ip
+    if ctx.user_agent:
+        keys["aws:UserAgent"] = ctx.user_agent
+    return keys
+
+
+def _resource_account(resource_arn: str) -> str | None:
+    parts = resource_arn.split(":", 5)
+    if len(parts) == 6 and _ACCOUNT_RE.match(parts[4]):
+        return parts[4]
+    return None
+
+
+class Authorizer:
+    def __init__(self, directory, *, resource_tags: Callable[[str], Mapping[str, str]] | None = None):
+        self.directory = directory
+        self.resource_tags = resource_tags     # ARN -> tags, for aws:ResourceTag/<key>
+
+    def identity_policies(self, caller: Caller) -> list[Policy]:
+        return self.directory.identity_policies(caller.account_id, caller.principal_arn)
+
+    def authorize(self, caller: Caller, action: str, resource_arn: str, context: Mapping[str, Any] | None = None,
+                  resource_policy: Mapping | str | Policy | None = None, *, resource_account: str | None = None,
+                  resource_policy_required: bool = False) -> Decision:
+        who = principal_of(caller)
+        extra = dict(context or {})
+        if self.resource_tags is not None and resource_arn != "*":
+            for k, v in (self.resource_tags(resource_arn) or {}).items():
+                extra.setdefault(f"aws:ResourceTag/{k}", v)
+        if resource_policy is not None and not isinstance(resource_policy, Policy):
+            try:
+                resource_policy = parse_policy(resource_policy, "resource", label="resource-policy")
+            except MalformedPolicy:
+                resource_policy = None
+        account = resource_account or _resource_account(resource_arn) or caller.account_id
+        return evaluate(Request(who, action, resource_arn, build_context(who, extra)), self.identity_policies(caller),
+                        resource_policy, account, resource_policy_required=resource_policy_required)
+
+    def check(self, ctx: RequestContext, action: str, resource_arn: str, context: Mapping[str, Any] | None = None,
+              resource_policy: Mapping | str | Policy | None = None, *,
+              error: type[AwsError] = AccessDeniedException, resource_account: str | None = None) -> Decision:
+        keys = request_context(ctx)
+        keys.update(context or {})
+        decision = self.authorize(ctx.caller, action, resource_arn, keys, resource_policy,
+                                  resource_account=resource_account)
+        if not decision.allowed:
+            raise error(decision.message(ctx.caller.principal_arn, action, resource_arn))
+        return decision
+
+
+# ---------------------------------------------------------------- Lambda's table
+
+
+@lru_cache(maxsize=1)
+def lambda_actions() -> dict:
+    return json.loads(LAMBDA_ACTIONS_PATH.read_text())
+
+
+_FN_ARN = re.compile(r"^(?:arn:(?P<partition>[a-z-]+):lambda:(?P<region>[a-z0-9-]+):)?(?:(?P<account>\d{12}):)?"
+                     r"(?:function:)?(?P<name>[A-Za-z0-9_-]+)(?::(?P<qualifier>\$LATEST|[A-Za-z0-9_-]+))?$")
+
+
+def _function_parts(value: str) -> tuple[str | None, str | None, str, str | None]:
+    """FunctionName as Lambda accepts it: name, partial ARN (123:function:name) or ARN, maybe qualified."""
+    m = _FN_ARN.match(value or "")
+    if not m:
+        return None, None, value, None
+    return m["region"], m["account"], m["name"], m["qualifier"]
+
+
+def _dig(params: Mapping[str, Any], path: str) -> Any:
+    cur: Any = params
+    for part in path.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def lambda_request(operation: str, params: Mapping[str, Any], ctx: RequestContext) -> tuple[str, str, dict]:
+    """(IAM action, resource ARN, request condition keys) for one Lambda API call."""
+    table = lambda_actions()
+    entry = table["operations"].get(operation)
+    if entry is None:
+        return f"lambda:{operation}", "*", {}
+    rtype = entry["resource_type"]
+    template = table["resource_types"].get(rtype, "*")
+    region, account = ctx.region, ctx.account_id
+    values: dict[str, str] = {k: str(v) for k, v in params.items() if isinstance(v, (str, int))}
+    keys: dict[str, Any] = {}
+    if rtype == "function":
+        r, a, name, qualifier = _function_parts(str(params.get("FunctionName", "")))
+        region, account = r or region, a or account
+        values["FunctionName"] = name
+        qualifier = params.get("Qualifier") or qualifier
+        if operation == "CreateAlias" or operation in ("GetAlias", "UpdateAlias", "DeleteAlias"):
+            qualifier = None   # alias operations act on the function ARN
+        if entry.get("qualified") and qualifier:
+            template += ":{Qualifier}"
+            values["Qualifier"] = str(qualifier)
+    elif "resource_param" in entry:
+        template = "{" + entry["resource_param"] + "}"
+    values.update(Region=region, Account=account)
+    try:
+        arn = template.format(**values)
+    except (KeyError, IndexError):
+        arn = "*"
+    for key, member in (entry.get("condition_keys") or {}).items():
+        if member.startswith("@"):
+            continue
+        value = _dig(params, member)
+        if value is None:
+            continue
+        if key == "aws:TagKeys":
+            keys[key] = list(value) if isinstance(value, (list, tuple)) else list(value.keys())
+        elif key.startswith("aws:RequestTag/") and isinstance(value, Mapping):
+            for k, v in value.items():
+                keys[f"aws:RequestTag/{k}"] = v
+        elif key == "lambda:FunctionArn":
+            r, a, name, q = _function_parts(str(value))
+            keys[key] = f"arn:aws:lambda:{r or ctx.region}:{a or ctx.account_id}:function:{name}" + (f":{q}" if q else "")
+        else:
+            keys[key] = value
+    return entry["action"], arn, keys

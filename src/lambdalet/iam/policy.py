@@ -1,0 +1,428 @@
+"""The policy language and AWS's evaluation logic. Pure: documents and request in, Decision out.
+
+Evaluation (AWS "Policy evaluation logic", the parts that exist here; SCPs, RCPs, permission
+boundaries and session policies do not exist on this platform):
+1. Every applicable statement is evaluated: the caller's identity-based policies (no Principal
+   element) and the resource's resource-based policy (statements whose Principal/NotPrincipal
+   names the caller).
+2. An explicit Deny in any of them wins.
+3. Same account: an Allow in an identity-based policy OR a resource-based policy statement that
+   names the caller (its ARN, its role's ARN for a role session, its session ARN, or "*") allows.
+   A resource policy that names only the account (`123456789012` / `arn:aws:iam::…:root`)
+   delegates to the account: its IAM users and roles still need an identity-based Allow.
+4. Cross account: the caller's identity-based policies AND the resource policy (naming the caller
+   or its account) must both allow.
+5. Otherwise: implicit deny.
+Service principals and anonymous callers have no identity policies: only the resource policy can
+allow them. The account root user is allowed everything in its own account unless explicitly denied.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from lambdalet.iam.arnmatch import action_match
+from lambdalet.iam.conditions import (
+    ConditionError,
+    ContextValues,
+    arn_wildcard_match,
+    evaluate_condition_block,
+    substitute,
+    validate_condition_block,
+)
+
+VERSION_2012 = "2012-10-17"
+VERSION_2008 = "2008-10-17"
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+_ACTION_RE = re.compile(r"^(\*|[A-Za-z0-9*?-]+:[A-Za-z0-9*?]+)$")
+MAX_POLICY_BYTES = 131072
+
+
+class MalformedPolicy(ValueError):
+    """A document AWS would refuse with MalformedPolicyDocument; the message is AWS's wording."""
+
+
+# ---------------------------------------------------------------- documents
+
+
+@dataclass(frozen=True)
+class Statement:
+    effect: str                                   # "Allow" | "Deny"
+    sid: str = ""
+    action: tuple[str, ...] | None = None
+    not_action: tuple[str, ...] | None = None
+    resource: tuple[str, ...] | None = None
+    not_resource: tuple[str, ...] | None = None
+    principal: Mapping[str, tuple[str, ...]] | None = None       # {"AWS": (...), "Service": (...)} or {"*": ("*",)}
+    not_principal: Mapping[str, tuple[str, ...]] | None = None
+    condition: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    statements: tuple[Statement, ...]
+    version: str = VERSION_2008
+    id: str = ""
+    label: str = ""        # where it came from (policy ARN or inline name), for Decision.matched
+
+    @property
+    def variables(self) -> bool:
+        return self.version == VERSION_2012
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items or any(not isinstance(x, str) for x in items):
+        raise MalformedPolicy("Syntax errors in policy.")
+    return tuple(items)
+
+
+def _principal_spec(value: Any) -> dict[str, tuple[str, ...]]:
+    if value == "*":
+        return {"*": ("*",)}
+    if not isinstance(value, dict) or not value:
+        raise MalformedPolicy("Syntax errors in policy.")
+    out = {}
+    for kind, ids in value.items():
+        if kind not in ("AWS", "Service", "Federated", "CanonicalUser"):
+            raise MalformedPolicy(f"Invalid principal in policy: \"{kind}\"")
+        out[kind] = _strings(ids, "Principal")
+    return out
+
+
+_STATEMENT_KEYS = {"Sid", "Effect", "Action", "NotAction", "Resource", "NotResource", "Principal", "NotPrincipal",
+                   "Condition"}
+
+
+def parse_policy(doc: str | Mapping[str, Any], kind: str = "identity", label: str = "") -> Policy:
+    """Parse and validate. kind: "identity" (no Principal, Resource required), "resource"
+    (Principal required) or "trust" (a role's trust policy: Principal required, no Resource)."""
+    if isinstance(doc, (str, bytes)):
+        if len(doc) > MAX_POLICY_BYTES:
+            raise MalformedPolicy("Policy document is too large.")
+        try:
+            doc = json.loads(doc)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedPolicy("Syntax errors in policy.") from None
+    if not isinstance(doc, dict):
+        raise MalformedPolicy("Syntax errors in policy.")
+    unknown = set(doc) - {"Version", "Id", "Statement"}
+    if unknown:
+        raise MalformedPolicy("Syntax errors in policy.")
+    version = doc.get("Version", VERSION_2008)
+    if version not in (VERSION_2012, VERSION_2008):
+        raise MalformedPolicy("The policy failed legacy parsing")
+    raw = doc.get("Statement")
+    if raw is None:
+        raise MalformedPolicy("Syntax errors in policy.")
+    raw_list = raw if isinstance(raw, list) else [raw]
+    if not raw_list:
+        raise MalformedPolicy("Syntax errors in policy.")
+    statements = []
+    sids = set()
+    for st in raw_list:
+        if not isinstance(st, dict) or set(st) - _STATEMENT_KEYS:
+            raise MalformedPolicy("Syntax errors in policy.")
+        effect = st.get("Effect")
+        if effect not in ("Allow", "Deny"):
+            raise MalformedPolicy("Syntax errors in policy.")
+        sid = st.get("Sid", "")
+        if not isinstance(sid, str):
+            raise MalformedPolicy("Syntax errors in policy.")
+        if sid:
+            if sid in sids:
+                raise MalformedPolicy("Statement IDs (SID) in a single policy must be unique.")
+            sids.add(sid)
+        if ("Action" in st) == ("NotAction" in st):
+            raise MalformedPolicy("Policy statement must contain actions." if "Action" not in st
+                                  else "Syntax errors in policy.")
+        action = _strings(st["Action"], "Action") if "Action" in st else None
+        not_action = _strings(st["NotAction"], "NotAction") if "NotAction" in st else None
+        for a in action or not_action:
+            if not _ACTION_RE.match(a):
+                raise MalformedPolicy("Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc.")
+        if "Resource" in st and "NotResource" in st:
+            raise MalformedPolicy("Syntax errors in policy.")
+        resource = _strings(st["Resource"], "Resource") if "Resource" in st else None
+        not_resource = _strings(st["NotResource"], "NotResource") if "NotResource" in st else None
+        if "Principal" in st and "NotPrincipal" in st:
+            raise MalformedPolicy("Syntax errors in policy.")
+        principal = _principal_spec(st["Principal"]) if "Principal" in st else None
+        not_principal = _principal_spec(st["NotPrincipal"]) if "NotPrincipal" in st else None
+        if kind == "identity":
+            if principal is not None or not_principal is not None:
+                raise MalformedPolicy("Policy document should not specify a principal.")
+            if resource is None and not_resource is None:
+                raise MalformedPolicy("Policy statement must contain resources.")
+        else:
+            if principal is None and not_principal is None:
+                raise MalformedPolicy("Missing required field Principal")
+            if kind == "trust" and (resource is not None or not_resource is not None):
+                raise MalformedPolicy("Has prohibited field Resource")
+            if kind == "resource" and resource is None and not_resource is None:
+                raise MalformedPolicy("Policy statement must contain resources.")
+        if kind == "trust" and not_principal is not None:
+            raise MalformedPolicy("AssumeRole policy may not contain NotPrincipal")
+        condition = st.get("Condition")
+        if condition is not None:
+            try:
+                validate_condition_block(condition)
+            except ConditionError as e:
+                raise MalformedPolicy(str(e)) from None
+        statements.append(Statement(effect, sid, action, not_action, resource, not_resource, principal,
+                                    not_principal, condition))
+    return Policy(tuple(statements), version, doc.get("Id", "") if isinstance(doc.get("Id", ""), str) else "", label)
+
+
+# ---------------------------------------------------------------- who is asking
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller as the policy engine sees it."""
+    arn: str                     # user / assumed-role session / root ARN, or a service name
+    account_id: str              # "" for services and anonymous callers
+    kind: str                    # "user" | "assumed-role" | "root" | "service" | "anonymous"
+    user_id: str = ""
+    role_arn: str | None = None  # for role sessions: the role's ARN (with path)
+
+    @property
+    def name(self) -> str:
+        if self.kind == "user":
+            return self.arn.rsplit("/", 1)[-1]
+        if self.kind == "assumed-role":
+            return self.arn.rsplit("/", 1)[-1]
+        return ""
+
+    @classmethod
+    def from_arn(cls, arn: str, user_id: str = "", role_arn: str | None = None) -> "Principal":
+        if arn == "*" or arn == "anonymous":
+            return cls("anonymous", "", "anonymous", user_id)
+        if not arn.startswith("arn:"):
+            return cls(arn, "", "service", user_id)
+        parts = arn.split(":", 5)
+        account, resource = parts[4], parts[5]
+        if resource == "root":
+            return cls(arn, account, "root", user_id or account)
+        if parts[2] == "sts" and resource.startswith("assumed-role/"):
+            role_name = resource.split("/")[1]
+            return cls(arn, account, "assumed-role", user_id,
+                       role_arn or f"arn:{parts[1]}:iam::{account}:role/{role_name}")
+        if resource.startswith("user/"):
+            return cls(arn, account, "user", user_id)
+        if resource.startswith("role/"):   # a role itself (only used for matching tests)
+            return cls(arn, account, "role", user_id, arn)
+        return cls(arn, account, "user", user_id)
+
+    def identifiers(self) -> list[tuple[str, str]]:
+        """(Principal type, value) pairs naming this caller directly."""
+        if self.kind == "service":
+            return [("Service", self.arn)]
+        if self.kind == "anonymous":
+            return []
+        out = [("AWS", self.arn)]
+        if self.role_arn and self.role_arn != self.arn:
+            out.append(("AWS", self.role_arn))
+        return out
+
+    def context_keys(self) -> dict[str, Any]:
+        keys: dict[str, Any] = {}
+        if self.kind in ("service", "anonymous"):
+            if self.kind == "service":
+                keys["aws:PrincipalServiceName"] = self.arn
+                keys["aws:PrincipalIsAWSService"] = True
+            else:
+                keys["aws:PrincipalType"] = "Anonymous"
+            return keys
+        keys["aws:PrincipalArn"] = self.role_arn if self.kind == "assumed-role" else self.arn
+        keys["aws:PrincipalAccount"] = self.account_id
+        keys["aws:PrincipalIsAWSService"] = False
+        keys["aws:PrincipalType"] = {"user": "User", "assumed-role": "AssumedRole", "root": "Account",
+                                     "role": "AssumedRole"}[self.kind]
+        if self.user_id:
+            keys["aws:userid"] = self.user_id
+        if self.kind == "user":
+            keys["aws:username"] = self.name
+        return keys
+
+
+# ---------------------------------------------------------------- matching
+
+
+def _match_actions(st: Statement, action: str) -> bool:
+    if st.action is not None:
+        return any(action_match(p, action) for p in st.action)
+    return not any(action_match(p, action) for p in st.not_action or ())
+
+
+def _resource_hit(patterns: Iterable[str], resource: str, ctx: ContextValues, variables: bool) -> bool:
+    for p in patterns:
+        if variables:
+            p = substitute(p, ctx, wildcard=True)
+            if p is None:
+                continue
+        if p == "*" or arn_wildcard_match(p, resource):
+            return True
+    return False
+
+
+def _match_resources(st: Statement, resource: str, ctx: ContextValues, variables: bool) -> bool:
+    if st.resource is not None:
+        return _resource_hit(st.resource, resource, ctx, variables)
+    if st.not_resource is not None:
+        return not _resource_hit(st.not_resource, resource, ctx, variables)
+    return True   # trust policies have no Resource element
+
+
+def _account_of(value: str) -> str | None:
+    if _ACCOUNT_RE.match(value):
+        return value
+    m = re.fullmatch(r"arn:aws[a-z-]*:iam::(\d{12}):root", value)
+    return m.group(1) if m else None
+
+
+def principal_match(spec: Mapping[str, tuple[str, ...]] | None, who: Principal) -> str | None:
+    """'direct' when the spec names the caller (or everyone), 'account' when it names only the
+    caller's account, None otherwise. Wildcards other than a lone "*" are not supported by AWS."""
+    if not spec:
+        return None
+    if "*" in spec:
+        return "direct"
+    found = None
+    for kind, values in spec.items():
+        for v in values:
+            if kind == "AWS" and v == "*":
+                if who.kind != "service":
+                    return "direct"
+                continue
+            if (kind, v) in who.identifiers():
+                return "direct"
+            if kind == "AWS" and who.account_id and _account_of(v) == who.account_id:
+                if who.kind == "root":
+                    return "direct"
+                found = "account"
+    return found
+
+
+def _statement_principal(st: Statement, who: Principal) -> str | None:
+    if st.principal is not None:
+        return principal_match(st.principal, who)
+    if st.not_principal is not None:
+        return None if principal_match(st.not_principal, who) else "direct"
+    return "direct"   # identity statements apply to their holder
+
+
+def statement_applies(st: Statement, action: str, resource: str, ctx: ContextValues, variables: bool) -> bool:
+    return (_match_actions(st, action) and _match_resources(st, resource, ctx, variables)
+            and evaluate_condition_block(st.condition, ctx, variables=variables))
+
+
+# ---------------------------------------------------------------- decisions
+
+
+ALLOW, EXPLICIT_DENY, IMPLICIT_DENY = "Allow", "ExplicitDeny", "ImplicitDeny"
+IDENTITY, RESOURCE = "identity-based policy", "resource-based policy"
+
+
+@dataclass(frozen=True)
+class Decision:
+    effect: str                                  # Allow | ExplicitDeny | ImplicitDeny
+    missing: str | None = None                   # implicit deny: which side did not allow
+    denied_by: str | None = None                 # explicit deny: which kind of policy
+    matched: tuple[str, ...] = field(default=())  # labels of the policies that decided
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect == ALLOW
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    def message(self, principal_arn: str, action: str, resource: str, *, reason: bool = True) -> str:
+        """AWS's AccessDenied wording."""
+        who = "User" if not principal_arn.endswith(".amazonaws.com") else "Service"
+        base = f"{who}: {principal_arn} is not authorized to perform: {action} on resource: {resource}"
+        if not reason:
+            return base
+        if self.effect == EXPLICIT_DENY:
+            return f"{base} with an explicit deny in {'an' if self.denied_by == IDENTITY else 'a'} {self.denied_by}"
+        if self.effect == IMPLICIT_DENY:
+            return f"{base} because no {self.missing or IDENTITY} allows the {action} action"
+        return base
+
+
+@dataclass(frozen=True)
+class Request:
+    principal: Principal
+    action: str
+    resource: str
+    context: ContextValues
+
+
+def build_context(principal: Principal, extra: Mapping[str, Any] | None = None) -> ContextValues:
+    ctx = ContextValues(principal.context_keys())
+    for k, v in (extra or {}).items():
+        ctx.set(k, v)
+    return ctx
+
+
+def evaluate(request: Request, identity_policies: Sequence[Policy] = (), resource_policy: Policy | None = None,
+             resource_account: str | None = None, *, resource_policy_required: bool = False) -> Decision:
+    """`resource_policy_required`: the resource policy must grant even in the same account — a
+    role's trust policy (AssumeRole) works that way: an identity-based Allow alone never suffices."""
+    who, ctx = request.principal, request.context
+    id_allow: list[str] = []
+    res_direct: list[str] = []
+    res_account: list[str] = []
+    if who.kind not in ("service", "anonymous"):
+        for pol in identity_policies:
+            for st in pol.statements:
+                if statement_applies(st, request.action, request.resource, ctx, pol.variables):
+                    if st.effect == "Deny":
+                        return Decision(EXPLICIT_DENY, denied_by=IDENTITY, matched=(pol.label or st.sid,))
+                    id_allow.append(pol.label or st.sid)
+    if resource_policy is not None:
+        for st in resource_policy.statements:
+            how = _statement_principal(st, who)
+            if how is None:
+                continue
+            if not statement_applies(st, request.action, request.resource, ctx, resource_policy.variables):
+                continue
+            if st.effect == "Deny":
+                return Decision(EXPLICIT_DENY, denied_by=RESOURCE, matched=(resource_policy.label or st.sid,))
+            (res_direct if how == "direct" else res_account).append(resource_policy.label or st.sid)
+
+    same_account = resource_account is None or resource_account == who.account_id
+    if who.kind in ("service", "anonymous"):
+        if res_direct:
+            return Decision(ALLOW, matched=tuple(res_direct))
+        return Decision(IMPLICIT_DENY, missing=RESOURCE)
+    if same_account and resource_policy_required:
+        if res_direct or (res_account and (id_allow or who.kind == "root")):
+            return Decision(ALLOW, matched=tuple(id_allow + res_direct + res_account))
+        return Decision(IMPLICIT_DENY, missing=RESOURCE if not res_account else IDENTITY)
+    if same_account:
+        if who.kind == "root":
+            return Decision(ALLOW, matched=("root",))
+        if id_allow or res_direct:
+            return Decision(ALLOW, matched=tuple(id_allow + res_direct))
+        return Decision(IMPLICIT_DENY, missing=IDENTITY)
+    # cross-account: both sides
+    if not (id_allow or who.kind == "root"):
+        return Decision(IMPLICIT_DENY, missing=IDENTITY)
+    if not (res_direct or res_account):
+        return Decision(IMPLICIT_DENY, missing=RESOURCE)
+    return Decision(ALLOW, matched=tuple(id_allow + res_direct + res_account))
+
+
+def is_allowed(principal: Principal, action: str, resource: str, identity_policies: Sequence[Policy] = (),
+               resource_policy: Policy | None = None, resource_account: str | None = None,
+               context: Mapping[str, Any] | None = None, *, resource_policy_required: bool = False) -> Decision:
+    """Convenience: build the context from the principal plus `context`, then evaluate."""
+    return evaluate(Request(principal, action, resource, build_context(principal, context)), identity_policies,
+                    resource_policy, resource_account, resource_policy_required=resource_policy_required)
+
+
+ADMINISTRATOR_ACCESS = {"Version": VERSION_2012, "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}

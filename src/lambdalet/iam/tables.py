@@ -1,0 +1,97 @@
+"""IAM's tables, attached to the platform's `metadata` (created by migration 0006_iam).
+
+Names are unique per account without regard to case, as in AWS (`name_lower`). Policy documents
+are stored as the caller sent them (JSON text); they are not secrets. Managed policies owned by
+AWS (`arn:aws:iam::aws:policy/...`) have `account_id = "aws"`. Role sessions (STS) are access
+keys (`access_keys`, with `expires_at`) plus a row in `iam_sessions` holding the SHA-256 of the
+session token, which must accompany every request signed with the key.
+Times are epoch seconds (Float).
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from lambdalet.store.schema import metadata
+
+iam_users = sa.Table(
+    "iam_users", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),                # AIDA...: AWS's UserId
+    sa.Column("account_id", sa.String(12), sa.ForeignKey("accounts.account_id"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("name_lower", sa.String(64), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False, server_default="/"),
+    sa.Column("arn", sa.String(2048), nullable=False),
+    sa.Column("tags", sa.Text, nullable=False, server_default="[]"),  # JSON [{"Key":..,"Value":..}]
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("account_id", "name_lower", name="uq_iam_users_account_name"),
+)
+
+iam_roles = sa.Table(
+    "iam_roles", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),                # AROA...: AWS's RoleId
+    sa.Column("account_id", sa.String(12), sa.ForeignKey("accounts.account_id"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("name_lower", sa.String(64), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False, server_default="/"),
+    sa.Column("arn", sa.String(2048), nullable=False),
+    sa.Column("trust_policy", sa.Text, nullable=False),
+    sa.Column("description", sa.String(1000), nullable=False, server_default=""),
+    sa.Column("max_session_duration", sa.Integer, nullable=False, server_default="3600"),
+    sa.Column("tags", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("account_id", "name_lower", name="uq_iam_roles_account_name"),
+)
+
+iam_policies = sa.Table(
+    "iam_policies", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),                # ANPA...: AWS's PolicyId
+    sa.Column("account_id", sa.String(12), nullable=False),          # "aws" for AWS-managed policies
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("name_lower", sa.String(128), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False, server_default="/"),
+    sa.Column("arn", sa.String(2048), nullable=False),
+    sa.Column("description", sa.String(1000), nullable=False, server_default=""),
+    sa.Column("default_version", sa.String(8), nullable=False, server_default="v1"),
+    sa.Column("next_version", sa.Integer, nullable=False, server_default="2"),
+    sa.Column("tags", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("account_id", "name_lower", name="uq_iam_policies_account_name"),
+    sa.UniqueConstraint("arn", name="uq_iam_policies_arn"),
+)
+
+iam_policy_versions = sa.Table(
+    "iam_policy_versions", metadata,
+    sa.Column("policy_id", sa.String(32), sa.ForeignKey("iam_policies.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("version_id", sa.String(8), primary_key=True),          # v1, v2, ...
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+iam_attachments = sa.Table(
+    "iam_attachments", metadata,
+    sa.Column("principal_type", sa.String(8), primary_key=True),      # "user" | "role"
+    sa.Column("principal_id", sa.String(32), primary_key=True),       # iam_users.id / iam_roles.id
+    sa.Column("policy_id", sa.String(32), sa.ForeignKey("iam_policies.id"), primary_key=True),
+    sa.Column("attached_at", sa.Float, nullable=False),
+)
+
+iam_inline_policies = sa.Table(
+    "iam_inline_policies", metadata,
+    sa.Column("principal_type", sa.String(8), primary_key=True),      # "user" | "role"
+    sa.Column("principal_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+iam_sessions = sa.Table(
+    "iam_sessions", metadata,
+    sa.Column("access_key_id", sa.String(32), sa.ForeignKey("access_keys.access_key_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("token_sha256", sa.String(64), nullable=False),         # hex SHA-256 of the session token
+    sa.Column("role_id", sa.String(32), nullable=False),
+    sa.Column("role_arn", sa.String(2048), nullable=False),
+    sa.Column("session_name", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
