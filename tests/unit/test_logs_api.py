@@ -37,7 +37,7 @@ def env(tmp_path_factory):
     store = LogStore(db, Keyring.open(os.urandom(32), MemoryKeyMaterialStore()))
     caller = Caller(ACCOUNT, f"arn:aws:iam::{ACCOUNT}:user/admin", AKID, "AIDALOGSTEST")
     app = ApiApp({"logs": ServiceBinding(JsonProtocol(load_service_model("logs")), LogsService(store))},
-                 lambda akid: (caller, SECRET) if akid == AKID else None)
+                 lambda akid, token=None: (caller, SECRET) if akid == AKID else None)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)

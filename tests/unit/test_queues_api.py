@@ -33,7 +33,7 @@ def endpoint(tmp_path_factory):
     svc = QueueService(db, Keyring.open(os.urandom(32), MemoryKeyMaterialStore()), Settings(data_dir=data))
     caller = Caller(ACCOUNT, f"arn:aws:iam::{ACCOUNT}:user/admin", AKID, "AIDAQUEUETEST")
     app = ApiApp({"sqs": ServiceBinding(JsonProtocol(load_service_model("sqs")), svc)},
-                 lambda akid: (caller, SECRET) if akid == AKID else None)
+                 lambda akid, token=None: (caller, SECRET) if akid == AKID else None)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)

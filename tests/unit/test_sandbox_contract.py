@@ -82,7 +82,8 @@ def handler(event, context):
                     "invoked_function_arn": context.invoked_function_arn, "memory": context.memory_limit_in_mb,
                     "request_id": context.aws_request_id, "log_group": context.log_group_name,
                     "log_stream": context.log_stream_name, "remaining": context.get_remaining_time_in_millis(),
-                    "client_context": context.client_context, "identity": context.identity}}
+                    "client_context": context.client_context and {"custom": context.client_context.custom},
+                    "identity": context.identity}}
 """
 
 

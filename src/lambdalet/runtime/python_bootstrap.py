@@ -89,7 +89,7 @@ class LambdaContext:
         self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
         self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
         self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
-        self.identity = _Attrs(cognito_identity_id=None, cognito_identity_pool_id=None)
+        self.identity = None          # a CognitoIdentity only for mobile-SDK callers (none here)
         self.client_context = None
         cc = headers.get("Lambda-Runtime-Client-Context")
         if cc:
