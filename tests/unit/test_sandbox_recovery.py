@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lambdalet.sandbox import open_backend
-from lambdalet.sandbox.cgroups import Cgroup, Limits, detect_version, parent_dirs
+from lambdalet.sandbox.cgroups import Cgroup, Limits, detect_version, kill_and_remove, parent_dirs
 from lambdalet.sandbox.testing import make_request, make_spec, namespace_unavailable_reason, write_code
 
 pytestmark = [pytest.mark.root,
@@ -30,7 +30,7 @@ def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):      # gone, or reaped between open and read
         return False
 
 
@@ -59,11 +59,16 @@ def names(tmp_path):
 def test_open_cleans_frozen_cgroup_mounts_and_dirs(names):
     parent, root = names
     os.makedirs(root)
-    # a leftover environment: a process frozen in its cgroup, as a SIGKILLed server leaves it
+    # a leftover environment: a process frozen in its cgroup, as a SIGKILLed server leaves it, its
+    # parent-death SIGKILL pending (v1 keeps it frozen all the same until thawed)
     cg = Cgroup.create("fn-deadbeef-01234567", Limits(128), parent=parent)
     sleeper = subprocess.Popen(["sleep", "1000"])
     cg.attach(sleeper.pid)
     cg.freeze()
+    sleeper.send_signal(signal.SIGKILL)
+    time.sleep(0.05)
+    if detect_version() == 1:
+        assert sleeper.poll() is None, "a frozen task acted on SIGKILL?"
     # a group left in only one controller (a crash between mkdirs), nested one level
     partial = next(iter(parent_dirs(parent).values())) + "/half-made"
     os.makedirs(partial + "/inner")
@@ -86,6 +91,29 @@ def test_open_cleans_frozen_cgroup_mounts_and_dirs(names):
     finally:
         backend.close()
     assert not any(os.path.isdir(d) for d in parent_dirs(parent).values())
+
+
+def test_kill_and_remove_empties_a_frozen_group_whose_members_sit_in_a_nested_group(names):
+    """v1: a nested group of a FROZEN group is frozen through its parent; thawing only the nested one
+    thaws nothing. The whole subtree is one unit, or a SIGKILLed member there stays frozen for ever."""
+    parent, _ = names
+    cg = Cgroup.create("fn-nested-01234567", Limits(128), parent=parent)
+    inner = {c: f"{d}/inner" for c, d in cg.dirs.items()}
+    sleeper = subprocess.Popen(["sleep", "1000"])
+    try:
+        for d in inner.values():
+            os.makedirs(d)
+            Path(d, "cgroup.procs").write_text(str(sleeper.pid))
+        cg.freeze()
+        sleeper.send_signal(signal.SIGKILL)           # pending, as the parent-death SIGKILL would be
+        assert kill_and_remove(cg.dirs, timeout_s=3) == [sleeper.pid]
+        assert sleeper.wait(timeout=5) == -signal.SIGKILL
+        assert not cg.exists() and not any(os.path.isdir(d) for d in inner.values())
+    finally:
+        if sleeper.poll() is None:
+            cg.thaw()
+            sleeper.kill()
+            sleeper.wait()
 
 
 def test_cleanup_never_touches_a_live_backend(names, tmp_path):
@@ -119,6 +147,64 @@ def test_running_environment_dies_with_a_sigkilled_zygote(names, tmp_path):
     finally:
         backend.close()
 
+
+def _sigterm_storm(zygote: int) -> None:
+    """What a SIGKILLed server does to its zygote: one parent-death SIGTERM per server thread that exits
+    (each exit re-parents the zygote to a surviving thread, and PR_SET_PDEATHSIG fires on every
+    re-parenting), spread over the server's death; here, as densely as we can, from another CPU."""
+    cpus, mine = sorted(os.sched_getaffinity(0)), os.sched_getaffinity(0)
+    if len(cpus) > 1:
+        os.sched_setaffinity(zygote, {cpus[1]})
+        os.sched_setaffinity(0, {cpus[0]})
+    try:
+        end = time.monotonic() + 5
+        while time.monotonic() < end:                 # until reaped (a zombie still takes signals)
+            try:
+                for _ in range(100):
+                    os.kill(zygote, signal.SIGTERM)
+            except ProcessLookupError:
+                break
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+def _two_stop_signals_at_once(zygote: int) -> None:
+    """Deterministic: SIGINT and SIGTERM pending together when the zygote wakes up, so a second stop
+    signal is due while the first one's exception is unwinding (it used to land in the `finally`)."""
+    os.kill(zygote, signal.SIGSTOP)
+    end = time.monotonic() + 5
+    while Path(f"/proc/{zygote}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < end, "zygote did not stop"
+        time.sleep(0.001)
+    os.kill(zygote, signal.SIGINT)
+    os.kill(zygote, signal.SIGTERM)
+    os.kill(zygote, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("stop", [_two_stop_signals_at_once, _sigterm_storm], ids=["two-at-once", "storm"])
+def test_stop_signals_while_the_zygote_exits_never_skip_its_clean_up(names, tmp_path, stop):
+    """A stop signal landing while the zygote is already on its way out must not cut its clean-up
+    short: a frozen environment's PID 1 would keep its own parent-death SIGKILL pending for ever
+    (frozen, re-parented to init), as after 1 in 5 SIGKILLs of a server."""
+    parent, root = names
+    backend = open_backend("namespace", cgroup_parent=parent, root_dir=root)
+    dirs: dict[str, str] = {}
+    try:
+        sb = backend.create(make_spec(write_code(str(tmp_path / "code"), {"app.py": APP})))
+        sb.start()
+        sb.invoke(make_request(sb.spec))
+        sb.freeze()
+        dirs, pids, zygote = dict(sb.cgroup.dirs), sb.stats()["pids"], backend.zygote.pid
+        assert pids
+        stop(zygote)
+        assert _wait_gone([zygote]) == []
+        assert _wait_gone(pids) == [], "a frozen environment outlived its zygote"
+        assert not any(os.path.isdir(d) for d in dirs.values())
+        sb.destroy()
+    finally:
+        backend.close()
+        if dirs:                                      # never leave a frozen orphan behind
+            kill_and_remove(dirs)
 
 SERVER = textwrap.dedent("""
     import json, sys, time

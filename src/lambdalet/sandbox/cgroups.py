@@ -237,60 +237,70 @@ def _procs(d: str) -> set[int]:
         return set()
 
 
+def _subtree(d: str) -> list[str]:
+    """`d` and every group below it, children before parents (the order to remove them in)."""
+    return [root for root, _, _ in os.walk(d, topdown=False)] if os.path.isdir(d) else []
+
+
 def kill_and_remove(dirs: dict[str, str], timeout_s: float = 5.0) -> list[int]:
     """Empty and remove ONE group given as controller -> directory, whatever state it was left in:
-    frozen (v1 keeps a SIGKILLed task frozen until thawed), partly created (missing controllers) or
-    with nested groups (removed deepest first). Returns the pids it killed. Used where no `Cgroup`
-    object survives: a restarted server cleaning up after a crashed one, the fork server on exit."""
+    frozen, even with SIGKILL already pending (v1 keeps a frozen task frozen, signal or not, until
+    thawed), partly created (missing controllers) or with nested groups. The group's whole subtree is
+    one unit: frozen from the top (nothing forks while we walk the lists), every member SIGKILLed,
+    every freezer in it thawed (a frozen task dies only once it runs again), repeated until
+    cgroup.procs is empty in every controller and every nested group; then removed, deepest first.
+    Returns the pids it killed. Used where no `Cgroup` object survives: a restarted server cleaning
+    up after a crashed one, the fork server on exit."""
     killed: set[int] = set()
-    nested = sorted({os.path.join(root, sub) for d in dirs.values() if os.path.isdir(d)
-                     for root, subs, _ in os.walk(d) for sub in subs}, key=lambda p: -p.count("/"))
-    groups = [{c: p} for p in nested for c in dirs if p.startswith(dirs[c] + "/")] + [dirs]
     end = time.monotonic() + timeout_s
-    for g in groups:
-        live = {c: d for c, d in g.items() if os.path.isdir(d)}
-        if not live:
-            continue
-        freezer = live.get("freezer")
-        unified = live.get("unified")
-        if unified:
-            for ctl, value in (("cgroup.freeze", "0"), ("cgroup.kill", "1")):
-                if os.path.exists(f"{unified}/{ctl}"):
-                    try:
-                        _write(f"{unified}/{ctl}", value)
-                    except OSError:
-                        pass
-        while (pids := set().union(*(_procs(d) for d in live.values()))):
-            killed |= pids
-            if freezer:                     # stop forks while we walk the list
+    live = {c: d for c, d in dirs.items() if os.path.isdir(d)}
+    if not live:
+        return []
+    freezer, unified = live.get("freezer"), live.get("unified")
+    if unified:
+        for ctl, value in (("cgroup.freeze", "0"), ("cgroup.kill", "1")):   # v2: kills the subtree
+            if os.path.exists(f"{unified}/{ctl}"):
                 try:
-                    _write(f"{freezer}/freezer.state", "FROZEN")
+                    _write(f"{unified}/{ctl}", value)
                 except OSError:
                     pass
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if freezer:                     # a frozen task dies only once it runs again
-                try:
-                    _write(f"{freezer}/freezer.state", "THAWED")
-                except OSError:
-                    pass
-            if time.monotonic() > end:
-                raise TimeoutError(f"cgroup {next(iter(live.values()))} still has members: {sorted(pids)}")
-            time.sleep(0.001)
-        for d in live.values():
-            while True:
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as e:
-                    if e.errno != errno.EBUSY or time.monotonic() > end:
-                        raise
-                    time.sleep(0.001)
+    while True:
+        tree = [sub for d in live.values() for sub in _subtree(d)]
+        pids = set().union(*(_procs(d) for d in tree))
+        if not pids:
+            break
+        killed |= pids
+        if time.monotonic() > end:
+            raise TimeoutError(f"cgroup {next(iter(live.values()))} still has members: {sorted(pids)}")
+        if freezer:
+            try:
+                _write(f"{freezer}/freezer.state", "FROZEN")
+            except OSError:
+                pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        thaw = [(f"{d}/freezer.state", "THAWED") for d in _subtree(freezer)] if freezer else []
+        thaw += [(f"{d}/cgroup.freeze", "0") for d in _subtree(unified)] if unified else []
+        for path, value in thaw:            # nested groups too: their own FROZEN outlives the top's thaw
+            try:
+                _write(path, value)
+            except OSError:
+                pass
+        time.sleep(0.001)
+    for d in [sub for d in live.values() for sub in _subtree(d)]:
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > end:
+                    raise
+                time.sleep(0.001)
     return sorted(killed)
 
 

@@ -10,7 +10,17 @@ Dying with the server: the zygote ends when the server closes its socket, when t
 (PR_SET_PDEATHSIG -> SIGTERM; its control socket also reads EOF) and on SIGTERM; every way out first
 kills the environments it forked (thawing frozen ones: a frozen task never acts on SIGKILL) and
 removes their cgroups. Each environment's PID 1 also has PR_SET_PDEATHSIG=SIGKILL towards the
-zygote (jail.py), so even a SIGKILLed zygote takes its running environments with it.
+zygote (jail.py), so even a SIGKILLed zygote takes its running environments with it (but not the
+frozen ones, which is why the clean-up must never be skipped).
+
+Stop signals never raise here. A SIGKILLed server sends its zygote not one SIGTERM but one per
+server thread that exits (each exit re-parents the zygote to a surviving thread, and the
+parent-death signal fires on every re-parenting), spread over the server's death. When the handler
+raised SystemExit, a later SIGTERM landing in the `finally` (before the handler was switched off)
+raised again inside it and skipped the clean-up: the frozen environments' PID 1s then sat frozen
+for ever, re-parented to init, their own parent-death SIGKILL pending. Now the handler does nothing
+and the signal only wakes the serve loop through signal.set_wakeup_fd; the loop returns, and the
+clean-up runs with the stop signals blocked.
 """
 from __future__ import annotations
 
@@ -29,37 +39,75 @@ import time
 # (after pivot_root the host's module files are gone, so a lazy import in init would fail)
 import encodings.idna  # noqa: F401
 import http.server  # noqa: F401
-import select  # noqa: F401
+import select
 import socketserver  # noqa: F401
 from lambdalet.runtime import bridge, init  # noqa: F401
 from lambdalet.sandbox import cgroups, jail, seccomp
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-def _terminate(signum, frame):
-    raise SystemExit(0)
+def _wake_only(signum, frame):
+    """Stop signals must not raise: an exception from a handler can land anywhere, even inside the
+    clean-up. The C-level handler has already written to the wakeup fd; the serve loop returns."""
 
 
-def _kill_environments(groups: dict[str, dict[str, str]]) -> None:
-    """Kill every environment this zygote forked: its adopted PID 1s, then whatever is in their cgroups."""
-    me = os.getpid()
+def _children(me: int) -> list[int]:
+    out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                if ppid == me:
-                    os.kill(int(entry), signal.SIGKILL)
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        out.append(int(entry))
             except (OSError, ValueError, IndexError):
                 pass
-    for dirs in groups.values():
+    return out
+
+
+def _group_of_pid(pid: int, parents: set[str]) -> dict[str, str]:
+    """The environment group `pid` is in, as controller -> dir: only dirs that sit directly in one of
+    the environment parents this zygote used (never its own cgroup, nor anybody else's)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        _, ctrls, path = line.split(":", 2)
+        names = ctrls.split(",") if ctrls else ["unified"]
+        for name in names:
+            d = f"{cgroups.ROOT}{path}" if name == "unified" else f"{cgroups.ROOT}/{name}{path}"
+            if os.path.dirname(d.rstrip("/")) in parents:
+                out[name] = d.rstrip("/")
+    return out
+
+
+def _kill_environments(groups: dict[str, dict[str, str]], parents: set[str] = frozenset()) -> None:
+    """Kill every environment this zygote forked and remove its cgroups: each group (the ones it
+    recorded, plus that of any adopted PID 1 in one of its parents) is frozen, SIGKILLed and thawed
+    until cgroup.procs is empty in every controller, then removed; then any other child (say, one
+    that had not joined its cgroup yet) is SIGKILLed; then the parents go if empty. Only what this
+    zygote forked is touched: a cgroup parent may be shared with another live backend."""
+    me = os.getpid()
+    parents = set(parents) | {os.path.dirname(d) for dirs in groups.values() for d in dirs.values()}
+    todo = list(groups.values())
+    for pid in _children(me):
+        if (g := _group_of_pid(pid, parents)) and g not in todo:
+            todo.append(g)
+    for dirs in todo:
         try:
             cgroups.kill_and_remove(dirs, timeout_s=2.0)
         except Exception as e:                          # best effort: the next server cleans the rest
             print(f"lambdalet zygote: could not clean cgroup {dirs}: {e}", file=sys.stderr, flush=True)
-    parents = {os.path.dirname(d) for dirs in groups.values() for d in dirs.values()}
+    for pid in _children(me):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     for d in parents:
         try:
             os.rmdir(d)
@@ -80,22 +128,31 @@ def _group_of(procs_files: list[str]) -> dict[str, str]:
 def serve(ctl: socket.socket, server_pid: int | None = None) -> None:
     libc = ctypes.CDLL(None)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    signal.signal(signal.SIGTERM, _terminate)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _wake_only)
     libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)   # the server died -> SIGTERM -> clean-up below
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)       # children and adopted PID 1s are auto-reaped
     groups: dict[str, dict[str, str]] = {}              # environments forked (cgroups not yet seen removed)
+    parents: set[str] = set()                           # the cgroup parents they were made in
     try:
         if server_pid is not None and os.getppid() != server_pid:
             return                                      # the server died before the death signal was armed
-        _serve(ctl, groups)
+        _serve(ctl, groups, parents, wake_r)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _kill_environments(groups)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)   # nothing interrupts the clean-up
+        _kill_environments(groups, parents)
 
 
-def _serve(ctl: socket.socket, groups: dict[str, dict[str, str]]) -> None:
+def _serve(ctl: socket.socket, groups: dict[str, dict[str, str]], parents: set[str], wake_fd: int) -> None:
     programs: dict[str, bytes] = {}
+    poller = select.poll()
+    poller.register(ctl, select.POLLIN)
+    poller.register(wake_fd, select.POLLIN)
     while True:
+        if wake_fd in {fd for fd, _ in poller.poll()}:
+            return                                      # SIGTERM: the server died, or we are told to stop
         fds = array.array("i")
         try:
             msg, anc, _, _ = ctl.recvmsg(1 << 20, socket.CMSG_SPACE(fds.itemsize))
@@ -119,12 +176,15 @@ def _serve(ctl: socket.socket, groups: dict[str, dict[str, str]]) -> None:
                 raise ValueError("expected exactly one bridge fd")
             for name in [n for n, g in groups.items() if not any(os.path.isdir(d) for d in g.values())]:
                 del groups[name]                        # destroyed by the host
-            groups[cfg.cgroup_procs[0]] = _group_of(cfg.cgroup_procs)
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})   # no zygote handler in the child
+            groups[cfg.cgroup_procs[0]] = group = _group_of(cfg.cgroup_procs)
+            parents.update(os.path.dirname(d) for d in group.values())
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)   # no zygote handler in the child
             pid = os.fork()
             if pid == 0:
+                signal.set_wakeup_fd(-1)                # a signal here must not wake the zygote's loop
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 try:
                     sock = socket.socket(fileno=fds[0])
                     ctl.close()
@@ -142,7 +202,7 @@ def _serve(ctl: socket.socket, groups: dict[str, dict[str, str]]) -> None:
         finally:
             for fd in fds:
                 os.close(fd)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})   # a pending SIGTERM lands here
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)   # a pending SIGTERM wakes the next poll
         try:
             ctl.send(json.dumps(reply).encode())
         except OSError:
