@@ -59,12 +59,29 @@ def _resource_account(resource_arn: str) -> str | None:
 
 
 class Authorizer:
+    CACHE_ENTRIES = 4096
+
     def __init__(self, directory, *, resource_tags: Callable[[str], Mapping[str, str]] | None = None):
         self.directory = directory
         self.resource_tags = resource_tags     # ARN -> tags, for aws:ResourceTag/<key>
+        self._policies: dict[tuple[str, str], tuple[int, list[Policy]]] = {}
 
     def identity_policies(self, caller: Caller) -> list[Policy]:
-        return self.directory.identity_policies(caller.account_id, caller.principal_arn)
+        """Parsed once per principal and kept until the directory writes anything (its generation
+        moves), so a warm request reads no rows and parses no JSON."""
+        key = (caller.account_id, caller.principal_arn)
+        generation = getattr(self.directory, "generation", None)
+        if not isinstance(generation, int):      # a directory without one is never cached
+            generation = None
+        hit = self._policies.get(key)
+        if hit is not None and generation is not None and hit[0] == generation:
+            return hit[1]
+        found = self.directory.identity_policies(caller.account_id, caller.principal_arn)
+        if generation is not None:
+            if len(self._policies) >= self.CACHE_ENTRIES:
+                self._policies.clear()
+            self._policies[key] = (generation, found)
+        return found
 
     def authorize(self, caller: Caller, action: str, resource_arn: str, context: Mapping[str, Any] | None = None,
                   resource_policy: Mapping | str | Policy | None = None, *, resource_account: str | None = None,

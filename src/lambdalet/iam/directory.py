@@ -7,6 +7,8 @@ unseals secrets); this module only counts and lists them.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import secrets
 import string
@@ -199,13 +201,30 @@ class Directory:
     def __init__(self, db, clock: Callable[[], float] = time.time):
         self._db = db
         self._clock = clock
+        self._generations = itertools.count(1)
+        self.generation = 0     # bumped after every write: readers caching policies compare it
+
+    def invalidate(self) -> None:
+        """Cached identity policies are stale (one process owns writes in the embedded mode, as for
+        services/resolver.py; a multi-node deployment needs a shared change feed instead)."""
+        self.generation = next(self._generations)
+
+    @contextlib.contextmanager
+    def _begin(self):
+        """A write transaction; the generation moves after it ends (committed or not), so a reader
+        that noted the generation before reading can never keep a pre-commit view as current."""
+        try:
+            with self._db.begin() as conn:
+                yield conn
+        finally:
+            self.invalidate()
 
     # ---------------------------------------------------------------- bootstrap and accounts
     def ensure_builtin(self, admin_account: str = "000000000000", admin_user: str = "admin") -> None:
         """AWS-managed policies; a user row for every user key created outside IAM; the bootstrap
         administrator's AdministratorAccess attachment. Idempotent; run at every start."""
         now = self._clock()
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             ensure_managed_policies(conn, now)
             k = schema.access_keys.c
             keys = conn.execute(sa.select(k.account_id, k.principal_arn, k.user_id)
@@ -219,7 +238,7 @@ class Directory:
     def create_account(self, name: str, account_id: str | None = None) -> str:
         """A new tenant: its own 12-digit id (random unless given). Its first user and key come from
         IdentityStore.create_access_key (which also attaches AdministratorAccess when asked)."""
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             for _ in range(20):
                 aid = account_id or "".join(secrets.choice(string.digits) for _ in range(12))
                 exists = conn.execute(sa.select(schema.accounts.c.account_id)
@@ -241,7 +260,7 @@ class Directory:
     def create_user(self, account_id: str, name: str, path: str = "/", tags: list[dict] | None = None) -> dict:
         path = _check_path(path)
         now = self._clock()
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             if self._find_user(conn, account_id, name) is not None:
                 raise EntityAlreadyExists(f"User with name {name} already exists.")
             uid = new_id("AIDA")
@@ -277,7 +296,7 @@ class Directory:
         return [_user(r) for r in rows if r.path.startswith(path_prefix or "/")]
 
     def delete_user(self, account_id: str, name: str) -> None:
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             row = self._user_row(conn, account_id, name)
             k = schema.access_keys.c
             if conn.execute(sa.select(k.access_key_id).where(k.user_id == row.id)).first():
@@ -286,7 +305,7 @@ class Directory:
             conn.execute(t.iam_users.delete().where(t.iam_users.c.id == row.id))
 
     def transaction(self):
-        return self._db.begin()
+        return self._begin()
 
     @staticmethod
     def count_user_keys(conn, user_id: str) -> int:
@@ -321,7 +340,7 @@ class Directory:
         if not 3600 <= max_session_duration <= 43200:
             raise InvalidInput("The requested MaxSessionDuration exceeds the allowed range: 3600 to 43200 seconds.")
         now = self._clock()
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             if self._find_role(conn, account_id, name) is not None:
                 raise EntityAlreadyExists(f"Role with name {name} already exists.")
             rid = new_id("AROA")
@@ -359,12 +378,12 @@ class Directory:
 
     def update_trust_policy(self, account_id: str, name: str, trust_policy: str) -> None:
         _check_document(trust_policy, "trust")
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             row = self._role_row(conn, account_id, name)
             conn.execute(t.iam_roles.update().where(t.iam_roles.c.id == row.id).values(trust_policy=trust_policy))
 
     def delete_role(self, account_id: str, name: str) -> None:
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             row = self._role_row(conn, account_id, name)
             self._check_detached(conn, "role", row.id)
             conn.execute(t.iam_roles.delete().where(t.iam_roles.c.id == row.id))
@@ -382,7 +401,7 @@ class Directory:
         path = _check_path(path)
         _check_document(document, "identity")
         now = self._clock()
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             p = t.iam_policies.c
             if conn.execute(sa.select(p.id).where(p.account_id == account_id, p.name_lower == name.lower())).first():
                 raise EntityAlreadyExists(f"A policy called {name} already exists. Duplicate names are not allowed.")
@@ -438,7 +457,7 @@ class Directory:
         return out
 
     def delete_policy(self, account_id: str, arn: str) -> None:
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             row = self._visible_policy(conn, account_id, arn)
             if row.account_id == AWS_ACCOUNT:
                 raise UnmodifiableEntity(f"Cannot delete policy {arn} because it is an AWS managed policy.")
@@ -475,7 +494,7 @@ class Directory:
     def create_policy_version(self, account_id: str, arn: str, document: str, set_default: bool) -> dict:
         _check_document(document, "identity")
         now = self._clock()
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             row = self._visible_policy(conn, account_id, arn)
             if row.account_id == AWS_ACCOUNT:
                 raise UnmodifiableEntity(f"Cannot modify AWS managed policy {arn}.")
@@ -495,7 +514,7 @@ class Directory:
             return {"VersionId": vid, "IsDefaultVersion": bool(set_default), "CreateDate": now}
 
     def set_default_policy_version(self, account_id: str, arn: str, version_id: str) -> None:
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             row = self._visible_policy(conn, account_id, arn)
             if row.account_id == AWS_ACCOUNT:
                 raise UnmodifiableEntity(f"Cannot modify AWS managed policy {arn}.")
@@ -506,7 +525,7 @@ class Directory:
                          .values(default_version=version_id, updated_at=self._clock()))
 
     def delete_policy_version(self, account_id: str, arn: str, version_id: str) -> None:
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             row = self._visible_policy(conn, account_id, arn)
             if row.account_id == AWS_ACCOUNT:
                 raise UnmodifiableEntity(f"Cannot modify AWS managed policy {arn}.")
@@ -522,7 +541,7 @@ class Directory:
         return self._user_row(conn, account_id, name) if ptype == "user" else self._role_row(conn, account_id, name)
 
     def attach(self, account_id: str, ptype: str, name: str, arn: str) -> None:
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             who = self._principal(conn, account_id, ptype, name)
             self._visible_policy(conn, account_id, arn, attachable=True)
             a = t.iam_attachments.c
@@ -534,7 +553,7 @@ class Directory:
             attach_by_arn(conn, ptype, who.id, arn, self._clock())
 
     def detach(self, account_id: str, ptype: str, name: str, arn: str) -> None:
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             who = self._principal(conn, account_id, ptype, name)
             row = self._visible_policy(conn, account_id, arn)
             a = t.iam_attachments.c
@@ -555,7 +574,7 @@ class Directory:
     # ---------------------------------------------------------------- inline policies
     def put_inline(self, account_id: str, ptype: str, name: str, policy_name: str, document: str) -> None:
         _check_document(document, "identity")
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             who = self._principal(conn, account_id, ptype, name)
             i = t.iam_inline_policies.c
             where = (i.principal_type == ptype, i.principal_id == who.id, i.name == policy_name)
@@ -579,7 +598,7 @@ class Directory:
         return {key: who.name, "PolicyName": row.name, "PolicyDocument": row.document}
 
     def delete_inline(self, account_id: str, ptype: str, name: str, policy_name: str) -> None:
-        with self._db.begin() as conn:
+        with self._begin() as conn:
             who = self._principal(conn, account_id, ptype, name)
             i = t.iam_inline_policies.c
             res = conn.execute(t.iam_inline_policies.delete().where(

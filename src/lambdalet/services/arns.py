@@ -3,8 +3,12 @@
     my-function                                   my-function:prod
     123456789012:function:my-function             arn:aws:lambda:us-east-1:123456789012:function:my-function:7
 
-A reference to another account is refused as AWS refuses it without a resource policy
-(AccessDeniedException); one to another region cannot be reached from this one.
+Another account's function is reachable only when authorization allowed it (the caller's identity
+policy AND the function's resource-based policy, iam/request_map.py); the service then runs with
+that account as `ctx.account_id` (request_map.ResourceAccountContext), so `Scope.of(ctx)` is the
+owner's and the reference parses here like a local one. A reference that still names an account
+other than the scope's was not authorized and is refused as AWS refuses it (AccessDeniedException);
+one to another region cannot be reached from this one.
 """
 from __future__ import annotations
 

@@ -83,3 +83,12 @@ tags = sa.Table(
     sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("value", sa.String(256), nullable=False),
 )
+
+function_policies = sa.Table(
+    "function_policies", metadata,                                # resource-based policies (AddPermission)
+    sa.Column("function_id", sa.String(36), sa.ForeignKey("functions.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("qualifier", sa.String(128), primary_key=True),    # "" for the unqualified function
+    sa.Column("document", sa.Text, nullable=False),               # the policy JSON, as GetPolicy returns it
+    sa.Column("revision_id", sa.String(36), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
