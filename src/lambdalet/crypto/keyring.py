@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lambdalet.crypto import envelope
 from lambdalet.crypto.errors import DecryptionError
-from lambdalet.crypto.master import MASTER_KEY_BYTES, write_private_file
+from lambdalet.crypto.master import MASTER_KEY_BYTES, fsync_dir, write_private_file
 
 PLATFORM_KEY_ID = "platform"
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")   # safe as a file name; no leading dot
@@ -32,6 +32,8 @@ class KeyMaterialStore(Protocol):
     # overwrite=False must raise FileExistsError if key_id exists, so concurrent creators agree.
     def save(self, key_id: str, wrapped: bytes, *, overwrite: bool = True) -> None: ...
     def list(self) -> list[str]: ...
+    # Optional (Keyring.destroy_key): forget key_id's material for good; absent is not an error.
+    # def delete(self, key_id: str) -> None: ...
 
 
 class MemoryKeyMaterialStore:
@@ -51,6 +53,10 @@ class MemoryKeyMaterialStore:
 
     def list(self) -> list[str]:
         return sorted(self.items)
+
+    def delete(self, key_id: str) -> None:
+        check_key_id(key_id)
+        self.items.pop(key_id, None)
 
 
 class FileKeyMaterialStore:
@@ -78,6 +84,13 @@ class FileKeyMaterialStore:
         if not self.dir.is_dir():
             return []
         return sorted(p.stem for p in self.dir.glob("*.key") if _KEY_ID_RE.fullmatch(p.stem))
+
+    def delete(self, key_id: str) -> None:
+        try:
+            self._path(key_id).unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(self.dir)
 
 
 def check_key_id(key_id: str) -> None:
@@ -162,6 +175,16 @@ class Keyring:
                 self._material.save(key_id, wrapped, overwrite=False)
             except FileExistsError:
                 pass                 # lost a race with another process: its key is the key
+
+    def destroy_key(self, key_id: str) -> None:
+        """Forget KEK `key_id` for good (crypto-shredding: what it sealed no longer opens).
+        The platform key cannot be destroyed."""
+        check_key_id(key_id)
+        if key_id == PLATFORM_KEY_ID:
+            raise ValueError("the platform key cannot be destroyed")
+        with self._lock:
+            self._keks.pop(key_id, None)
+            self._material.delete(key_id)
 
     def seal(self, plaintext: bytes, aad: bytes = b"", key_id: str = PLATFORM_KEY_ID) -> bytes:
         """Envelope-encrypt under KEK `key_id` (KeyError if it was never created)."""

@@ -53,7 +53,7 @@ def publish(deps: Deps, conn, fn, latest, description: str | None = None):
     env = open_env(deps.keyring, fn.id, records.LATEST, latest.env_sealed)
     conn.execute(V.insert().values(
         function_id=fn.id, version=version, version_num=number, config=records.dump_config(cfg),
-        env_sealed=seal_env(deps.keyring, fn.id, version, env), code_sha256=latest.code_sha256,
+        env_sealed=seal_env(deps.keyring, fn.id, version, env, cfg.get("KMSKeyArn")), code_sha256=latest.code_sha256,
         code_size=latest.code_size, revision_id=records.new_revision(), last_modified=deps.clock(),
         state="Active", last_update_status="Successful"))
     records.touch_latest(conn, latest.id)
