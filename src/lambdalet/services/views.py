@@ -55,6 +55,9 @@ def configuration(scope: Scope, fn: Row, ver: Row, env: dict[str, str]) -> dict:
         out["KMSKeyArn"] = cfg["KMSKeyArn"]
     if cfg.get("DeadLetterConfig"):
         out["DeadLetterConfig"] = cfg["DeadLetterConfig"]
+    for member in ("SigningProfileVersionArn", "SigningJobArn"):   # verified signer (services/code_signing.py)
+        if cfg.get(member):
+            out[member] = cfg[member]
     return out
 
 
