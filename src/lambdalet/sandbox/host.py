@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable
 
-from lambdalet.runtime import bridge
+from lambdalet.runtime import api_proxy, bridge
 from lambdalet.sandbox.api import EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult, Sandbox, SandboxError
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ class _Died(Exception):
 
 
 class BridgedSandbox(Sandbox):
+    api_forwarder = None                  # set by the invoker: the function's calls to the API (runtime/api_proxy.py)
+
     def __init__(self, spec: EnvironmentSpec, log_sink: Callable[[bytes], None] | None = None,
                  init_timeout_s: float = INIT_TIMEOUT_S):
         self.spec = spec
@@ -43,6 +45,8 @@ class BridgedSandbox(Sandbox):
         self._init_ms: float | None = None
         self._first_invoke = True
         self._log = bytearray()
+        self._send_lock = threading.Lock()   # INVOKE and API responses (relay threads) share the socket
+        self._relay: api_proxy.HostRelay | None = None
         self._last_mem = 0
 
     # --- what a backend provides ---------------------------------------------------------------
@@ -98,6 +102,8 @@ class BridgedSandbox(Sandbox):
                         break
                     if kind == bridge.LOG:
                         self._emit(body)
+                    elif kind == bridge.API_REQUEST:
+                        self._api_request(hdr, body)
                     elif kind == bridge.SETUP_ERROR:
                         self._teardown()
                         raise SandboxError(f"environment set-up failed: {hdr.get('error')}")
@@ -177,6 +183,25 @@ class BridgedSandbox(Sandbox):
             except Exception:
                 log.exception("log sink failed")
 
+    def _send(self, kind: int, header: dict, body: bytes = b"") -> None:
+        with self._send_lock:
+            sock = self._sock
+            if sock is None:
+                raise OSError("environment is gone")
+            try:
+                sock.sendall(bridge.encode(kind, header, body))
+            except OSError:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)   # a partial frame: the stream is unusable
+                except OSError:
+                    pass
+                raise
+
+    def _api_request(self, header: dict, body: bytes) -> None:
+        if self._relay is None:
+            self._relay = api_proxy.HostRelay(self._send, self.api_forwarder)
+        self._relay.handle(header, body)
+
     def _next_frame(self, deadline: float):
         """One frame, or None at the deadline (monotonic). Raises _Died when the bridge closes."""
         assert self._sock is not None
@@ -212,7 +237,7 @@ class BridgedSandbox(Sandbox):
         deadline = t0 + max(req.deadline_ms / 1000.0 - time.time(), 0.0)
         payload, ferr, etype = b"", None, None
         try:
-            bridge.send(self._sock, bridge.INVOKE, hdr, req.payload)
+            self._send(bridge.INVOKE, hdr, req.payload)
             while True:
                 frame = self._next_frame(deadline)
                 if frame is None:
@@ -224,6 +249,8 @@ class BridgedSandbox(Sandbox):
                 kind, fh, body = frame
                 if kind == bridge.LOG:
                     self._emit(body)
+                elif kind == bridge.API_REQUEST:
+                    self._api_request(fh, body)
                 elif kind in (bridge.RESULT, bridge.ERROR) and fh.get("request_id") == rid:
                     payload = body
                     if kind == bridge.ERROR:
