@@ -6,9 +6,11 @@ chains its close() in front of `platform.close()`; the object goes into the "lam
 implementations so `create_event_source_mapping` etc. route to it.
 
 What AWS does and this does too
-- Sources: SQS queues (standard) of the caller's account and region, by ARN. Other event sources
-  (Kinesis, DynamoDB streams, Kafka, MQ, DocumentDB) and queues on external endpoints are refused
-  with InvalidParameterValueException.
+- Sources: SQS queues (standard) of the caller's account and region, by ARN, and queues of any
+  SQS-compatible endpoint the operator configured (`lambdalet sources add-sqs-endpoint`; an ARN
+  matching an endpoint's rule is polled there with botocore, see events/sources.py). Other event
+  sources (Kinesis, DynamoDB streams, Kafka, MQ, DocumentDB) are refused with
+  InvalidParameterValueException.
 - States: Create answers `Creating`, then the mapping is `Enabled` (or `Disabled`); Update answers
   `Enabling` / `Disabling` / `Updating`; Delete answers `Deleting` and the mapping disappears once its
   pollers have finished their batches. StateTransitionReason is `USER_INITIATED`.
@@ -33,6 +35,7 @@ import sqlalchemy as sa
 
 from lambdalet.events.esm_poller import (InvokerCaller, LambdaletQueues, MappingPoller, MappingSpec, WORKER_CAP,
                                          parse_sqs_arn, service_context)
+from lambdalet.events.sources import EventSources
 from lambdalet.events.filters import compile_filter_criteria
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import (AwsError, InvalidParameterValueException, ResourceConflictException,
@@ -94,11 +97,13 @@ def _int(value, field: str, lo: int, hi: int) -> int:
 class EventSourceMappings:
     def __init__(self, db, queues, invoker=None, settings=None, *, source=None, caller=None,
                  worker_cap: int = WORKER_CAP, clock=time.time, poll_wait_s: float | None = None,
-                 vis_margin_s: int | None = None):
+                 vis_margin_s: int | None = None, endpoints=None):
         self.db = db
         self.queues = queues
         self.settings = settings
         self.source = source or LambdaletQueues(queues)
+        # lambdalet's queues, or an external SQS endpoint (events/sources.SqsEndpointRegistry) per ARN
+        self.sources = EventSources(self.source, endpoints)
         self.caller = caller or (InvokerCaller(invoker) if invoker is not None else None)
         self.worker_cap = worker_cap
         self.clock = clock
@@ -296,6 +301,13 @@ class EventSourceMappings:
                 f"Unsupported event source {arn}: lambdalet maps SQS queues (arn:aws:sqs:<region>:<account>:<queue>) "
                 "only; Kinesis, DynamoDB, Kafka, MQ and DocumentDB sources are not available.")
         region, account, name = parsed
+        if self.sources.is_external(arn):
+            if name.endswith(".fifo"):
+                raise InvalidParameterValueException("FIFO queues are not supported by lambdalet.")
+            if self.sources.external_endpoint(arn, scope.account_id) is None:
+                raise InvalidParameterValueException(
+                    f"The queue {arn} is on an external SQS endpoint that account {scope.account_id} may not use.")
+            return arn
         if account != scope.account_id or region != scope.region:
             raise InvalidParameterValueException(
                 f"The queue {arn} is not in this account and region ({scope.account_id}, {scope.region}); "
@@ -306,6 +318,15 @@ class EventSourceMappings:
 
     def _queue_attributes(self, scope: Scope, arn: str) -> dict[str, str]:
         _, _, name = parse_sqs_arn(arn)
+        if self.sources.is_external(arn):
+            try:
+                return self.sources.for_arn(arn, scope.account_id).attributes(arn, ["VisibilityTimeout", "QueueArn"])
+            except AwsError as e:
+                if e.code in ("QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"):
+                    raise InvalidParameterValueException(
+                        "Error occurred while ReceiveMessage. SQS Error Code: AWS.SimpleQueueService.NonExistentQueue. "
+                        "SQS Error Message: The specified queue does not exist or you do not have access to it.") from None
+                raise InvalidParameterValueException(f"The external queue {arn} is not available: {e.message}") from None
         try:
             return self.queues.get_queue_attributes(
                 service_context(scope.account_id, scope.region),
@@ -425,7 +446,8 @@ class EventSourceMappings:
             kw["poll_wait_s"] = self.poll_wait_s
         if self.vis_margin_s is not None:
             kw["vis_margin_s"] = self.vis_margin_s
-        poller = MappingPoller(self._spec(row), self.source, self.caller, worker_cap=self.worker_cap, **kw)
+        source = self.sources.for_arn(row.event_source_arn, row.account_id)
+        poller = MappingPoller(self._spec(row), source, self.caller, worker_cap=self.worker_cap, **kw)
         self._pollers[row.uuid] = poller
         poller.start()
 
@@ -488,4 +510,6 @@ class EventSourceMappings:
 def build_event_source_mappings(platform) -> EventSourceMappings:
     """The ESM service for a built Platform (polls with its queues and invoker). The caller starts it,
     and closes it before the invoker and the database go away."""
-    return EventSourceMappings(platform.db, platform.queues, platform.invoker, platform.settings)
+    from lambdalet.events.sources import SqsEndpointRegistry
+    endpoints = SqsEndpointRegistry(platform.settings.data_dir, platform.keyring)
+    return EventSourceMappings(platform.db, platform.queues, platform.invoker, platform.settings, endpoints=endpoints)

@@ -27,12 +27,11 @@ import json
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from lambdalet.events.filters import Filter, matches_any
-from lambdalet.models.context import Caller, RequestContext
+from lambdalet.events.sources import InternalQueueSource, QueueSource, parse_sqs_arn, service_context
 from lambdalet.models.errors import AwsError, TooManyRequestsException
 
 log = logging.getLogger("lambdalet.esm")
@@ -64,66 +63,14 @@ class MappingSpec:
     max_concurrency: int | None = None
 
 
-class QueueSource(Protocol):
-    def claim(self, arn: str, max_n: int, visibility_s: int, wait_s: float) -> list: ...
-    def ack(self, receipt: str) -> bool: ...
-    def nack(self, receipt: str, delay_s: float = 0) -> None: ...
-    def visibility_timeout(self, arn: str) -> int: ...
-
-
 class FunctionCaller(Protocol):
     def resolve(self, spec: MappingSpec) -> Any: ...            # -> invoke.invoker.Target
     def invoke(self, spec: MappingSpec, target: Any, payload: bytes) -> Any: ...   # -> InvokeResult
 
 
-def service_context(account_id: str, region: str) -> RequestContext:
-    """The identity the platform's pollers act with (Lambda's service principal, in the mapping's account)."""
-    caller = Caller(account_id=account_id, principal_arn=f"arn:aws:sts::{account_id}:assumed-role/lambdalet-esm",
-                    access_key_id="", user_id="lambdalet-esm")
-    return RequestContext(caller=caller, region=region, request_id=str(uuid.uuid4()), base_url="")
-
-
-def parse_sqs_arn(arn: str) -> tuple[str, str, str] | None:
-    """arn:aws:sqs:<region>:<account>:<name> -> (region, account, name)."""
-    parts = arn.split(":")
-    if len(parts) != 6 or parts[0] != "arn" or not parts[1].startswith("aws") or parts[2] != "sqs":
-        return None
-    return parts[3], parts[4], parts[5]
-
-
-# ------------------------------------------------------------------------------ adapters (platform)
-
-class LambdaletQueues:
-    """QueueSource over lambdalet's QueueService (internal claim/ack/nack; attributes via its API)."""
-
-    def __init__(self, queues, cache_s: float = 5.0):
-        self.queues = queues
-        self.cache_s = cache_s
-        self._vt: dict[str, tuple[float, int]] = {}
-
-    def claim(self, arn: str, max_n: int, visibility_s: int, wait_s: float) -> list:
-        return self.queues.claim(arn, max_n, visibility_s, wait_s)
-
-    def ack(self, receipt: str) -> bool:
-        return self.queues.ack(receipt)
-
-    def nack(self, receipt: str, delay_s: float = 0) -> None:
-        self.queues.nack(receipt, delay_s)
-
-    def attributes(self, arn: str, names: list[str]) -> dict[str, str]:
-        region, account, name = parse_sqs_arn(arn) or ("", "", "")
-        ctx = service_context(account, region)
-        return self.queues.get_queue_attributes(ctx, {"QueueUrl": f"{account}/{name}",
-                                                      "AttributeNames": names}).get("Attributes", {})
-
-    def visibility_timeout(self, arn: str) -> int:
-        now = time.monotonic()
-        hit = self._vt.get(arn)
-        if hit and now - hit[0] < self.cache_s:
-            return hit[1]
-        vt = int(self.attributes(arn, ["VisibilityTimeout"]).get("VisibilityTimeout", "30"))
-        self._vt[arn] = (now, vt)
-        return vt
+LambdaletQueues = InternalQueueSource      # the former name; events/sources.py holds the queue sources now
+__all__ = ["MappingPoller", "MappingSpec", "QueueSource", "FunctionCaller", "InvokerCaller", "LambdaletQueues",
+           "parse_sqs_arn", "service_context", "sqs_record", "failed_item_ids", "chunk_records", "filter_view"]
 
 
 class InvokerCaller:
@@ -399,13 +346,14 @@ class MappingPoller:
         region = (parse_sqs_arn(spec.event_source_arn) or (spec.region,))[0]
         records = [sqs_record(m, region) for m in messages]
         if spec.filters:
-            kept = []
+            kept, dropped = [], []
             for r in records:
                 if matches_any(list(spec.filters), filter_view(r)):
                     kept.append(r)
                 else:
-                    self._ack(r["receiptHandle"])
-                    self.stats.filtered += 1
+                    dropped.append(r["receiptHandle"])
+            self._ack_many(dropped)
+            self.stats.filtered += len(dropped)
             records = kept
         outcome = "ok"
         chunks = chunk_records(records)
@@ -439,12 +387,10 @@ class MappingPoller:
                 return "failed"
         else:
             failed = set()
-        for r in chunk:
-            if r["messageId"] in failed:
-                self.stats.failed += 1
-            else:
-                self._ack(r["receiptHandle"])
-                self.stats.deleted += 1
+        done = [r["receiptHandle"] for r in chunk if r["messageId"] not in failed]
+        self._ack_many(done)
+        self.stats.failed += len(chunk) - len(done)
+        self.stats.deleted += len(done)
         self.stats.last_result = "OK"
         return "ok"
 
@@ -456,6 +402,21 @@ class MappingPoller:
     def _ack(self, receipt: str) -> None:
         try:
             self.source.ack(receipt)
+        except Exception:
+            log.exception("event source mapping %s: delete failed", self._spec.uuid)
+
+    def _ack_many(self, receipts: list[str]) -> None:
+        """Delete records (one DeleteMessageBatch per 10 on an external queue); a failed delete only
+        means the record comes back after its visibility timeout."""
+        if not receipts:
+            return
+        many = getattr(self.source, "ack_many", None)
+        if many is None:
+            for r in receipts:
+                self._ack(r)
+            return
+        try:
+            many(receipts)
         except Exception:
             log.exception("event source mapping %s: delete failed", self._spec.uuid)
 
