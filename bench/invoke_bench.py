@@ -187,11 +187,11 @@ class Server:
     def instance_id(self) -> str:   # Settings.instance_id: names the server's cgroups
         return hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
 
-    def client(self, **cfg):
+    def client(self, service: str = "lambda", **cfg):
         config = Config(**{"retries": {"total_max_attempts": 1}, "connect_timeout": 10, "read_timeout": 120,
                            "max_pool_connections": 4, **cfg})
         return boto3.session.Session().client(
-            "lambda", endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name=self.env["AWS_DEFAULT_REGION"],
+            service, endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name=self.env["AWS_DEFAULT_REGION"],
             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
             verify=self.env.get("AWS_CA_BUNDLE", False) if self.env["AWS_ENDPOINT_URL"].startswith("https") else False,
             config=config)
@@ -333,6 +333,14 @@ class Phases:
 
 
 # ------------------------------------------------------------------------------------------ measurements
+
+def make_role(srv: "Server") -> None:
+    """CreateFunction needs an execution role Lambda can assume (its environments get its credentials)."""
+    global ROLE
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                       "Principal": {"Service": "lambda.amazonaws.com"}}]}
+    ROLE = srv.client("iam").create_role(RoleName="bench", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+
 
 def create_function(lam, name: str, code: bytes, **kw) -> None:
     lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
@@ -703,6 +711,7 @@ def run_all(args, res: dict, srv: Server, work: Path, problems: list[str]) -> No
     try:
         srv.start()
         lam = srv.client()
+        make_role(srv)
         print(f"server pid {srv.pid} at {srv.env['AWS_ENDPOINT_URL']} (data dir {srv.data_dir})", flush=True)
         res["memory"] = bench_memory(srv, lam)
         print("memory done", flush=True)

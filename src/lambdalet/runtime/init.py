@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from lambdalet.runtime import bridge
+from lambdalet.runtime import api_proxy, bridge, pyfork
 
 MAX_RESPONSE = 6 * 1024 * 1024 + 100   # AWS: 6291556 bytes
 API = "/2018-06-01/runtime"
@@ -36,6 +36,7 @@ class InitConfig:
     port: int = 9001                    # 0 under the process backend (many envs share the host's lo)
     pid1: bool = True                   # reap every orphan, not just the runtime
     timings: dict = field(default_factory=dict)   # set-up steps measured before init started
+    python_fork: bool = False           # argv is our python_bootstrap: fork it from init, no exec (pyfork.py)
 
 
 class _State:
@@ -229,11 +230,19 @@ def main(cfg: InitConfig, sock: socket.socket, reader: bridge.FrameReader | None
     st.log_fd = r
     env = dict(cfg.env)
     env["AWS_LAMBDA_RUNTIME_API"] = f"{cfg.host}:{port}"
+    api = api_proxy.ApiProxy(st.send)      # the function's path to lambdalet's API: 127.0.0.1:9002
+    try:
+        env.setdefault("AWS_ENDPOINT_URL", api.start(cfg.host, cfg.port + 1 if cfg.port else 0))
+    except OSError:
+        pass
     devnull = os.open("/dev/null", os.O_RDONLY)
     st.t_spawn = time.monotonic()
     try:
-        runtime_pid = os.posix_spawn(cfg.argv[0], cfg.argv, env, file_actions=[
-            (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+        if cfg.python_fork:                 # our python_bootstrap: forked from this pre-imported process
+            runtime_pid = pyfork.spawn(cfg.argv, cfg.cwd, env, devnull, w)
+        else:
+            runtime_pid = os.posix_spawn(cfg.argv[0], cfg.argv, env, file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
     except OSError as e:
         st.send(bridge.INIT_ERROR, {"error_type": "Runtime.InvalidEntrypoint"},
                 json.dumps({"errorType": "Runtime.InvalidEntrypoint",
@@ -255,6 +264,8 @@ def main(cfg: InitConfig, sock: socket.socket, reader: bridge.FrameReader | None
             with st.cond:
                 st.pending = (hdr, body)
                 st.cond.notify_all()
+        elif kind == bridge.API_RESPONSE:
+            api.deliver(hdr, body)
 
 
 def _process_main() -> None:

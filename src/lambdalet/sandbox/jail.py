@@ -5,8 +5,14 @@ Order matters and is the point of this module (cf. Firecracker's jailer):
   -> private tmpfs root: ro /usr, ro /var/lang (interpreter), ro /var/runtime, ro /var/task, ro /opt,
      sized /tmp, /proc, minimal /dev and /etc -> pivot_root, drop the old root, remount / ro
   -> lo up, hostname -> drop the bounding set, setgroups/setresgid/setresuid to the environment's own
-     unprivileged uid (all capabilities go) -> no_new_privs + seccomp LAST -> runtime/init.main().
+     unprivileged uid (all capabilities go) -> no_new_privs + seccomp LAST -> read the runtime's
+  configuration from the bridge -> runtime/init.main().
 Nothing of the tenant runs before the last step. Failures are reported over the bridge as SETUP_ERROR.
+
+The tenant's configuration (its environment variables, credentials included) travels host -> init
+over the bridge, never through the fork server: the fork server's memory is what every environment
+starts from (and Python runtimes are forked from init, runtime/pyfork.py), so it must never have
+held anything of any tenant, not even in freed heap.
 """
 from __future__ import annotations
 
@@ -41,13 +47,12 @@ PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1,
 class JailConfig:
     root_dir: str                       # an empty host directory; each env mounts its own tmpfs there
     uid: int                            # the environment's own unprivileged host uid (gid = uid)
-    cgroup_procs: list[str]             # cgroup.procs files to join
+    cgroup_procs: list[str]             # cgroup.procs files to join (v1: the `tasks` file beside each is used)
     binds: list[tuple[str, str]]        # (host path, path inside), all read-only
     hide: list[str] = field(default_factory=list)    # inside paths covered by an empty ro tmpfs
     tmp_mb: int = 512
     hostname: str = "lambdalet"
     seccomp_profile: str = "default"
-    init: dict = field(default_factory=dict)         # runtime.init.InitConfig fields
 
 
 class SetupError(Exception):
@@ -195,8 +200,12 @@ def enter(cfg: JailConfig, sock: socket.socket, filter_prog: bytes) -> None:
         zygote_fd = _pidfd(zygote)                      # opened here: the zygote is invisible from the new PID ns
         os.setsid()
         for p in cfg.cgroup_procs:
-            with open(p, "w") as f:
-                f.write("0")                             # "0" = the writing process
+            # v1: "0" into `tasks` moves this thread alone; the kernel then skips the global
+            # threadgroup lock whose write side waits for an RCU grace period (cgroup.procs: ~2.5-10 ms
+            # per controller here). We are single-threaded (just forked), so the process moves.
+            tasks = os.path.join(os.path.dirname(p), "tasks")
+            with open(tasks if os.path.exists(tasks) else p, "w") as f:
+                f.write("0")                             # "0" = the writing thread/process
         mark("cgroup_join")
         _chk(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP | CLONE_NEWPID),
              "unshare")
@@ -216,13 +225,17 @@ def enter(cfg: JailConfig, sock: socket.socket, filter_prog: bytes) -> None:
         seccomp.install(filter_prog)
         mark("seccomp")
         os.chdir("/var/task")
-        icfg = init.InitConfig(**cfg.init)
+        reader = bridge.FrameReader()
+        kind, hdr, _ = bridge.recv_blocking(sock, reader)   # sent by the host, read only now (see above)
+        if kind != init.CONFIG:
+            raise SetupError(f"expected the CONFIG frame, got kind {kind}")
+        icfg = init.InitConfig(**hdr)
         icfg.timings = timings
     except BaseException as e:
         _report(sock, f"{e.__class__.__name__}: {e}\n{traceback.format_exc()}")
         os._exit(1)
     try:
-        init.main(icfg, sock)
+        init.main(icfg, sock, reader)
     except BaseException as e:     # init failing is still a platform failure, not the function's
         _report(sock, f"init: {e.__class__.__name__}: {e}\n{traceback.format_exc()}")
     os._exit(1)

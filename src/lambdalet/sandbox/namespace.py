@@ -19,7 +19,8 @@ import sys
 import threading
 import uuid
 
-from lambdalet.runtime import launch
+from lambdalet.runtime import bridge, launch
+from lambdalet.runtime.init import CONFIG
 from lambdalet.sandbox.api import Backend, EnvironmentSpec, register_backend
 from lambdalet.sandbox.cgroups import Cgroup, Limits, kill_and_remove, remove_parent, stale_children
 from lambdalet.sandbox.host import BridgedSandbox
@@ -57,11 +58,15 @@ class NamespaceSandbox(BridgedSandbox):
             "root_dir": b.root_dir, "uid": self._uid, "cgroup_procs": self._cg.procs_files(), "binds": binds,
             "hide": [f"/var/lang/lib/{b.python_name}/site-packages"],   # the host interpreter's packages
             "tmp_mb": spec.ephemeral_mb, "seccomp_profile": b.seccomp_profile,
-            "init": {"argv": launch.runtime_argv(spec.runtime, layout, has_bootstrap),
-                     "env": launch.runtime_env(spec, layout), "cwd": "/var/task", "port": 9001, "pid1": True},
         }
+        # The runtime's configuration goes straight to the environment's init over the bridge (it
+        # waits in the socket buffer until init reads it, after seccomp): never through the fork server.
+        icfg = {"argv": launch.runtime_argv(spec.runtime, layout, has_bootstrap),
+                "env": launch.runtime_env(spec, layout), "cwd": "/var/task", "port": 9001, "pid1": True,
+                "python_fork": launch.family(spec.runtime) == "python"}
         host, child = socket.socketpair()
         try:
+            bridge.send(host, CONFIG, icfg)
             reply = b.zygote.spawn(jail_cfg, child.fileno())
         except BaseException:
             host.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import array
 import ctypes
+import gc
 import json
 import os
 import signal
@@ -41,7 +42,7 @@ import encodings.idna  # noqa: F401
 import http.server  # noqa: F401
 import select
 import socketserver  # noqa: F401
-from lambdalet.runtime import bridge, init  # noqa: F401
+from lambdalet.runtime import bridge, init, pyfork  # noqa: F401  (pyfork: python_bootstrap too)
 from lambdalet.sandbox import cgroups, jail, seccomp
 
 PR_SET_PDEATHSIG = 1
@@ -126,6 +127,10 @@ def _group_of(procs_files: list[str]) -> dict[str, str]:
 
 
 def serve(ctl: socket.socket, server_pid: int | None = None) -> None:
+    # Everything imported so far goes to the permanent generation: the children's (init's, the forked
+    # Python runtime's) collections never visit these objects, so their pages stay shared, not copied.
+    pyfork.prepare()
+    gc.freeze()
     libc = ctypes.CDLL(None)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
