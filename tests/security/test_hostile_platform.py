@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespace sandbox)")]
 
-ROLE = "arn:aws:iam::000000000000:role/hostile"
+ROLE = "arn:aws:iam::000000000000:role/lambda-role"   # the default role: logs only
 WAIT = {"Delay": 1, "MaxAttempts": 30}
 
 

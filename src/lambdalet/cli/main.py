@@ -38,9 +38,17 @@ def main() -> None:
               help="Threads delivering Event (asynchronous) invocations.")
 @click.option("--async-retry-scale", type=click.FloatRange(0.0001, 1.0), default=1.0, show_default=True,
               help="Scale AWS's async retry backoff (~1 min, 2 min) and event-age limits, e.g. 0.01 in tests.")
+@click.option("--allow-unknown-roles", is_flag=True,
+              help="Development only: accept a function Role that does not exist or does not trust Lambda "
+                   "(AWS refuses it; such functions run without credentials). Warns.")
+@click.option("--lambda-principal", "lambda_principals", multiple=True, default=("lambda.amazonaws.com",),
+              show_default=True, help="Trust-policy service principal that stands for Lambda (repeatable).")
+@click.option("--schedule-test-seconds", is_flag=True, hidden=True,
+              help="TEST ONLY: accept rate(N seconds) schedule expressions and tick the scheduler every 0.2 s.")
 def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool, sandbox: str,
           concurrency_limit: int, env_idle_ttl: float, env_max_lifetime: float, async_workers: int = 16,
-          async_retry_scale: float = 1.0) -> None:
+          async_retry_scale: float = 1.0, allow_unknown_roles: bool = False,
+          lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",), schedule_test_seconds: bool = False) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
 
@@ -48,7 +56,8 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         region=region, insecure_http=insecure_http, sandbox=sandbox,
                         concurrent_executions_limit=concurrency_limit, env_idle_ttl_s=env_idle_ttl,
                         env_max_lifetime_s=env_max_lifetime, async_workers=async_workers,
-                        async_retry_scale=async_retry_scale)
+                        async_retry_scale=async_retry_scale, allow_unknown_roles=allow_unknown_roles,
+                        lambda_principals=tuple(lambda_principals), schedule_test_seconds=schedule_test_seconds)
     run_server(settings)
 
 
@@ -77,3 +86,15 @@ def env(data_dir: Path | None) -> None:
 
 
 main.add_command(audit_group)
+
+from lambdalet.signing.cli import signer  # noqa: E402  (code signing: profiles, sign, revoke)
+
+main.add_command(signer)
+
+from lambdalet.kms.cli import keys_group  # noqa: E402  (master key rotation)
+
+main.add_command(keys_group)
+
+from lambdalet.events.sources_cli import sources_group  # noqa: E402  (external SQS endpoints for mappings)
+
+main.add_command(sources_group)

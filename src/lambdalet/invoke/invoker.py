@@ -10,6 +10,7 @@ import os
 import random
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -51,10 +52,13 @@ class Target:
     total_reserved: int      # the account's sum of reservations, for the unreserved pool
     invoked_arn: str = ""    # the ARN as the caller named it (alias or version kept), for the context
     region: str = ""         # the function's region (functions are regional)
+    role: str = ""           # the execution role's ARN (invoke/credentials.py)
 
 
 class Invoker:
     events = None    # the async-invocation component (lambdalet.events.AsyncEvents), set by the wiring
+    credentials = None    # invoke.credentials.ExecutionRoles: the role's session for each environment (wiring)
+    api_forwarder = None  # the environments' path to this server's API (runtime/api_proxy.py; wiring)
 
     def __init__(self, resolve: Callable[[RequestContext, str, str | None], Target], backend: Backend,
                  code: CodeCache, pool: EnvironmentPool, limiter: ConcurrencyLimiter, region: str, logs=None):
@@ -65,6 +69,7 @@ class Invoker:
         self.pool = pool
         self.limiter = limiter
         self.region = region
+        self._expiry: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # sandbox -> credentials expiry
 
     # The api binds this as the `Invoke` operation.
     def invoke(self, ctx: RequestContext, params: dict) -> dict:
@@ -107,7 +112,7 @@ class Invoker:
         with self.limiter.slot(target.account_id, target.function_name, target.reserved_concurrency,
                                target.total_reserved):
             try:
-                sandbox, cold = self.pool.acquire(key, lambda: self._start(target))
+                sandbox, cold = self._acquire(key, target)
             except InitFailed as failed:
                 return _as_unhandled(failed.result)
             except SandboxError as e:
@@ -133,17 +138,43 @@ class Invoker:
             result.function_error = "Unhandled"
         return result
 
+    def _acquire(self, key: PoolKey, target: Target):
+        """A pooled environment whose credentials outlive this invocation, else a new one: AWS sets them
+        once per environment, so they are refreshed by replacing it (invoke/credentials.py)."""
+        while True:
+            sandbox, cold = self.pool.acquire(key, lambda: self._start(target))
+            expires = self._expiry.get(sandbox)
+            if cold or expires is None or self.credentials is None or self.credentials.fresh(expires, target.timeout_s):
+                return sandbox, cold
+            self.pool.discard(sandbox)
+
+    def _environment(self, target: Target) -> tuple[dict, float | None]:
+        """The function's variables plus its role's temporary credentials (memory only, never stored)."""
+        env = dict(target.environment)
+        if self.credentials is None or not target.role:
+            return env, None
+        issued = self.credentials.for_environment(target.account_id, target.function_name, target.function_arn,
+                                                  target.role)
+        if issued is None:
+            return env, None
+        env.update(issued.env())
+        return env, issued.expires_at
+
     def _start(self, target: Target):
+        env, expires = self._environment(target)
         spec = EnvironmentSpec(
             env_id=uuid.uuid4().hex[:16], account_id=target.account_id, function_name=target.function_name,
             function_version=target.version, function_arn=target.function_arn, runtime=target.runtime,
             handler=target.handler, code_dir=str(self.code.path_for(target.code_sha256)),
             memory_mb=target.memory_mb, ephemeral_mb=target.ephemeral_mb, timeout_s=float(target.timeout_s),
-            env=dict(target.environment), log_group=f"/aws/lambda/{target.function_name}",
+            env=env, log_group=f"/aws/lambda/{target.function_name}",
             log_stream=f"{time.strftime('%Y/%m/%d')}/[{target.version}]{uuid.uuid4().hex}",
             region=target.region or self.region)
         sink = self.logs.sink(target.account_id, spec.region, spec.log_group, spec.log_stream) if self.logs else None
         sandbox = self.backend.create(spec, log_sink=sink)
+        sandbox.api_forwarder = self.api_forwarder
+        if expires is not None:
+            self._expiry[sandbox] = expires
         try:
             sandbox.start()
         except BaseException:

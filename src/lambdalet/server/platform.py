@@ -13,9 +13,11 @@ from lambdalet.crypto.master import load_or_create_master_key
 from lambdalet.events import build_async_events
 from lambdalet.events.esm import build_event_source_mappings
 from lambdalet.iam import IdentityStore
+from lambdalet.kms import FunctionKeys, KmsService
 from lambdalet.logs import LogsService, LogStore
 from lambdalet.invoke.codecache import CodeCache
 from lambdalet.invoke.concurrency import ConcurrencyLimiter
+from lambdalet.invoke.credentials import ExecutionRoles, ensure_default_role
 from lambdalet.invoke.invoker import Invoker
 from lambdalet.invoke.pool import EnvironmentPool
 from lambdalet.invoke.targets import TargetResolver
@@ -40,8 +42,11 @@ class Platform:
     events: Any = None               # lambdalet.events.AsyncEvents (Event invocations), with the invoker
     logs: LogStore | None = None
     event_source_mappings: Any = None   # lambdalet.events.esm.EventSourceMappings (queue pollers)
+    schedules: Any = None               # lambdalet.schedules.SchedulerService (the "scheduler" API)
+    scheduler: Any = None               # lambdalet.schedules.Scheduler (the thread that fires them)
     logs_service: LogsService | None = None
     audit: AuditRecorder | None = None
+    kms: KmsService | None = None
 
     def start(self) -> None:
         """Background work that delivers events: async-invoke pollers, then queue mappings."""
@@ -49,8 +54,12 @@ class Platform:
             self.events.start()
         if self.event_source_mappings is not None:
             self.event_source_mappings.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
 
     def close(self) -> None:
+        if self.scheduler is not None:     # stops queueing new schedule invocations first
+            self.scheduler.close()
         if self.event_source_mappings is not None:
             self.event_source_mappings.close()
         if self.events is not None:  # pollers stop before the environments they use go away
@@ -79,11 +88,42 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
     else:
         # Cgroups and mounts are named per data dir, so crash clean-up of one server never
         # touches another server's environments on the same host.
+        # Each data dir also gets its own block of 10,000 host uids, so two servers on one host never
+        # run environments as the same uid (uids are what separates environments outside the namespaces).
+        uid_block = int(settings.instance_id[:8], 16) % 400
         backend = open_backend(settings.sandbox, cgroup_parent=f"lambdalet-{settings.instance_id}",
-                               root_dir=str(settings.run_dir / "root"))
+                               root_dir=str(settings.run_dir / "root"),
+                               uid_base=1_000_000 + uid_block * 10_000, uid_count=10_000)
     pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s)
     return Invoker(TargetResolver(service.resolver, db), backend, CodeCache(settings.run_dir / "code", blobs), pool,
                    ConcurrencyLimiter(settings.concurrent_executions_limit), settings.region, logs=logs)
+
+
+def build_kms(db: Database, keyring: Keyring, settings: Settings, service: LambdaService) -> KmsService:
+    """KMS, and its hooks into Lambda: KMSKeyArn checks, the data plane's key-state check, and
+    the resolver cache dropped whenever a key's state changes. server/run.py sets `kms.authorizer`
+    to the IAM service's Authorizer (key policies delegating to the account then need IAM's allow)."""
+    kms = KmsService(db, keyring, settings)
+    kms.purge_expired()                        # keys whose deletion date passed while stopped
+    service.deps.kms = service.resolver.kms = FunctionKeys(kms)
+    kms.listeners.append(service.resolver.invalidate)
+    return kms
+
+
+def wire_execution_roles(platform: Platform, directory, authorizer) -> ExecutionRoles:
+    """Execution roles (invoke/credentials.py): Role checks in the control plane, role sessions for
+    environments. Uses the IAM service's own Directory and Authorizer, so policy caches stay coherent."""
+    ensure_default_role(directory)
+    roles = ExecutionRoles(directory, platform.identity, authorizer,
+                           principals=platform.settings.lambda_principals,
+                           allow_unknown=platform.settings.allow_unknown_roles)
+    if platform.settings.allow_unknown_roles:
+        log.warning("--allow-unknown-roles: functions may name roles that do not exist or do not trust Lambda "
+                    "(development only; AWS refuses them). Such functions run without credentials.")
+    platform.lambda_service.deps.roles = roles
+    if platform.invoker is not None:
+        platform.invoker.credentials = roles
+    return roles
 
 
 def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform:
@@ -96,10 +136,14 @@ def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform
     platform.logs = LogStore(db, keyring)
     platform.logs_service = LogsService(platform.logs)
     platform.audit = build_recorder(settings, db, keyring, identity)
+    platform.kms = build_kms(db, keyring, settings, service)
     if with_invoker:
         platform.invoker = build_invoker(settings, db, blobs, service, platform.logs)
         platform.events = build_async_events(db, keyring, platform.queues, platform.invoker, service.resolver,
                                              settings)
         platform.invoker.events = platform.events
         platform.event_source_mappings = build_event_source_mappings(platform)
+        from lambdalet.schedules import build_scheduler
+        platform.schedules, platform.scheduler = build_scheduler(
+            platform, test_seconds=getattr(settings, "schedule_test_seconds", False))
     return platform

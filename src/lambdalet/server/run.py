@@ -19,9 +19,13 @@ from lambdalet.api.json_protocol import JsonProtocol
 from lambdalet.api.protocol import RestJsonProtocol, load_service_model
 from lambdalet.api.query_protocol import QueryProtocol
 from lambdalet.iam.iam_service import build_iam
+from lambdalet.iam.request_map import RequestAuthorizer
+from lambdalet.services.policies import function_facts
 from lambdalet.config import Settings
 from lambdalet.iam.identity import BOOTSTRAP_ACCOUNT
-from lambdalet.server.platform import build_platform
+from lambdalet.kms import KmsBinding
+from lambdalet.runtime.api_proxy import InProcessApi
+from lambdalet.server.platform import build_platform, wire_execution_roles
 from lambdalet.server.tls import ensure_tls, server_context
 
 log = logging.getLogger("lambdalet")
@@ -70,8 +74,13 @@ def serve(settings: Settings) -> None:
     log.info("administrator access key %s (account %s); `lambdalet env` prints the credentials",
              admin.access_key_id, admin.account_id)
 
-    iam_service, sts_service, _directory, _authorizer = build_iam(platform)
+    iam_service, sts_service, _directory, authorizer = build_iam(platform)
+    wire_execution_roles(platform, _directory, authorizer)   # Role checks; role sessions for environments
+    platform.kms.authorizer = authorizer     # key policies naming the account defer to IAM policies
+    authorize = RequestAuthorizer(authorizer, function_facts=function_facts(platform.db),
+                                  generation=lambda: platform.lambda_service.resolver.generation)
     lambda_model = load_service_model("lambda")
+    kms_model = load_service_model("kms")
     lambda_impls = [i for i in (platform.lambda_service, platform.invoker, platform.events,
                                 platform.event_source_mappings) if i is not None]
     app = ApiApp({"lambda": ServiceBinding(RestJsonProtocol(lambda_model), *lambda_impls),
@@ -79,11 +88,16 @@ def serve(settings: Settings) -> None:
                   "logs": ServiceBinding(JsonProtocol(load_service_model("logs")), platform.logs_service),
                   "iam": ServiceBinding(QueryProtocol(load_service_model("iam")), iam_service),
                   "sts": ServiceBinding(QueryProtocol(load_service_model("sts")), sts_service),
+                  "kms": ServiceBinding(JsonProtocol(kms_model), KmsBinding(platform.kms, kms_model)),
                   "cloudtrail": ServiceBinding(JsonProtocol(load_service_model("cloudtrail")),
                                                CloudTrailService(platform.db, platform.keyring, platform.audit,
                                                                  unattributed_account=BOOTSTRAP_ACCOUNT))},
-                 platform.identity.lookup, max_skew_s=settings.max_clock_skew_s,
+                 platform.identity.lookup, max_skew_s=settings.max_clock_skew_s, authorize=authorize,
                  internal_routes=[code_route(platform.keyring, platform.blobs)])
+    if platform.schedules is not None:     # EventBridge Scheduler subset (lambdalet/schedules)
+        from lambdalet.schedules import SchedulerProtocol
+        app.services["scheduler"] = ServiceBinding(SchedulerProtocol(load_service_model("scheduler")),
+                                                   platform.schedules)
     audit_hook.install(platform.audit)
 
     sock = _bind(settings.host, settings.port)
@@ -91,7 +105,10 @@ def serve(settings: Settings) -> None:
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     if shown_host in ("0.0.0.0", "[::]"):
         shown_host = "127.0.0.1"
-    config = uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="on",
+    api_path = InProcessApi(app.asgi)    # functions reach this API through their environment's init only
+    if platform.invoker is not None:
+        platform.invoker.api_forwarder = api_path
+    config = uvicorn.Config(api_path.wrap(app.asgi), log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
     config.load()
     if settings.insecure_http:

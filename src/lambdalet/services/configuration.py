@@ -21,7 +21,6 @@ SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
 # Members of Create/UpdateFunctionConfiguration that lambdalet does not implement.
 _UNSUPPORTED = {
     "ImageConfig": "container images are not supported (PackageType Zip only)",
-    "CodeSigningConfigArn": "code signing is not supported yet",
     "TenancyConfig": "tenancy configuration is not supported",
     "CapacityProviderConfig": "capacity providers are not supported",
     "DurableConfig": "durable functions are not supported",
@@ -137,7 +136,7 @@ def apply(params: dict, base: dict, catalogue: RuntimeCatalogue, *, creating: bo
     if "KMSKeyArn" in params:
         arn = v.kms_key_arn(params["KMSKeyArn"])
         if arn:
-            cfg["KMSKeyArn"] = arn          # recorded; secrets are sealed by the platform key for now
+            cfg["KMSKeyArn"] = arn          # env vars are sealed under this key (services/envvars.py)
         else:
             cfg.pop("KMSKeyArn", None)
     if "DeadLetterConfig" in params:

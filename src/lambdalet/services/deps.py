@@ -20,6 +20,11 @@ class Deps:
     settings: Any                     # config.Settings
     runtimes: RuntimeCatalogue = field(default_factory=default_catalogue)
     clock: Callable[[], float] = time.time
+    # invoke.credentials.ExecutionRoles: check(ctx, function_arn, role_arn) for Role (PassRole + trust);
+    # None (unit harnesses) checks the ARN's syntax only.
+    roles: Any = None
+    # kms.FunctionKeys: checks a KMSKeyArn when it is configured; None (unit harnesses) checks syntax only.
+    kms: Any = None
 
     def today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from lambdalet.crypto.tokens import make_token
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import InvalidParameterValueException, ResourceConflictException
-from lambdalet.services import code, configuration, paging, records, tags, versions, views
+from lambdalet.services import code, code_signing, configuration, paging, records, tags, versions, views
 from lambdalet.services.arns import Scope, merge_qualifier, parse_function_ref, require_unqualified
 from lambdalet.services.deps import Deps
 from lambdalet.services.envvars import open_env, seal_env
@@ -43,6 +43,18 @@ def _flag(params: dict, member: str) -> bool:
     return boolean(params[member], member[0].lower() + member[1:]) if params.get(member) is not None else False
 
 
+def _check_role(deps: Deps, ctx: RequestContext, scope: Scope, name: str, role: str) -> None:
+    """The caller may pass the role (iam:PassRole) and Lambda can assume it (invoke/credentials.py)."""
+    if deps.roles is not None:
+        deps.roles.check(ctx, scope.function_arn(name), role)
+
+
+def _check_kms_key(deps: Deps, ctx: RequestContext, cfg: dict) -> None:
+    """A KMSKeyArn must name a key of the caller's that is Enabled (Lambda's KMS*Exception otherwise)."""
+    if deps.kms is not None and cfg.get("KMSKeyArn"):
+        deps.kms.check_configurable(ctx, cfg["KMSKeyArn"])
+
+
 def _view(deps: Deps, scope: Scope, fn, row) -> dict:
     return views.configuration(scope, fn, row, open_env(deps.keyring, fn.id, row.version, row.env_sealed))
 
@@ -54,10 +66,13 @@ def create_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         raise constraint_error(None, "role", "Member must not be null")
     cfg, env = configuration.apply(params, configuration.defaults(name), deps.runtimes, creating=True,
                                    today=deps.today())
+    _check_role(deps, ctx, scope, name, cfg["Role"])
+    _check_kms_key(deps, ctx, cfg)
     new_tags = tags.validate_tags(params.get("Tags"))
     publish = _flag(params, "Publish")
     data = code.zip_from(params.get("Code"), where="Code.ZipFile")
     sha = code.check_package(data, "CreateFunction")
+    signed = code_signing.verify_create(deps, scope, name, params, data, cfg)   # refuses before any write
     with deps.db.read() as conn:           # refuse duplicates before writing any blob
         if records.find_function(conn, scope, name):
             raise ResourceConflictException(f"Function already exist: {name}")
@@ -71,9 +86,11 @@ def create_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         fid = str(uuid.uuid4())
         conn.execute(F.insert().values(id=fid, account_id=scope.account_id, region=scope.region, name=name,
                                        created_at=now, next_version=1, reserved_concurrency=None))
+        code_signing.attach(deps, conn, fid, signed)
         conn.execute(V.insert().values(
             function_id=fid, version=records.LATEST, version_num=0, config=records.dump_config(cfg),
-            env_sealed=seal_env(deps.keyring, fid, records.LATEST, env), code_sha256=sha, code_size=len(data),
+            env_sealed=seal_env(deps.keyring, fid, records.LATEST, env, cfg.get("KMSKeyArn")),
+            code_sha256=sha, code_size=len(data),
             revision_id=records.new_revision(), last_modified=now, state="Active", last_update_status="Successful"))
         tags.write_tags(conn, scope.function_arn(name), new_tags)
         fn = records.find_function(conn, scope, name)
@@ -171,6 +188,7 @@ def update_function_code(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         latest = records.find_version(conn, fn.id, records.LATEST)
         versions.check_revision_id(expected_rev, latest)
         code.check_storage(conn, scope, len(data))
+        signed = code_signing.verify_update(deps, conn, scope, fn, data)
     if dry_run:
         out = _view(deps, scope, fn, latest)
         out.update(CodeSha256=views.code_sha256_b64(sha), CodeSize=len(data))
@@ -184,10 +202,11 @@ def update_function_code(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         versions.check_revision_id(expected_rev, latest)
         values = dict(code_sha256=sha, code_size=len(data), revision_id=records.new_revision(),
                       last_modified=deps.clock(), state="Active", last_update_status="Successful")
+        cfg = records.config_of(latest)
         if arch:
-            cfg = records.config_of(latest)
             cfg["Architectures"] = arch
-            values["config"] = records.dump_config(cfg)
+        code_signing.stamp(conn, fn.id, cfg, signed)    # the signer of this code (or none)
+        values["config"] = records.dump_config(cfg)
         conn.execute(V.update().where(V.c.id == latest.id).values(**values))
         row = records.find_version(conn, fn.id, records.LATEST)
         if publish:
@@ -205,10 +224,17 @@ def update_function_configuration(deps: Deps, ctx: RequestContext, params: dict)
         versions.check_revision_id(expected_rev, latest)
         cfg, env = configuration.apply(settable, records.config_of(latest), deps.runtimes, creating=False,
                                        today=deps.today())
+        if "Role" in settable:
+            _check_role(deps, ctx, scope, name, cfg["Role"])
         values = dict(config=records.dump_config(cfg), revision_id=records.new_revision(),
                       last_modified=deps.clock(), state="Active", last_update_status="Successful")
+        key_changed = cfg.get("KMSKeyArn") != records.config_of(latest).get("KMSKeyArn")
+        if key_changed or env is not None:
+            _check_kms_key(deps, ctx, cfg)
+        if key_changed and env is None:   # re-seal the current variables under the new key (or the platform key)
+            env = open_env(deps.keyring, fn.id, records.LATEST, latest.env_sealed)
         if env is not None:
-            values["env_sealed"] = seal_env(deps.keyring, fn.id, records.LATEST, env)
+            values["env_sealed"] = seal_env(deps.keyring, fn.id, records.LATEST, env, cfg.get("KMSKeyArn"))
         conn.execute(V.update().where(V.c.id == latest.id).values(**values))
         return _view(deps, scope, fn, records.find_version(conn, fn.id, records.LATEST))
 

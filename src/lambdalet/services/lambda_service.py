@@ -7,7 +7,8 @@ only binds them to the platform's components and documents the surface.
 from __future__ import annotations
 
 from lambdalet.models.context import RequestContext
-from lambdalet.services import account, aliases, concurrency, functions, tags, versions
+from lambdalet.services import account, aliases, concurrency, functions, policies, tags, versions
+from lambdalet.services import code_signing
 from lambdalet.services.deps import Deps
 from lambdalet.services.resolver import FunctionResolver, FunctionVersion
 from lambdalet.services.runtimes import RuntimeCatalogue, default_catalogue
@@ -48,6 +49,7 @@ class LambdaService:
 
     def delete_function(self, ctx: RequestContext, params: dict) -> dict:
         result = functions.delete_function(self.deps, ctx, params)
+        self._prune_policies()       # a deleted version's policy goes with it (the function's cascades)
         self.resolver.invalidate()   # the data plane's cached view of this account is stale
         return result
 
@@ -76,6 +78,7 @@ class LambdaService:
 
     def delete_alias(self, ctx: RequestContext, params: dict) -> dict:
         result = aliases.delete_alias(self.deps, ctx, params)
+        self._prune_policies()
         self.resolver.invalidate()   # the data plane's cached view of this account is stale
         return result
 
@@ -84,13 +87,35 @@ class LambdaService:
 
     # ---- tags ----
     def tag_resource(self, ctx: RequestContext, params: dict) -> dict:
-        return tags.tag_resource(self.deps, ctx, params)
+        result = tags.tag_resource(self.deps, ctx, params)
+        self.resolver.invalidate()   # authorization caches aws:ResourceTag per generation
+        return result
 
     def untag_resource(self, ctx: RequestContext, params: dict) -> dict:
-        return tags.untag_resource(self.deps, ctx, params)
+        result = tags.untag_resource(self.deps, ctx, params)
+        self.resolver.invalidate()   # authorization caches aws:ResourceTag per generation
+        return result
 
     def list_tags(self, ctx: RequestContext, params: dict) -> dict:
         return tags.list_tags(self.deps, ctx, params)
+
+    # ---- resource-based policies ----
+    def add_permission(self, ctx: RequestContext, params: dict) -> dict:
+        result = policies.add_permission(self.deps, ctx, params)
+        self.resolver.invalidate()   # authorization caches function policies per generation
+        return result
+
+    def remove_permission(self, ctx: RequestContext, params: dict) -> dict:
+        result = policies.remove_permission(self.deps, ctx, params)
+        self.resolver.invalidate()   # authorization caches function policies per generation
+        return result
+
+    def get_policy(self, ctx: RequestContext, params: dict) -> dict:
+        return policies.get_policy(self.deps, ctx, params)
+
+    def _prune_policies(self) -> None:
+        with self.deps.db.begin() as conn:
+            policies.prune(conn)
 
     # ---- concurrency and account ----
     def put_function_concurrency(self, ctx: RequestContext, params: dict) -> dict:
@@ -108,6 +133,44 @@ class LambdaService:
 
     def get_account_settings(self, ctx: RequestContext, params: dict) -> dict:
         return account.get_account_settings(self.deps, ctx, params)
+
+    # ---- code signing configs (services/code_signing.py) ----
+    def create_code_signing_config(self, ctx: RequestContext, params: dict) -> dict:
+        result = code_signing.create_code_signing_config(self.deps, ctx, params)
+        self.resolver.invalidate()
+        return result
+
+    def get_code_signing_config(self, ctx: RequestContext, params: dict) -> dict:
+        return code_signing.get_code_signing_config(self.deps, ctx, params)
+
+    def update_code_signing_config(self, ctx: RequestContext, params: dict) -> dict:
+        result = code_signing.update_code_signing_config(self.deps, ctx, params)
+        self.resolver.invalidate()
+        return result
+
+    def delete_code_signing_config(self, ctx: RequestContext, params: dict) -> dict:
+        result = code_signing.delete_code_signing_config(self.deps, ctx, params)
+        self.resolver.invalidate()
+        return result
+
+    def list_code_signing_configs(self, ctx: RequestContext, params: dict) -> dict:
+        return code_signing.list_code_signing_configs(self.deps, ctx, params)
+
+    def put_function_code_signing_config(self, ctx: RequestContext, params: dict) -> dict:
+        result = code_signing.put_function_code_signing_config(self.deps, ctx, params)
+        self.resolver.invalidate()   # $LATEST has a new RevisionId
+        return result
+
+    def get_function_code_signing_config(self, ctx: RequestContext, params: dict) -> dict:
+        return code_signing.get_function_code_signing_config(self.deps, ctx, params)
+
+    def delete_function_code_signing_config(self, ctx: RequestContext, params: dict) -> dict:
+        result = code_signing.delete_function_code_signing_config(self.deps, ctx, params)
+        self.resolver.invalidate()   # $LATEST has a new RevisionId
+        return result
+
+    def list_functions_by_code_signing_config(self, ctx: RequestContext, params: dict) -> dict:
+        return code_signing.list_functions_by_code_signing_config(self.deps, ctx, params)
 
     # ---- data plane (not an API operation: no (ctx, params) signature on purpose) ----
     def resolve_version(self, account_id: str, function_name: str, qualifier: str | None = None,

@@ -78,6 +78,7 @@ class FunctionResolver:
         self._db, self._keyring, self._settings = db, keyring, settings
         self._generation = itertools.count(1)
         self.generation = 0
+        self.kms = None      # kms.FunctionKeys (set by the platform): refuses disabled/deleted KMS keys
 
     def invalidate(self) -> None:
         """Called after every control-plane write: readers that cache resolutions compare
@@ -113,5 +114,5 @@ class FunctionResolver:
             kms_key_arn=cfg.get("KMSKeyArn"), dead_letter_target_arn=cfg.get("DeadLetterConfig", {}).get("TargetArn"),
             code_sha256_hex=row.code_sha256, code_size=row.code_size, last_modified=row.last_modified,
             state=row.state, reserved_concurrency=fn.reserved_concurrency,
-            environment=MappingProxyType(open_env(self._keyring, fn.id, row.version, row.env_sealed)),
+            environment=MappingProxyType(open_env(self._keyring, fn.id, row.version, row.env_sealed, kms=self.kms)),
             routing=routing)
