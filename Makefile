@@ -5,9 +5,23 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
 TSTAMP := $(VENV)/.stamp-test
 
+# Node.js 22 for nodejs22.x functions, from the npm registry only: the package node-linux-<arch>@22
+# carries the node binary itself (no install script, nothing fetched from nodejs.org). Optional: no
+# npm, or no network, only means nodejs22.x is not offered (`lambdalet runtimes` lists what is).
+NODE22 := $(VENV)/runtimes/node22
+NODE_ARCH := $(patsubst x86_64,x64,$(patsubst aarch64,arm64,$(shell uname -m)))
+
 .PHONY: install install-test serve test clean
 
-install: $(STAMP)
+install: $(STAMP) $(NODE22)/.stamp
+
+$(NODE22)/.stamp: | $(STAMP)
+	@if ! command -v npm >/dev/null; then \
+	  echo "note: npm not found: nodejs22.x functions will not be available (install npm, then re-run make install)"; \
+	elif npm install --prefix $(NODE22) --no-save --ignore-scripts --no-audit --no-fund --loglevel=error \
+	       node-linux-$(NODE_ARCH)@22 && $(NODE22)/node_modules/node-linux-$(NODE_ARCH)/bin/node --version; then \
+	  touch $@; \
+	else echo "note: could not provision Node.js 22 from npm: nodejs22.x functions will not be available"; fi
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -18,7 +32,7 @@ $(STAMP): pyproject.toml
 
 install-test: $(TSTAMP)
 
-$(TSTAMP): $(STAMP) pyproject.toml
+$(TSTAMP): $(STAMP) pyproject.toml | $(NODE22)/.stamp
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 

@@ -33,6 +33,19 @@ class Settings:
     schedule_test_seconds: bool = False  # TEST ONLY: rate(N seconds) schedules and a 0.2 s scheduler tick
     allow_unknown_roles: bool = False    # development: accept a function Role Lambda cannot assume (warns)
     lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",)   # trust-policy principals meaning "Lambda"
+    runtimes_dir: Path | None = None     # provisioned runtimes (node22/ from `make install`); None: <repo>/.venv/runtimes if any
+    runtime_interpreters: tuple[str, ...] = ()   # extra pythonX.Y / node binaries to offer as runtimes
+
+    def host_runtimes(self):
+        """What this host can run (runtime/hostruntimes.py), probed once per Settings."""
+        from lambdalet.runtime.hostruntimes import default_runtimes_dir, discover
+        from lambdalet.services.runtimes import default_catalogue
+        cached = self.__dict__.get("_host_runtimes")
+        if cached is None:
+            cached = discover(default_catalogue().managed(), runtimes_dir=self.runtimes_dir or default_runtimes_dir(),
+                              interpreters=self.runtime_interpreters)
+            object.__setattr__(self, "_host_runtimes", cached)
+        return cached
 
     @property
     def db_url(self) -> str:

@@ -300,18 +300,60 @@ def test_out_of_memory(lam, fns):
 
 # ---------------------------------------------------------------------------------------------- other runtimes
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def _host_runs(runtime: str) -> bool:
+    """What the server (same venv, same host) discovers: runtime/hostruntimes.py."""
+    from lambdalet.config import Settings
+    return Settings().host_runtimes().runs(runtime)
+
+
+@pytest.mark.skipif(not _host_runs("nodejs22.x"),
+                    reason="no Node.js 22 on this host (`make install` provisions it from npm into .venv/runtimes)")
 def test_nodejs(lam, fns):
     # nodejs22.x: AWS blocks creating nodejs20.x functions since 2026-06-01 (and so does the catalogue)
     name = fns(zip_bytes=zip_dir(FUNCTIONS / "nodejs_app"), runtime="nodejs22.x", handler="index.handler",
                Environment={"Variables": {"GREETING": "from-node"}})
     resp, p = invoke(lam, name, {"n": 7}, LogType="Tail")
     assert "FunctionError" not in resp, (resp, p)
+    assert p["runtime"].startswith("v22."), p          # node 22 itself, not whatever `node` is on PATH
     assert p["event"] == {"n": 7} and p["functionName"] == name and p["greeting"] == "from-node", p
     assert p["remaining"] > 0 and p["requestId"]
     assert 'node saw {"n":7}' in base64.b64decode(resp["LogResult"]).decode()
     resp, p = invoke(lam, name, {"raise": "bad node"})
     assert resp.get("FunctionError") == "Unhandled" and p["errorType"] == "TypeError" and p["errorMessage"] == "bad node", p
+
+
+VERSION_APP = (b"import sys\n\ndef handler(event, context):\n"
+               b"    return {'version': list(sys.version_info[:2]), 'executable': sys.executable}\n")
+
+
+@pytest.mark.skipif(not _host_runs("python3.12"), reason="no Python 3.12 interpreter on this host")
+def test_python312_runs_on_python312(lam, fns):
+    """A python3.12 function runs on a 3.12 interpreter (exec'd, not forked from the server's 3.11)."""
+    name = fns(zip_bytes=zip_dir(extra={"app.py": VERSION_APP}), runtime="python3.12")
+    resp, p = invoke(lam, name, {})
+    assert "FunctionError" not in resp, (resp, p)
+    assert p["version"] == [3, 12], p
+    if IS_ROOT:                                        # namespace backend: its prefix is bound at /var/lang
+        assert p["executable"] == "/var/lang/bin/python3.12", p
+
+
+def test_python311_still_runs_on_the_servers_python(lam, fns):
+    name = fns(zip_bytes=zip_dir(extra={"app.py": VERSION_APP}), runtime="python3.11")
+    _, p = invoke(lam, name, {})
+    assert p["version"] == [3, 11], p
+
+
+def test_runtime_this_host_lacks_is_refused(lam):
+    """java21 is in AWS's catalogue but lambdalet cannot run it: refused, saying so (not 'deprecated')."""
+    name = unique("java")
+    with pytest.raises(ClientError) as e:
+        lam.create_function(FunctionName=name, Runtime="java21", Handler="example.Handler::handleRequest",
+                            Role=ROLE, Code={"ZipFile": PY_ZIP})
+    err = e.value.response["Error"]
+    assert err["Code"] == "InvalidParameterValueException", err
+    assert err["Message"].startswith("The runtime parameter of java21 is not available on this lambdalet host. "
+                                     "Runtimes available here: provided.al2023, provided.al2, "), err
+    assert "python3.11" in err["Message"] and "java" not in err["Message"].split("here:")[1], err
 
 
 @pytest.mark.skipif(shutil.which("curl") is None or shutil.which("sh") is None, reason="no curl/sh on this host")

@@ -15,6 +15,14 @@ _data_dir = click.option("--data-dir", type=click.Path(file_okay=False, path_typ
                          help="State directory (default: $LAMBDALET_DATA_DIR or ~/.lambdalet).")
 
 
+_runtimes_dir = click.option("--runtimes-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                             help="Provisioned runtimes (e.g. node22/ from `make install`); default: "
+                                  "<repo>/.venv/runtimes when it exists.")
+_runtime_interpreter = click.option("--runtime-interpreter", "runtime_interpreters", multiple=True,
+                                    type=click.Path(dir_okay=False, exists=True),
+                                    help="Extra pythonX.Y or node binary to run functions with (repeatable).")
+
+
 @click.group()
 def main() -> None:
     """lambdalet: AWS Lambda on your own machine."""
@@ -43,12 +51,15 @@ def main() -> None:
                    "(AWS refuses it; such functions run without credentials). Warns.")
 @click.option("--lambda-principal", "lambda_principals", multiple=True, default=("lambda.amazonaws.com",),
               show_default=True, help="Trust-policy service principal that stands for Lambda (repeatable).")
+@_runtimes_dir
+@_runtime_interpreter
 @click.option("--schedule-test-seconds", is_flag=True, hidden=True,
               help="TEST ONLY: accept rate(N seconds) schedule expressions and tick the scheduler every 0.2 s.")
 def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool, sandbox: str,
           concurrency_limit: int, env_idle_ttl: float, env_max_lifetime: float, async_workers: int = 16,
           async_retry_scale: float = 1.0, allow_unknown_roles: bool = False,
-          lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",), schedule_test_seconds: bool = False) -> None:
+          lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",), schedule_test_seconds: bool = False,
+          runtimes_dir: Path | None = None, runtime_interpreters: tuple[str, ...] = ()) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
 
@@ -57,8 +68,26 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         concurrent_executions_limit=concurrency_limit, env_idle_ttl_s=env_idle_ttl,
                         env_max_lifetime_s=env_max_lifetime, async_workers=async_workers,
                         async_retry_scale=async_retry_scale, allow_unknown_roles=allow_unknown_roles,
-                        lambda_principals=tuple(lambda_principals), schedule_test_seconds=schedule_test_seconds)
+                        lambda_principals=tuple(lambda_principals), schedule_test_seconds=schedule_test_seconds,
+                        runtimes_dir=runtimes_dir, runtime_interpreters=tuple(runtime_interpreters))
     run_server(settings)
+
+
+@main.command()
+@_runtimes_dir
+@_runtime_interpreter
+def runtimes(runtimes_dir: Path | None, runtime_interpreters: tuple[str, ...]) -> None:
+    """List the Lambda runtimes this host can run, and with which interpreter."""
+    from lambdalet.services.runtimes import default_catalogue
+
+    host = Settings(runtimes_dir=runtimes_dir, runtime_interpreters=tuple(runtime_interpreters)).host_runtimes()
+    cat = default_catalogue().with_host(host)
+    for rid in cat.available():
+        ex = host.get(rid)
+        click.echo(f"{rid:<16} {ex.version or '-':<10} {ex.exe or '(the function’s own bootstrap)'}")
+    missing = [r for r in default_catalogue().with_host(None).available() if not host.runs(r)]
+    if missing:
+        click.echo(f"not available here: {', '.join(missing)}")
 
 
 @main.command()

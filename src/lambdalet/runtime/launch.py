@@ -20,7 +20,7 @@ class Layout:
     runtime_dir: str = "/var/runtime"
     lang_root: str = "/var/lang"         # python prefix
     python_exe: str = "/var/lang/bin/python3"
-    node_exe: str = "/usr/bin/node"
+    node_exe: str = "/var/lang/bin/node"   # the runtime's node: its prefix is bound at /var/lang
 
 
 def family(runtime: str) -> str:
@@ -59,7 +59,8 @@ def runtime_env(spec, layout: Layout) -> dict[str, str]:
     if fam == "python":
         overridable["PYTHONPATH"] = R
     if fam == "nodejs":
-        overridable["NODE_PATH"] = f"{O}/nodejs/node20/node_modules:{O}/nodejs/node_modules:{R}/node_modules:{R}:{T}"
+        major = spec.runtime[len("nodejs"):].split(".")[0]
+        overridable["NODE_PATH"] = f"{O}/nodejs/node{major}/node_modules:{O}/nodejs/node_modules:{R}/node_modules:{R}:{T}"
     reserved = {
         "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
         "AWS_LAMBDA_FUNCTION_VERSION": spec.function_version,

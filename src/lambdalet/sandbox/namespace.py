@@ -10,6 +10,7 @@ nothing on the host, and environments cannot signal or trace each other. It is a
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import fcntl
 import logging
 import os
@@ -21,7 +22,7 @@ import uuid
 
 from lambdalet.runtime import bridge, launch
 from lambdalet.runtime.init import CONFIG
-from lambdalet.sandbox.api import Backend, EnvironmentSpec, register_backend
+from lambdalet.sandbox.api import Backend, EnvironmentSpec, SandboxError, register_backend
 from lambdalet.sandbox.cgroups import Cgroup, Limits, kill_and_remove, remove_parent, stale_children
 from lambdalet.sandbox.host import BridgedSandbox
 from lambdalet.sandbox.zygote import ForkServer
@@ -47,8 +48,10 @@ class NamespaceSandbox(BridgedSandbox):
         # Init runs with at least one full vCPU, as Lambda boosts the init phase; _init_done restores it.
         self._cg.set_cpu_quota(max(self._limits.cpu_quota_us, b.init_cpu_quota_us))
         self._uid = b._alloc_uid()
-        layout = launch.Layout(python_exe=f"/var/lang/bin/{b.python_name}")
-        binds = [("/usr", "/usr"), (b.python_prefix, "/var/lang"), (launch.RUNTIME_DIR, "/var/runtime"),
+        ex = b.executor(spec.runtime)     # this runtime's own interpreter; its prefix becomes /var/lang
+        inner = ex.inner_exe or f"/var/lang/bin/{b.python_name}"
+        layout = launch.Layout(python_exe=inner, node_exe=inner)
+        binds = [("/usr", "/usr"), (ex.prefix or b.python_prefix, "/var/lang"), (launch.RUNTIME_DIR, "/var/runtime"),
                  (os.path.abspath(spec.code_dir), "/var/task")]
         if spec.layers_dir:
             binds.append((os.path.abspath(spec.layers_dir), "/opt"))
@@ -56,14 +59,15 @@ class NamespaceSandbox(BridgedSandbox):
         has_bootstrap = os.path.exists(os.path.join(spec.code_dir, "bootstrap"))
         jail_cfg = {
             "root_dir": b.root_dir, "uid": self._uid, "cgroup_procs": self._cg.procs_files(), "binds": binds,
-            "hide": [f"/var/lang/lib/{b.python_name}/site-packages"],   # the host interpreter's packages
+            "hide": [f"/var/lang/lib/{os.path.basename(inner) if ex.runtime.startswith('python') else b.python_name}"
+                     "/site-packages"],   # the host interpreter's packages
             "tmp_mb": spec.ephemeral_mb, "seccomp_profile": b.seccomp_profile,
         }
         # The runtime's configuration goes straight to the environment's init over the bridge (it
         # waits in the socket buffer until init reads it, after seccomp): never through the fork server.
         icfg = {"argv": launch.runtime_argv(spec.runtime, layout, has_bootstrap),
                 "env": launch.runtime_env(spec, layout), "cwd": "/var/task", "port": 9001, "pid1": True,
-                "python_fork": launch.family(spec.runtime) == "python"}
+                "python_fork": launch.family(spec.runtime) == "python" and ex.fork}   # exec any other Python
         host, child = socket.socketpair()
         try:
             bridge.send(host, CONFIG, icfg)
@@ -119,13 +123,14 @@ class NamespaceBackend(Backend):
     def __init__(self, *, uid_base: int = 200_000, uid_count: int = 50_000, pids_max: int = 1024,
                  root_dir: str = "/run/lambdalet/root", cgroup_parent: str = "lambdalet",
                  python_prefix: str | None = None, seccomp_profile: str = "default",
-                 init_cpu_quota_us: int = 100_000):
+                 init_cpu_quota_us: int = 100_000, host_runtimes=None):
         if os.geteuid() != 0:
             raise PermissionError("the 'namespace' backend needs root (it builds namespaces and cgroups)")
         if "/" in cgroup_parent.strip("/") or cgroup_parent.strip("/") in ("", ".", ".."):
             raise ValueError(f"cgroup_parent must be one plain name, not {cgroup_parent!r}")
         self.python_prefix = os.path.realpath(python_prefix or sys.base_prefix)
         self.python_name = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        self.host_runtimes = host_runtimes        # runtime.hostruntimes.HostRuntimes; discovered when None
         self.pids_max, self.root_dir, self.cgroup_parent = pids_max, root_dir, cgroup_parent.strip("/")
         self.seccomp_profile = seccomp_profile
         self.init_cpu_quota_us = init_cpu_quota_us
@@ -193,6 +198,20 @@ class NamespaceBackend(Backend):
             else:
                 cleaned.append(f"directory {entry.path}")
         return cleaned
+
+    def executor(self, runtime: str):
+        """The interpreter that runs `runtime` here (SandboxError if this host has none)."""
+        if self.host_runtimes is None:
+            from lambdalet.runtime.hostruntimes import default_runtimes_dir, discover
+            from lambdalet.services.runtimes import default_catalogue
+            self.host_runtimes = discover(default_catalogue().managed(), runtimes_dir=default_runtimes_dir())
+        ex = self.host_runtimes.get(runtime)
+        if ex is None:
+            raise SandboxError(f"runtime {runtime} is not available on this lambdalet host")
+        if ex.fork and ex.prefix != self.python_prefix:    # python_prefix= given: the server's Python from there
+            ex = dataclasses.replace(ex, exe=os.path.join(self.python_prefix, "bin", self.python_name),
+                                     prefix=self.python_prefix)
+        return ex
 
     def _alloc_uid(self) -> int:
         with self._uid_lock:

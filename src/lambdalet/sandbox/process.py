@@ -24,19 +24,22 @@ log = logging.getLogger(__name__)
 
 
 class ProcessSandbox(BridgedSandbox):
-    def __init__(self, spec, log_sink, python_exe: str):
+    def __init__(self, spec, log_sink, python_exe: str, executor=None):
         super().__init__(spec, log_sink)
         self._python = python_exe
+        self._executor = executor
         self._proc: subprocess.Popen | None = None
 
     def _launch(self) -> socket.socket:
         t0 = time.monotonic()
         spec = self.spec
+        ex = self._executor(spec.runtime) if self._executor else None    # this runtime's own interpreter
         layout = launch.Layout(task_root=os.path.abspath(spec.code_dir),
                                opt_root=os.path.abspath(spec.layers_dir) if spec.layers_dir else "/nonexistent-opt",
                                runtime_dir=launch.RUNTIME_DIR,
-                               lang_root=os.path.realpath(sys.base_prefix), python_exe=self._python,
-                               node_exe=_which("node"))
+                               lang_root=(ex and ex.prefix) or os.path.realpath(sys.base_prefix),
+                               python_exe=(ex and not ex.fork and ex.exe) or self._python,
+                               node_exe=(ex and ex.exe) or _which("node"))
         has_bootstrap = os.path.exists(os.path.join(layout.task_root, "bootstrap"))
         cfg = InitConfig(argv=launch.runtime_argv(spec.runtime, layout, has_bootstrap),
                          env=launch.runtime_env(spec, layout), cwd=layout.task_root, port=0, pid1=False)
@@ -120,16 +123,17 @@ def _src_root() -> str:
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, *, allow_unisolated: bool = False, python_exe: str | None = None):
+    def __init__(self, *, allow_unisolated: bool = False, python_exe: str | None = None, host_runtimes=None):
         if not allow_unisolated:
             raise PermissionError("the 'process' sandbox backend runs functions WITHOUT isolation; "
                                   "pass allow_unisolated=True to use it (development only)")
         log.warning("!!! sandbox backend 'process': functions run UNISOLATED as uid %d on this host "
                     "(no namespaces, no cgroup limits, no seccomp). Development only. !!!", os.getuid())
         self._python = python_exe or os.path.join(os.path.realpath(sys.base_prefix), "bin", "python3")
+        self.host_runtimes = host_runtimes   # runtime.hostruntimes.HostRuntimes, or None: the server's python, PATH's node
 
     def create(self, spec: EnvironmentSpec, *, log_sink=None) -> ProcessSandbox:
-        return ProcessSandbox(spec, log_sink, self._python)
+        return ProcessSandbox(spec, log_sink, self._python, self.host_runtimes and self.host_runtimes.get)
 
 
 register_backend("process", ProcessBackend)

@@ -24,6 +24,7 @@ from lambdalet.invoke.targets import TargetResolver
 from lambdalet.queues import QueueService
 from lambdalet.sandbox import open_backend
 from lambdalet.services.lambda_service import LambdaService
+from lambdalet.services.runtimes import default_catalogue
 from lambdalet.store.db import Database, open_database
 
 log = logging.getLogger("lambdalet")
@@ -84,7 +85,7 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
     if settings.sandbox == "process":
         log.warning("SANDBOX DISABLED (--sandbox process): function code runs as an ordinary process of this "
                     "server, NOT isolated from the host or from other functions. Never run untrusted code this way.")
-        backend = open_backend("process", allow_unisolated=True)
+        backend = open_backend("process", allow_unisolated=True, host_runtimes=settings.host_runtimes())
     else:
         # Cgroups and mounts are named per data dir, so crash clean-up of one server never
         # touches another server's environments on the same host.
@@ -93,7 +94,8 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
         uid_block = int(settings.instance_id[:8], 16) % 400
         backend = open_backend(settings.sandbox, cgroup_parent=f"lambdalet-{settings.instance_id}",
                                root_dir=str(settings.run_dir / "root"),
-                               uid_base=1_000_000 + uid_block * 10_000, uid_count=10_000)
+                               uid_base=1_000_000 + uid_block * 10_000, uid_count=10_000,
+                               host_runtimes=settings.host_runtimes())
     pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s)
     return Invoker(TargetResolver(service.resolver, db), backend, CodeCache(settings.run_dir / "code", blobs), pool,
                    ConcurrencyLimiter(settings.concurrent_executions_limit), settings.region, logs=logs)
@@ -131,7 +133,8 @@ def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform
     db = open_database(settings.db_url)
     blobs = BlobStore(settings.blob_dir, keyring)
     identity = IdentityStore(db, keyring)
-    service = LambdaService(db, keyring, blobs, settings)
+    # The catalogue refuses runtimes this host has no interpreter for (runtime/hostruntimes.py).
+    service = LambdaService(db, keyring, blobs, settings, runtimes=default_catalogue().with_host(settings.host_runtimes()))
     platform = Platform(settings, db, keyring, blobs, identity, service, QueueService(db, keyring, settings))
     platform.logs = LogStore(db, keyring)
     platform.logs_service = LogsService(platform.logs)

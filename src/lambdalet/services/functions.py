@@ -203,6 +203,8 @@ def update_function_code(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         values = dict(code_sha256=sha, code_size=len(data), revision_id=records.new_revision(),
                       last_modified=deps.clock(), state="Active", last_update_status="Successful")
         cfg = records.config_of(latest)
+        if cfg.get("Runtime"):            # AWS blocks code updates on a blocked runtime; so does a host lacking it
+            deps.runtimes.check(cfg["Runtime"], creating=False, today=deps.today())
         if arch:
             cfg["Architectures"] = arch
         code_signing.stamp(conn, fn.id, cfg, signed)    # the signer of this code (or none)

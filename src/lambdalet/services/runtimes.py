@@ -2,6 +2,8 @@
 
 A runtime is refused for new functions once AWS blocks creation (block_create_date), and for
 updates once it blocks updates; a deprecated entry without a date is refused outright.
+With `host` set (the server does: with_host(discover ...)), a runtime this host has no interpreter
+for is refused too, saying the platform lacks it (runtime/hostruntimes.py).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ class Runtime:
     block_create_date: dt.date | None
     block_update_date: dt.date | None
     handler_style: str                 # documentation of the Handler format for this family
-    lambdalet_runs: bool               # a managed runtime ships with this host
+    lambdalet_runs: bool               # lambdalet has a managed runtime for it (the host still needs the interpreter)
 
     def _blocked(self, block: dt.date | None, today: dt.date) -> bool:
         if block is not None:
@@ -45,8 +47,24 @@ class Runtime:
 
 
 class RuntimeCatalogue:
-    def __init__(self, runtimes: list[Runtime]):
+    def __init__(self, runtimes: list[Runtime], host=None):
         self._by_id = {r.identifier: r for r in runtimes}
+        self.host = host                  # runtime.hostruntimes.HostRuntimes, or None: no host check
+
+    def with_host(self, host) -> "RuntimeCatalogue":
+        return RuntimeCatalogue(list(self._by_id.values()), host)
+
+    def managed(self) -> list[str]:
+        """Identifiers lambdalet has a managed runtime for (whether this host has its interpreter or not)."""
+        return [r.identifier for r in self._by_id.values() if r.lambdalet_runs]
+
+    def available(self, *, creating: bool = True, today: dt.date | None = None) -> list[str]:
+        """What this host runs and AWS still accepts, provided.* first."""
+        today = today or dt.datetime.now(dt.timezone.utc).date()
+        ids = [r.identifier for r in self._by_id.values()
+               if (self.host is None or self.host.runs(r.identifier)) and r.lambdalet_runs
+               and not (r.blocked_for_create(today) if creating else r.blocked_for_update(today))]
+        return sorted(ids, key=lambda i: not i.startswith("provided"))
 
     @classmethod
     def load(cls, path: Path = CATALOGUE_PATH) -> "RuntimeCatalogue":
@@ -85,6 +103,10 @@ class RuntimeCatalogue:
             raise InvalidParameterValueException(
                 f"The runtime parameter of {rt.identifier} is no longer supported for creating or updating AWS "
                 f"Lambda functions. {advice}")
+        if self.host is not None and not self.host.runs(rt.identifier):
+            raise InvalidParameterValueException(
+                f"The runtime parameter of {rt.identifier} is not available on this lambdalet host. "
+                f"Runtimes available here: {', '.join(self.available(creating=creating, today=today))}.")
         return rt
 
 
