@@ -14,6 +14,11 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("LAMBDALET_DATA_DIR") or Path.home() / ".lambdalet")
 
 
+def default_database_url() -> str | None:
+    """$LAMBDALET_DATABASE_URL (e.g. PostgreSQL), so every subcommand finds the server's database."""
+    return os.environ.get("LAMBDALET_DATABASE_URL") or None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
@@ -21,7 +26,7 @@ class Settings:
     port: int = DEFAULT_PORT
     insecure_http: bool = False
     region: str = DEFAULT_REGION
-    database_url: str | None = None      # default: sqlite file in data_dir
+    database_url: str | None = field(default_factory=default_database_url)   # None: sqlite file in data_dir
     max_clock_skew_s: int = 300          # SigV4: AWS refuses requests more than 5 minutes off
     concurrent_executions_limit: int = 1000   # the account concurrency limit (AWS default)
     sandbox: str = "namespace"           # isolation backend: namespace | process | microvm

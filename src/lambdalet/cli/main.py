@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from lambdalet.audit.cli import audit_group
-from lambdalet.config import DEFAULT_PORT, Settings, default_data_dir
+from lambdalet.config import DEFAULT_PORT, Settings, default_data_dir, default_database_url
 
 _data_dir = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                          help="State directory (default: $LAMBDALET_DATA_DIR or ~/.lambdalet).")
@@ -53,13 +53,17 @@ def main() -> None:
               show_default=True, help="Trust-policy service principal that stands for Lambda (repeatable).")
 @_runtimes_dir
 @_runtime_interpreter
+@click.option("--database-url", default=None, metavar="URL",
+              help="SQLAlchemy URL of the state database (default: SQLite in the data dir), e.g. "
+                   "postgresql+psycopg://user@host/db; prefer the env var LAMBDALET_DATABASE_URL for a password.")
 @click.option("--schedule-test-seconds", is_flag=True, hidden=True,
               help="TEST ONLY: accept rate(N seconds) schedule expressions and tick the scheduler every 0.2 s.")
 def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool, sandbox: str,
           concurrency_limit: int, env_idle_ttl: float, env_max_lifetime: float, async_workers: int = 16,
           async_retry_scale: float = 1.0, allow_unknown_roles: bool = False,
           lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",), schedule_test_seconds: bool = False,
-          runtimes_dir: Path | None = None, runtime_interpreters: tuple[str, ...] = ()) -> None:
+          runtimes_dir: Path | None = None, runtime_interpreters: tuple[str, ...] = (),
+          database_url: str | None = None) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
 
@@ -69,7 +73,8 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         env_max_lifetime_s=env_max_lifetime, async_workers=async_workers,
                         async_retry_scale=async_retry_scale, allow_unknown_roles=allow_unknown_roles,
                         lambda_principals=tuple(lambda_principals), schedule_test_seconds=schedule_test_seconds,
-                        runtimes_dir=runtimes_dir, runtime_interpreters=tuple(runtime_interpreters))
+                        runtimes_dir=runtimes_dir, runtime_interpreters=tuple(runtime_interpreters),
+                        database_url=database_url or default_database_url())
     run_server(settings)
 
 
