@@ -61,6 +61,54 @@ def _read(path: str) -> str:
         return f.read()
 
 
+V2_CONTROLLERS = ("memory", "cpu", "pids")
+_v2_parents: dict[str, str] = {}          # parent name -> its directory, fixed at first use
+
+
+def _enable_v2(group: str) -> None:
+    """Enable the controllers environments need for `group`'s children (only those missing)."""
+    have = _read(f"{group}/cgroup.subtree_control").split()
+    missing = [c for c in V2_CONTROLLERS if c not in have]
+    if missing:
+        _write(f"{group}/cgroup.subtree_control", " ".join("+" + c for c in missing))
+
+
+def v2_parent(parent: str = "lambdalet") -> str:
+    """The per-server parent group under cgroup v2, with memory/cpu/pids delegated to its children.
+
+    v2's "no internal processes" rule: a (non-root) group can hand controllers to its children only
+    while it has no member processes of its own, and the server itself sits in its own group
+    (systemd service, container). When enabling fails with EBUSY for that reason, the server moves
+    itself into a leaf `<parent>-server` beside the environments' parent and tries again; if other
+    processes share its group too, it says how to give it a delegated group of its own. Computed
+    once: after the move, /proc/self/cgroup names the leaf, not the group the tree hangs from."""
+    if parent in _v2_parents:
+        return _v2_parents[parent]
+    own = f"{ROOT}{_own_path(None)}".rstrip("/")
+    try:
+        _enable_v2(own)
+    except OSError as e:
+        if e.errno != errno.EBUSY:
+            raise
+        leaf = f"{own}/{parent}-server"
+        os.makedirs(leaf, exist_ok=True)
+        _write(f"{leaf}/cgroup.procs", str(os.getpid()))
+        try:
+            _enable_v2(own)
+        except OSError as again:
+            if again.errno != errno.EBUSY:
+                raise
+            raise RuntimeError(
+                f"cgroup v2: cannot delegate memory/cpu/pids below {own}: other processes share lambdalet's "
+                f"cgroup. Run it in a group of its own, e.g. `systemd-run --scope -p Delegate=yes lambdalet "
+                f"serve`, or as a systemd service with Delegate=yes") from again
+    base = f"{own}/{parent}"
+    os.makedirs(base, exist_ok=True)
+    _enable_v2(base)
+    _v2_parents[parent] = base
+    return base
+
+
 class Cgroup:
     """Create with `Cgroup.create(name, limits)`; `destroy()` kills every member and removes it."""
 
@@ -72,10 +120,7 @@ class Cgroup:
     def create(cls, name: str, limits: Limits, parent: str = "lambdalet", version: int | None = None) -> "Cgroup":
         version = version or detect_version()
         if version == 2:
-            base = f"{ROOT}{_own_path(None)}/{parent}"
-            os.makedirs(base, exist_ok=True)
-            _write(f"{base}/cgroup.subtree_control", "+memory +cpu +pids")
-            cg = cls(2, {"unified": f"{base}/{name}"})
+            cg = cls(2, {"unified": f"{v2_parent(parent)}/{name}"})
         else:
             cg = cls(1, {c: f"{ROOT}/{c}{_own_path(c)}/{parent}/{name}" for c in V1_CONTROLLERS})
         try:
@@ -217,7 +262,7 @@ def parent_dirs(parent: str = "lambdalet", version: int | None = None) -> dict[s
     """controller (or "unified") -> this process's per-server parent group directory."""
     version = version or detect_version()
     if version == 2:
-        return {"unified": f"{ROOT}{_own_path(None)}/{parent}"}
+        return {"unified": v2_parent(parent)}
     return {c: f"{ROOT}/{c}{_own_path(c)}/{parent}" for c in V1_CONTROLLERS}
 
 
