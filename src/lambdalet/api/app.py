@@ -187,6 +187,10 @@ def _not_implemented(op) -> AwsError:
         err = InvalidParameterValueException(msg)
         err.code = "InvalidParameterException"
         return err
+    if "InvalidInputException" in names:          # AWS Organizations' spelling
+        err = InvalidParameterValueException(msg)
+        err.code = "InvalidInputException"
+        return err
     if "ResourceNotFoundException" in names:
         return ResourceNotFoundException(msg)
     return ServiceException(msg)

@@ -64,6 +64,9 @@ class Authorizer:
     def __init__(self, directory, *, resource_tags: Callable[[str], Mapping[str, str]] | None = None):
         self.directory = directory
         self.resource_tags = resource_tags     # ARN -> tags, for aws:ResourceTag/<key>
+        # account -> (organization id, root id) or None; set by iam/organizations_service.py so every
+        # decision sees aws:PrincipalOrgID / aws:PrincipalOrgPaths (None: no organizations served).
+        self.principal_org: Callable[[str], tuple[str, str] | None] | None = None
         self._policies: dict[tuple[str, str], tuple[int, list[Policy]]] = {}
 
     def identity_policies(self, caller: Caller) -> list[Policy]:
@@ -88,6 +91,13 @@ class Authorizer:
                   resource_policy_required: bool = False) -> Decision:
         who = principal_of(caller)
         extra = dict(context or {})
+        if self.principal_org is not None and who.kind not in ("service", "anonymous") and who.account_id:
+            org = self.principal_org(who.account_id)     # the platform's record, never the request's
+            extra.pop("aws:PrincipalOrgID", None)
+            extra.pop("aws:PrincipalOrgPaths", None)
+            if org is not None:
+                extra["aws:PrincipalOrgID"] = org[0]
+                extra["aws:PrincipalOrgPaths"] = [f"{org[0]}/{org[1]}/"]
         if self.resource_tags is not None and resource_arn != "*":
             for k, v in (self.resource_tags(resource_arn) or {}).items():
                 extra.setdefault(f"aws:ResourceTag/{k}", v)
@@ -122,6 +132,9 @@ def lambda_actions() -> dict:
 
 _FN_ARN = re.compile(r"^(?:arn:(?P<partition>[a-z-]+):lambda:(?P<region>[a-z0-9-]+):)?(?:(?P<account>\d{12}):)?"
                      r"(?:function:)?(?P<name>[A-Za-z0-9_-]+)(?::(?P<qualifier>\$LATEST|[A-Za-z0-9_-]+))?$")
+
+
+_LAYER_ARN = re.compile(r"^arn:[a-z-]+:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):layer:(?P<name>[A-Za-z0-9_-]+)$")
 
 
 def _function_parts(value: str) -> tuple[str | None, str | None, str, str | None]:
@@ -164,6 +177,10 @@ def lambda_request(operation: str, params: Mapping[str, Any], ctx: RequestContex
             values["Qualifier"] = str(qualifier)
     elif "resource_param" in entry:
         template = "{" + entry["resource_param"] + "}"
+    elif rtype in ("layer", "layerVersion"):
+        m = _LAYER_ARN.match(str(params.get("LayerName", "")))    # LayerName may be a layer ARN
+        if m:
+            region, account, values["LayerName"] = m["region"], m["account"], m["name"]
     values.update(Region=region, Account=account)
     try:
         arn = template.format(**values)

@@ -5,14 +5,16 @@ resource ARN and request condition keys -> the policy engine -> allowed, or AWS'
     ctx = authorize(service, operation_name, params, ctx)     # api/app.py, after protocol.parse
 
 - lambda: `lambda_request` (data/lambda_actions.json); a function ARN brings its resource-based
-  policy (AddPermission) and its tags (aws:ResourceTag/<key>, ABAC).
+  policy (AddPermission) and its tags (aws:ResourceTag/<key>, ABAC); a layer version ARN brings its
+  layer version policy (AddLayerVersionPermission), so another account may use a granted layer.
 - sqs: `sqs:<Op>` on the queue ARN from QueueUrl / QueueName (batch operations are authorized as
   their single-message action, as SQS does).
 - logs: `logs:<Op>` on the log group ARN (`...:log-group:NAME`, `:log-stream:STREAM` appended for
   stream-level calls); calls naming no group use `...:log-group:*`.
 - cloudtrail: `cloudtrail:<Op>` on `*`.
-- iam, sts: authorize themselves inside iam_service / sts_service (GetCallerIdentity needs no
-  permission); passed through here. kms: operations on a key are decided by KMS with the key
+- iam, sts, organizations: authorize themselves inside iam_service / sts_service /
+  organizations_service (GetCallerIdentity needs no permission; Organizations' resource ARNs carry
+  the organization id and only the management account may manage it); passed through here. kms: operations on a key are decided by KMS with the key
   policy (kms/service.py); those naming no key (CreateKey, ListKeys, ...) are `kms:<Op>` on `*` here.
 - anything else: `<service>:<Op>` on `*` (deny unless an identity policy allows it).
 
@@ -41,7 +43,7 @@ from lambdalet.iam.authz import Authorizer, lambda_request
 from lambdalet.iam.policy import MalformedPolicy, Policy, parse_policy
 from lambdalet.models.context import RequestContext
 
-SELF_AUTHORIZING = frozenset({"iam", "sts"})
+SELF_AUTHORIZING = frozenset({"iam", "sts", "organizations"})
 # KMS decides operations on a key itself (the key policy is primary, kms/service.py); the calls that
 # name no key are authorized by identity policies alone, on "*", as in AWS.
 KMS_ACCOUNT_LEVEL = frozenset({"CreateKey", "ListKeys", "ListAliases", "GenerateRandom", "CreateCustomKeyStore",
@@ -50,6 +52,8 @@ KMS_ACCOUNT_LEVEL = frozenset({"CreateKey", "ListKeys", "ListAliases", "Generate
 _ACCOUNT_RE = re.compile(r"\d{12}")
 _FUNCTION_ARN = re.compile(r"arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
                            r"(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?")
+_LAYER_VERSION_ARN = re.compile(r"arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):layer:"
+                                r"(?P<name>[a-zA-Z0-9_-]+):(?P<version>[0-9]{1,15})")
 _LOG_GROUP_ARN = re.compile(r"arn:aws[a-zA-Z-]*:logs:(?P<region>[a-z0-9-]*):(?P<account>\d{12}):log-group:"
                             r"(?P<name>[^:]+)(?::\*)?")
 _SQS_BATCH = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage",
@@ -57,6 +61,8 @@ _SQS_BATCH = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMe
 
 # (region, account, function name, qualifier or None) -> (policy document or None, tags)
 FunctionFacts = Callable[[str, str, str, "str | None"], "tuple[str | None, Mapping[str, str]]"]
+# (region, account, layer name, version) -> the layer version policy document or None
+LayerPolicies = Callable[[str, str, str, int], "str | None"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +175,10 @@ class RequestAuthorizer:
     CACHE_ENTRIES = 8192
 
     def __init__(self, authorizer: Authorizer, *, function_facts: FunctionFacts | None = None,
-                 generation: Callable[[], int] | None = None):
+                 generation: Callable[[], int] | None = None, layer_policies: LayerPolicies | None = None):
         self.authorizer = authorizer
         self.function_facts = function_facts
+        self.layer_policies = layer_policies      # services/layers.py: AddLayerVersionPermission's policies
         self.generation = generation or (lambda: -1)
         self._facts: dict[tuple, tuple[int, Policy | None, dict[str, str]]] = {}
 
@@ -195,6 +202,24 @@ class RequestAuthorizer:
         self._facts[key] = (generation, *found)
         return found
 
+    def _layer_version(self, region: str, account: str, name: str, version: int) -> Policy | None:
+        """Cached like function facts (every layer write bumps the same generation)."""
+        key = ("layer", region, account, name, version)
+        generation = self.generation()
+        hit = self._facts.get(key)
+        if hit is not None and hit[0] == generation and generation >= 0:
+            return hit[1]
+        document, policy = self.layer_policies(region, account, name, version), None
+        if document:
+            try:
+                policy = parse_policy(document, "resource", label=f"layer-version-policy:{name}:{version}")
+            except MalformedPolicy:
+                policy = None
+        if len(self._facts) >= self.CACHE_ENTRIES:
+            self._facts.clear()
+        self._facts[key] = (generation, policy, {})
+        return policy
+
     def __call__(self, service: str, operation: str, params: Mapping[str, Any], ctx: RequestContext
                  ) -> RequestContext:
         """Raises AccessDeniedException (AWS's wording, 403) or returns the context the operation
@@ -209,6 +234,10 @@ class RequestAuthorizer:
                 policy, tags = self._function(m["region"], m["account"], m["name"], m["qualifier"])
                 for k, v in tags.items():
                     keys.setdefault(f"aws:ResourceTag/{k}", v)
+        if service == "lambda" and self.layer_policies is not None:
+            m = _LAYER_VERSION_ARN.fullmatch(arn)
+            if m:       # another account may use a layer version its policy grants (lambda:GetLayerVersion)
+                policy = self._layer_version(m["region"], m["account"], m["name"], int(m["version"]))
         self.authorizer.check(ctx, action, arn, keys, resource_policy=policy)
         owner = resource_account(arn)
         if owner is not None and owner != ctx.account_id:

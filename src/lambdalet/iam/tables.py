@@ -95,3 +95,44 @@ iam_sessions = sa.Table(
     sa.Column("session_name", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+# ---------------------------------------------------------------- AWS Organizations (migration 0012)
+# One organization per platform (its management account is the bootstrap account); every member,
+# the management account included, has a row in `organization_accounts` (an account is in at most
+# one organization). CreateAccount requests are kept so DescribeCreateAccountStatus can answer.
+
+organizations = sa.Table(
+    "organizations", metadata,
+    sa.Column("id", sa.String(34), primary_key=True),                 # o-xxxxxxxxxx
+    sa.Column("management_account_id", sa.String(12), sa.ForeignKey("accounts.account_id"), nullable=False),
+    sa.Column("root_id", sa.String(34), nullable=False),              # r-xxxx
+    sa.Column("feature_set", sa.String(32), nullable=False),          # ALL | CONSOLIDATED_BILLING
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("management_account_id", name="uq_organizations_management_account_id"),
+)
+
+organization_accounts = sa.Table(
+    "organization_accounts", metadata,
+    sa.Column("account_id", sa.String(12), sa.ForeignKey("accounts.account_id"), primary_key=True),
+    sa.Column("organization_id", sa.String(34), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("email", sa.String(64), nullable=False),
+    sa.Column("email_lower", sa.String(64), nullable=False),
+    sa.Column("joined_method", sa.String(16), nullable=False),        # CREATED | INVITED
+    sa.Column("joined_at", sa.Float, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False, server_default="[]"),  # JSON [{"Key":..,"Value":..}]
+    sa.UniqueConstraint("email_lower", name="uq_organization_accounts_email_lower"),
+    sa.Index("ix_organization_accounts_organization_id", "organization_id"),
+)
+
+organization_create_requests = sa.Table(
+    "organization_create_requests", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),                 # car-<32 hex>
+    sa.Column("organization_id", sa.String(34), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("account_name", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),                # IN_PROGRESS | SUCCEEDED | FAILED
+    sa.Column("failure_reason", sa.String(64), nullable=True),
+    sa.Column("account_id", sa.String(12), nullable=True),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("completed_at", sa.Float, nullable=True),
+    sa.Index("ix_organization_create_requests_org_time", "organization_id", "requested_at"),
+)

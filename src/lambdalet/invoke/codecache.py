@@ -3,9 +3,15 @@
 Code is at rest only encrypted (blobs/); plain files exist only here, in memory-backed storage,
 while environments may use them. Extraction keeps file modes (an executable `bootstrap`) and
 the package's internal symlinks, which upload validation already proved stay inside.
+
+A package sealed under a SourceKMSKeyArn gets its own entry (per key and function: what that key
+opened, never shared with a platform-key copy of the same zip), and its keys are checked on every
+`path_for` — i.e. for every new environment — hit or miss. AWS keeps running environments when the
+key is disabled but starts no new ones; an unpacked entry must not be a way around that.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -17,23 +23,34 @@ from pathlib import Path
 
 
 class CodeCache:
+    keys = None    # kms.FunctionKeys (set by the wiring): opens and checks SourceKMSKeyArn packages
+
     def __init__(self, root: Path, blobs):
         self.root = root
         self.blobs = blobs
         self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True, mode=0o711)
 
-    def path_for(self, sha256_hex: str) -> Path:
-        """The read-only directory holding this package, unpacked on first use."""
-        target = self.root / sha256_hex
+    def path_for(self, sha256_hex: str, source_kms_key_arn: str | None = None, function_arn: str = "",
+                 kms_key_arn: str | None = None) -> Path:
+        """The read-only directory holding this package, unpacked on first use. With a
+        SourceKMSKeyArn: Lambda's KMS*Exception unless it (and KMSKeyArn, if any) is usable."""
+        name, sealer = sha256_hex, None
+        if source_kms_key_arn:
+            if self.keys is None:
+                raise RuntimeError("a SourceKMSKeyArn package needs the KMS wiring (CodeCache.keys)")
+            self.keys.check_code_keys(source_kms_key_arn, kms_key_arn)
+            sealer = self.keys.code_sealer(source_kms_key_arn, function_arn)
+            name = f"{sha256_hex}-{hashlib.sha256(sealer.scope.encode()).hexdigest()[:16]}"
+        target = self.root / name
         if target.is_dir():
             return target
         with self._lock:
             if target.is_dir():
                 return target
-            tmp = self.root / f".{sha256_hex}.{uuid.uuid4().hex}"
+            tmp = self.root / f".{name}.{uuid.uuid4().hex}"
             try:
-                _extract(self.blobs.get(sha256_hex), tmp)
+                _extract(self.blobs.get(sha256_hex, sealer) if sealer else self.blobs.get(sha256_hex), tmp)
                 os.replace(tmp, target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

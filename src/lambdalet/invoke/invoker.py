@@ -53,12 +53,16 @@ class Target:
     invoked_arn: str = ""    # the ARN as the caller named it (alias or version kept), for the context
     region: str = ""         # the function's region (functions are regional)
     role: str = ""           # the execution role's ARN (invoke/credentials.py)
+    code_kms_key_arn: str = ""   # SourceKMSKeyArn: checked, with kms_key_arn, for every new environment
+    kms_key_arn: str = ""        # KMSKeyArn
+    layers: tuple[str, ...] = ()  # blob digests of its layers, in order: merged and mounted at /opt
 
 
 class Invoker:
     events = None    # the async-invocation component (lambdalet.events.AsyncEvents), set by the wiring
     credentials = None    # invoke.credentials.ExecutionRoles: the role's session for each environment (wiring)
     api_forwarder = None  # the environments' path to this server's API (runtime/api_proxy.py; wiring)
+    layers = None         # invoke.layercache.LayerCache: a function's layers merged for /opt (wiring)
 
     def __init__(self, resolve: Callable[[RequestContext, str, str | None], Target], backend: Backend,
                  code: CodeCache, pool: EnvironmentPool, limiter: ConcurrencyLimiter, region: str, logs=None):
@@ -161,11 +165,16 @@ class Invoker:
         return env, issued.expires_at
 
     def _start(self, target: Target):
+        # First: a SourceKMSKeyArn that is not usable refuses the environment before credentials are issued.
+        code_dir = (self.code.path_for(target.code_sha256, target.code_kms_key_arn, target.function_arn,
+                                       target.kms_key_arn) if target.code_kms_key_arn
+                    else self.code.path_for(target.code_sha256))
+        layers_dir = self.layers.path_for(target.layers) if target.layers and self.layers is not None else None
         env, expires = self._environment(target)
         spec = EnvironmentSpec(
             env_id=uuid.uuid4().hex[:16], account_id=target.account_id, function_name=target.function_name,
             function_version=target.version, function_arn=target.function_arn, runtime=target.runtime,
-            handler=target.handler, code_dir=str(self.code.path_for(target.code_sha256)),
+            handler=target.handler, code_dir=str(code_dir), layers_dir=str(layers_dir) if layers_dir else None,
             memory_mb=target.memory_mb, ephemeral_mb=target.ephemeral_mb, timeout_s=float(target.timeout_s),
             env=env, log_group=f"/aws/lambda/{target.function_name}",
             log_stream=f"{time.strftime('%Y/%m/%d')}/[{target.version}]{uuid.uuid4().hex}",
@@ -186,6 +195,8 @@ class Invoker:
         self.pool.close()
         self.backend.close()
         self.code.clear()
+        if self.layers is not None:
+            self.layers.clear()
 
 
 def pick_weighted(primary: str, weights: dict[str, float], rnd: Callable[[], float] = random.random) -> str:

@@ -56,4 +56,5 @@ def _target(fv: FunctionVersion, total_reserved: int, invoked_arn: str) -> Targe
                   memory_mb=fv.memory_size, timeout_s=fv.timeout, ephemeral_mb=fv.ephemeral_storage_mb,
                   environment=dict(fv.environment), code_sha256=fv.code_sha256_hex, revision_id=fv.revision_id,
                   reserved_concurrency=fv.reserved_concurrency, total_reserved=total_reserved,
-                  invoked_arn=invoked_arn, region=fv.region, role=fv.role or "")
+                  invoked_arn=invoked_arn, region=fv.region, role=fv.role or "",
+                  code_kms_key_arn=fv.code_kms_key_arn or "", kms_key_arn=fv.kms_key_arn or "", layers=fv.layers)

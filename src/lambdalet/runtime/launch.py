@@ -57,7 +57,10 @@ def runtime_env(spec, layout: Layout) -> dict[str, str]:
         "LD_LIBRARY_PATH": f"{L}/lib:/lib64:/usr/lib64:{R}:{R}/lib:{T}:{T}/lib:{O}/lib",
     }
     if fam == "python":
-        overridable["PYTHONPATH"] = R
+        # AWS's search path: /var/task (the bootstrap puts it first), then a layer's python/lib/pythonX.Y/
+        # site-packages and python/ under /opt, then the runtime's own modules.
+        ver = spec.runtime[len("python"):]
+        overridable["PYTHONPATH"] = f"{O}/python/lib/python{ver}/site-packages:{O}/python:{R}"
     if fam == "nodejs":
         major = spec.runtime[len("nodejs"):].split(".")[0]
         overridable["NODE_PATH"] = f"{O}/nodejs/node{major}/node_modules:{O}/nodejs/node_modules:{R}/node_modules:{R}:{T}"

@@ -19,6 +19,7 @@ from lambdalet.invoke.codecache import CodeCache
 from lambdalet.invoke.concurrency import ConcurrencyLimiter
 from lambdalet.invoke.credentials import ExecutionRoles, ensure_default_role
 from lambdalet.invoke.invoker import Invoker
+from lambdalet.invoke.layercache import LayerCache
 from lambdalet.invoke.pool import EnvironmentPool
 from lambdalet.invoke.targets import TargetResolver
 from lambdalet.queues import QueueService
@@ -142,6 +143,8 @@ def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform
     platform.kms = build_kms(db, keyring, settings, service)
     if with_invoker:
         platform.invoker = build_invoker(settings, db, blobs, service, platform.logs)
+        platform.invoker.code.keys = service.deps.kms       # SourceKMSKeyArn packages (invoke/codecache.py)
+        platform.invoker.layers = LayerCache(settings.run_dir / "layers", blobs)   # functions' layers, for /opt
         platform.events = build_async_events(db, keyring, platform.queues, platform.invoker, service.resolver,
                                              settings)
         platform.invoker.events = platform.events

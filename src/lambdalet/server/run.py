@@ -19,7 +19,9 @@ from lambdalet.api.json_protocol import JsonProtocol
 from lambdalet.api.protocol import RestJsonProtocol, load_service_model
 from lambdalet.api.query_protocol import QueryProtocol
 from lambdalet.iam.iam_service import build_iam
+from lambdalet.iam.organizations_service import OrganizationsProtocol, build_organizations
 from lambdalet.iam.request_map import RequestAuthorizer
+from lambdalet.services.layers import layer_policies
 from lambdalet.services.policies import function_facts
 from lambdalet.config import Settings
 from lambdalet.iam.identity import BOOTSTRAP_ACCOUNT
@@ -77,7 +79,10 @@ def serve(settings: Settings) -> None:
     iam_service, sts_service, _directory, authorizer = build_iam(platform)
     wire_execution_roles(platform, _directory, authorizer)   # Role checks; role sessions for environments
     platform.kms.authorizer = authorizer     # key policies naming the account defer to IAM policies
+    organizations = build_organizations(platform, _directory, authorizer)   # also feeds aws:PrincipalOrgID
+    platform.lambda_service.deps.authorizer = authorizer     # a function's Layers: lambda:GetLayerVersion on each
     authorize = RequestAuthorizer(authorizer, function_facts=function_facts(platform.db),
+                                  layer_policies=layer_policies(platform.db),
                                   generation=lambda: platform.lambda_service.resolver.generation)
     lambda_model = load_service_model("lambda")
     kms_model = load_service_model("kms")
@@ -88,12 +93,15 @@ def serve(settings: Settings) -> None:
                   "logs": ServiceBinding(JsonProtocol(load_service_model("logs")), platform.logs_service),
                   "iam": ServiceBinding(QueryProtocol(load_service_model("iam")), iam_service),
                   "sts": ServiceBinding(QueryProtocol(load_service_model("sts")), sts_service),
+                  "organizations": ServiceBinding(OrganizationsProtocol(load_service_model("organizations")),
+                                                  organizations),
                   "kms": ServiceBinding(JsonProtocol(kms_model), KmsBinding(platform.kms, kms_model)),
                   "cloudtrail": ServiceBinding(JsonProtocol(load_service_model("cloudtrail")),
                                                CloudTrailService(platform.db, platform.keyring, platform.audit,
                                                                  unattributed_account=BOOTSTRAP_ACCOUNT))},
                  platform.identity.lookup, max_skew_s=settings.max_clock_skew_s, authorize=authorize,
-                 internal_routes=[code_route(platform.keyring, platform.blobs)])
+                 internal_routes=[code_route(platform.keyring, platform.blobs,
+                                             platform.lambda_service.deps.kms)])
     if platform.schedules is not None:     # EventBridge Scheduler subset (lambdalet/schedules)
         from lambdalet.schedules import SchedulerProtocol
         app.services["scheduler"] = ServiceBinding(SchedulerProtocol(load_service_model("scheduler")),

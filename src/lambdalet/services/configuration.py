@@ -13,7 +13,6 @@ from lambdalet.models.errors import InvalidParameterValueException
 from lambdalet.services import validation as v
 from lambdalet.services.runtimes import RuntimeCatalogue
 
-LAYER_ARN_RE = re.compile(r"arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+")
 LOG_GROUP_RE = re.compile(r"[\.\-_/#A-Za-z0-9]{1,512}")
 APP_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
@@ -43,19 +42,6 @@ def refuse_unsupported(params: dict) -> None:
     for member, why in _UNSUPPORTED.items():
         if params.get(member) not in (None, {}, ""):
             raise InvalidParameterValueException(f"lambdalet does not support {member}: {why}.")
-
-
-def _layers(value) -> list:
-    if not isinstance(value, list):
-        raise v.constraint_error(value, "layers", "Member must be a list")
-    if len(value) > 5:
-        raise v.constraint_error(value, "layers", "Member must have length less than or equal to 5")
-    for arn in value:
-        if not isinstance(arn, str) or not LAYER_ARN_RE.fullmatch(arn):
-            raise v.constraint_error(arn, "layers", f"Member must satisfy regular expression pattern: {LAYER_ARN_RE.pattern}")
-        # There are no layers yet, so no layer version can exist.
-        raise InvalidParameterValueException(f"Layer version {arn} does not exist.")
-    return []
 
 
 def _vpc(value) -> None:
@@ -146,8 +132,8 @@ def apply(params: dict, base: dict, catalogue: RuntimeCatalogue, *, creating: bo
             cfg["DeadLetterConfig"] = {"TargetArn": target}
         else:
             cfg.pop("DeadLetterConfig", None)
-    if "Layers" in params:
-        _layers(params["Layers"])
+    if "Layers" in params:      # syntax and count here; services/layers.py resolves them (functions.py)
+        v.layer_version_arns(params["Layers"])
     if "VpcConfig" in params:
         _vpc(params["VpcConfig"])
     if params.get("FileSystemConfigs"):

@@ -25,6 +25,9 @@ class Deps:
     roles: Any = None
     # kms.FunctionKeys: checks a KMSKeyArn when it is configured; None (unit harnesses) checks syntax only.
     kms: Any = None
+    # iam.authz.Authorizer: deploy-time checks (a function's Layers need lambda:GetLayerVersion on each,
+    # services/layers.py); None (unit harnesses) allows the caller's own layers only.
+    authorizer: Any = None
 
     def today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()

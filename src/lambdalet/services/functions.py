@@ -13,10 +13,10 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
-from lambdalet.crypto.tokens import make_token
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import InvalidParameterValueException, ResourceConflictException
-from lambdalet.services import code, code_signing, configuration, paging, records, tags, versions, views
+from lambdalet.services import code, code_kms, code_signing, configuration, paging, records, tags, versions, views
+from lambdalet.services import layers
 from lambdalet.services.arns import Scope, merge_qualifier, parse_function_ref, require_unqualified
 from lambdalet.services.deps import Deps
 from lambdalet.services.envvars import open_env, seal_env
@@ -68,6 +68,9 @@ def create_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
                                    today=deps.today())
     _check_role(deps, ctx, scope, name, cfg["Role"])
     _check_kms_key(deps, ctx, cfg)
+    source_key = code_kms.source_key_arn((params.get("Code") or {}).get("SourceKMSKeyArn"), "code.sourceKMSKeyArn")
+    code_kms.check(deps, ctx, source_key)
+    code_kms.record(cfg, source_key)
     new_tags = tags.validate_tags(params.get("Tags"))
     publish = _flag(params, "Publish")
     data = code.zip_from(params.get("Code"), where="Code.ZipFile")
@@ -77,7 +80,8 @@ def create_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         if records.find_function(conn, scope, name):
             raise ResourceConflictException(f"Function already exist: {name}")
         code.check_storage(conn, scope, len(data))
-    deps.blobs.put(data)
+        layers.attach(deps, ctx, conn, scope, cfg, params, lambda: data)   # Layers: exist, usable, <= 250 MB
+    deps.blobs.put(data, code_kms.sealer(deps, source_key, scope.function_arn(name)))
     now = deps.clock()
     with deps.db.begin() as conn:
         if records.find_function(conn, scope, name):       # lost a race with a concurrent create
@@ -100,11 +104,6 @@ def create_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         return _view(deps, scope, fn, row)
 
 
-def _code_location(deps: Deps, ctx: RequestContext, sha256_hex: str) -> str:
-    token = make_token(deps.keyring.derive_key("code-url"), {"a": ctx.account_id, "s": sha256_hex}, CODE_URL_TTL_S)
-    return f"{ctx.base_url}/_lambdalet/code?token={token}"
-
-
 def _qualified(ctx: RequestContext, params: dict, action: str):
     scope, ref = _ref(ctx, params, action)
     return scope, merge_qualifier(ref, params.get("Qualifier"))
@@ -121,9 +120,11 @@ def get_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     scope, ref = _qualified(ctx, params, "GetFunction")
     with deps.db.read() as conn:
         fn, row, alias = records.resolve(conn, scope, ref.name, ref.qualifier)
-        out = {"Configuration": _configuration_for(deps, scope, fn, row, alias),
-               "Code": {"RepositoryType": "S3", "Location": _code_location(deps, ctx, row.code_sha256)}}
+        out = {"Configuration": _configuration_for(deps, scope, fn, row, alias)}
         fn_tags = tags.read_tags(conn, scope.function_arn(fn.name))
+    # After the read: with a SourceKMSKeyArn this asks KMS (its own read) whether the caller may decrypt.
+    out["Code"] = code_kms.code_section(deps, ctx, scope.function_arn(fn.name), row.code_sha256,
+                                        records.config_of(row), CODE_URL_TTL_S)
     if fn_tags:
         out["Tags"] = fn_tags
     if fn.reserved_concurrency is not None:
@@ -173,9 +174,9 @@ def _latest_for_update(deps: Deps, ctx: RequestContext, params: dict, action: st
 
 def update_function_code(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     scope, name = _latest_for_update(deps, ctx, params, "UpdateFunctionCode")
-    if params.get("SourceKMSKeyArn") or params.get("PublishTo") or params.get("S3ObjectStorageMode"):
-        raise InvalidParameterValueException("lambdalet does not support SourceKMSKeyArn, PublishTo or "
-                                             "S3ObjectStorageMode.")
+    if params.get("PublishTo") or params.get("S3ObjectStorageMode"):
+        raise InvalidParameterValueException("lambdalet does not support PublishTo or S3ObjectStorageMode.")
+    source_key = code_kms.source_key_arn(params.get("SourceKMSKeyArn"), "sourceKMSKeyArn")
     publish, dry_run = _flag(params, "Publish"), _flag(params, "DryRun")
     expected_rev = check_revision(params.get("RevisionId"))
     arch = None
@@ -183,11 +184,13 @@ def update_function_code(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         arch = architectures(params["Architectures"])
     data = code.zip_from(params, where="ZipFile")
     sha = code.check_package(data, "UpdateFunctionCode")
+    code_kms.check(deps, ctx, source_key)
     with deps.db.read() as conn:           # not found / stale revision: refuse before writing a blob
         fn = records.require_function(conn, scope, name)
         latest = records.find_version(conn, fn.id, records.LATEST)
         versions.check_revision_id(expected_rev, latest)
         code.check_storage(conn, scope, len(data))
+        layers.check_code_fits(records.config_of(latest), data)     # with the function's layers, <= 250 MB
         signed = code_signing.verify_update(deps, conn, scope, fn, data)
     if dry_run:
         out = _view(deps, scope, fn, latest)
@@ -195,7 +198,7 @@ def update_function_code(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         if arch:
             out["Architectures"] = arch
         return out
-    deps.blobs.put(data)
+    deps.blobs.put(data, code_kms.sealer(deps, source_key, scope.function_arn(name)))
     with deps.db.begin() as conn:
         fn = records.require_function(conn, scope, name)
         latest = records.find_version(conn, fn.id, records.LATEST)
@@ -208,6 +211,7 @@ def update_function_code(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         if arch:
             cfg["Architectures"] = arch
         code_signing.stamp(conn, fn.id, cfg, signed)    # the signer of this code (or none)
+        code_kms.record(cfg, source_key)                 # the key this code is sealed under (or none)
         values["config"] = records.dump_config(cfg)
         conn.execute(V.update().where(V.c.id == latest.id).values(**values))
         row = records.find_version(conn, fn.id, records.LATEST)
@@ -226,6 +230,8 @@ def update_function_configuration(deps: Deps, ctx: RequestContext, params: dict)
         versions.check_revision_id(expected_rev, latest)
         cfg, env = configuration.apply(settable, records.config_of(latest), deps.runtimes, creating=False,
                                        today=deps.today())
+        layers.attach(deps, ctx, conn, scope, cfg, settable, lambda: deps.blobs.get(   # read only to weigh layers
+            latest.code_sha256, code_kms.sealer(deps, cfg.get(code_kms.CONFIG_MEMBER), scope.function_arn(name))))
         if "Role" in settable:
             _check_role(deps, ctx, scope, name, cfg["Role"])
         values = dict(config=records.dump_config(cfg), revision_id=records.new_revision(),

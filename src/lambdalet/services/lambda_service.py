@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lambdalet.models.context import RequestContext
 from lambdalet.services import account, aliases, concurrency, functions, policies, tags, versions
-from lambdalet.services import code_signing
+from lambdalet.services import code_signing, layers
 from lambdalet.services.deps import Deps
 from lambdalet.services.resolver import FunctionResolver, FunctionVersion
 from lambdalet.services.runtimes import RuntimeCatalogue, default_catalogue
@@ -171,6 +171,42 @@ class LambdaService:
 
     def list_functions_by_code_signing_config(self, ctx: RequestContext, params: dict) -> dict:
         return code_signing.list_functions_by_code_signing_config(self.deps, ctx, params)
+
+    # ---- layers (services/layers.py); writes bump the generation: authorization caches layer policies ----
+    def publish_layer_version(self, ctx: RequestContext, params: dict) -> dict:
+        result = layers.publish_layer_version(self.deps, ctx, params)
+        self.resolver.invalidate()
+        return result
+
+    def get_layer_version(self, ctx: RequestContext, params: dict) -> dict:
+        return layers.get_layer_version(self.deps, ctx, params)
+
+    def get_layer_version_by_arn(self, ctx: RequestContext, params: dict) -> dict:
+        return layers.get_layer_version_by_arn(self.deps, ctx, params)
+
+    def list_layers(self, ctx: RequestContext, params: dict) -> dict:
+        return layers.list_layers(self.deps, ctx, params)
+
+    def list_layer_versions(self, ctx: RequestContext, params: dict) -> dict:
+        return layers.list_layer_versions(self.deps, ctx, params)
+
+    def delete_layer_version(self, ctx: RequestContext, params: dict) -> dict:
+        result = layers.delete_layer_version(self.deps, ctx, params)
+        self.resolver.invalidate()
+        return result
+
+    def add_layer_version_permission(self, ctx: RequestContext, params: dict) -> dict:
+        result = layers.add_layer_version_permission(self.deps, ctx, params)
+        self.resolver.invalidate()
+        return result
+
+    def remove_layer_version_permission(self, ctx: RequestContext, params: dict) -> dict:
+        result = layers.remove_layer_version_permission(self.deps, ctx, params)
+        self.resolver.invalidate()
+        return result
+
+    def get_layer_version_policy(self, ctx: RequestContext, params: dict) -> dict:
+        return layers.get_layer_version_policy(self.deps, ctx, params)
 
     # ---- data plane (not an API operation: no (ctx, params) signature on purpose) ----
     def resolve_version(self, account_id: str, function_name: str, qualifier: str | None = None,

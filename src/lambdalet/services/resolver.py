@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from lambdalet.services import records
+from lambdalet.services import layers, records
 from lambdalet.services.arns import Scope, function_arn, merge_qualifier, parse_function_ref
 from lambdalet.services.envvars import open_env
 from lambdalet.services.views import code_sha256_b64
@@ -66,6 +66,8 @@ class FunctionVersion:
     reserved_concurrency: int | None
     environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     routing: AliasRouting | None = None         # set when resolved through an alias
+    layers: tuple[str, ...] = ()                # blob digests of its layers, in order (services/layers.py)
+    code_kms_key_arn: str | None = None         # SourceKMSKeyArn the code is sealed under (services/code_kms.py)
 
     @property
     def code_sha256(self) -> str:
@@ -115,4 +117,4 @@ class FunctionResolver:
             code_sha256_hex=row.code_sha256, code_size=row.code_size, last_modified=row.last_modified,
             state=row.state, reserved_concurrency=fn.reserved_concurrency,
             environment=MappingProxyType(open_env(self._keyring, fn.id, row.version, row.env_sealed, kms=self.kms)),
-            routing=routing)
+            routing=routing, code_kms_key_arn=cfg.get("SourceKMSKeyArn"), layers=layers.digests(cfg))

@@ -23,6 +23,9 @@ KMS_PATTERN = r"(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()"
 ENV_KEY_PATTERN = r"[a-zA-Z]([a-zA-Z0-9_])+"        # as AWS quotes it in errors
 _ENV_KEY_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*")  # what AWS enforces: one-letter names are accepted
 ARN_PATTERN = r"arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9\-])+:([a-z]{2}(-gov)?-[a-z]+-\d{1})?:(\d{12})?:(.*)"
+MAX_LAYERS = 5
+LAYER_VERSION_ARN_PATTERN = (r"(arn:(aws[a-zA-Z-]*)?:lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:"
+                             r"\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+)|(arn:[a-zA-Z0-9-]+:lambda:::awslayer:[a-zA-Z0-9-_]+)")
 
 # Set by the Lambda runtime inside every environment; AWS refuses them in Environment.Variables.
 RESERVED_ENV_KEYS = frozenset({
@@ -148,6 +151,22 @@ def environment(value) -> dict[str, str]:
             "Lambda was unable to configure your environment variables because the environment variables you have "
             f"provided exceeded the 4KB limit. String measured: {measured}")
     return dict(variables)
+
+
+def layer_version_arns(value) -> list[str]:
+    """Layers (Create/UpdateFunctionConfiguration): up to 5 layer version ARNs, in order. Whether
+    they exist and the caller may use them is services/layers.py's business."""
+    if not isinstance(value, list):
+        raise constraint_error(value, "layers", "Member must be a list")
+    if len(value) > MAX_LAYERS:
+        raise InvalidParameterValueException(f"Cannot reference more than {MAX_LAYERS} layers.")
+    for arn in value:
+        if not isinstance(arn, str) or not 1 <= len(arn) <= 2048 or not re.fullmatch(LAYER_VERSION_ARN_PATTERN, arn):
+            raise constraint_error("[" + ", ".join(map(str, value)) + "]", "layers",
+                                   "Member must satisfy constraint: [Member must have length less than or equal to "
+                                   "2048, Member must have length greater than or equal to 1, Member must satisfy "
+                                   f"regular expression pattern: {LAYER_VERSION_ARN_PATTERN}, Member must not be null]")
+    return list(value)
 
 
 def target_arn(value, field: str) -> str:

@@ -55,6 +55,8 @@ def configuration(scope: Scope, fn: Row, ver: Row, env: dict[str, str]) -> dict:
         out["KMSKeyArn"] = cfg["KMSKeyArn"]
     if cfg.get("DeadLetterConfig"):
         out["DeadLetterConfig"] = cfg["DeadLetterConfig"]
+    if cfg.get("Layers"):          # the digest and unzipped size stored with them are lambdalet's own
+        out["Layers"] = [{"Arn": layer["Arn"], "CodeSize": layer["CodeSize"]} for layer in cfg["Layers"]]
     for member in ("SigningProfileVersionArn", "SigningJobArn"):   # verified signer (services/code_signing.py)
         if cfg.get(member):
             out[member] = cfg[member]
