@@ -15,12 +15,14 @@ from lambdalet.api import audit_hook
 from lambdalet.api.app import ApiApp, ServiceBinding
 from lambdalet.audit import CloudTrailService
 from lambdalet.api.code_download import code_route
+from lambdalet.api.function_url import FunctionUrlFront
 from lambdalet.api.json_protocol import JsonProtocol
 from lambdalet.api.protocol import RestJsonProtocol, load_service_model
 from lambdalet.api.query_protocol import QueryProtocol
 from lambdalet.iam.iam_service import build_iam
 from lambdalet.iam.organizations_service import OrganizationsProtocol, build_organizations
 from lambdalet.iam.request_map import RequestAuthorizer
+from lambdalet.services.function_urls import FunctionUrlService, url_domain, url_lookup
 from lambdalet.services.layers import layer_policies
 from lambdalet.services.policies import function_facts
 from lambdalet.config import Settings
@@ -86,8 +88,15 @@ def serve(settings: Settings) -> None:
                                   generation=lambda: platform.lambda_service.resolver.generation)
     lambda_model = load_service_model("lambda")
     kms_model = load_service_model("kms")
+    function_urls = FunctionUrlService(platform.db)     # the *FunctionUrlConfig operations
     lambda_impls = [i for i in (platform.lambda_service, platform.invoker, platform.events,
-                                platform.event_source_mappings) if i is not None]
+                                platform.event_source_mappings, function_urls) if i is not None]
+    # Function URLs' own HTTP front (virtual-host and path-style routes, ahead of the AWS APIs).
+    url_routes = FunctionUrlFront(
+        url_lookup(platform.db), platform.identity.lookup, authorize, platform.invoker,
+        max_skew_s=settings.max_clock_skew_s,
+        principal_org=lambda account: authorizer.principal_org(account) if authorizer.principal_org else None,
+    ).routes() if platform.invoker is not None else []
     app = ApiApp({"lambda": ServiceBinding(RestJsonProtocol(lambda_model), *lambda_impls),
                   "sqs": ServiceBinding(JsonProtocol(load_service_model("sqs")), platform.queues),
                   "logs": ServiceBinding(JsonProtocol(load_service_model("logs")), platform.logs_service),
@@ -101,7 +110,7 @@ def serve(settings: Settings) -> None:
                                                                  unattributed_account=BOOTSTRAP_ACCOUNT))},
                  platform.identity.lookup, max_skew_s=settings.max_clock_skew_s, authorize=authorize,
                  internal_routes=[code_route(platform.keyring, platform.blobs,
-                                             platform.lambda_service.deps.kms)])
+                                             platform.lambda_service.deps.kms), *url_routes])
     if platform.schedules is not None:     # EventBridge Scheduler subset (lambdalet/schedules)
         from lambdalet.schedules import SchedulerProtocol
         app.services["scheduler"] = ServiceBinding(SchedulerProtocol(load_service_model("scheduler")),
@@ -124,10 +133,12 @@ def serve(settings: Settings) -> None:
               "network in the clear. Use this only on a trusted loopback.", file=sys.stderr, flush=True)
         url, ca = f"http://{shown_host}:{port}", None
     else:
-        files = ensure_tls(settings.tls_dir, [settings.host])
+        # The certificate also covers every function URL host of this region (*.lambda-url.<region>.localhost).
+        files = ensure_tls(settings.tls_dir, [settings.host, "*." + url_domain(settings.region)])
         config.ssl = server_context(files)
         url, ca = f"https://{shown_host}:{port}", str(files.ca_cert)
 
+    function_urls.endpoint = url     # FunctionUrl is reported on this server's own scheme and port
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has drained; with these handlers that
     # becomes SystemExit, so the clean-up below (environments, endpoint.json, database) still runs.

@@ -1,0 +1,471 @@
+"""Function URLs end to end against a real `lambdalet serve`: the control plane through boto3, the data
+plane through a plain HTTPS client (http.client with the server's CA) connecting to 127.0.0.1 with the
+URL's Host header and SNI (so the certificate must cover *.lambda-url.<region>.localhost), or path
+style (/lambda-url/<url-id>/...).
+
+One echo function serves every case: its answer is chosen by the `mode` query parameter.
+"""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import re
+import socket
+import ssl
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from lambdalet.config import Settings
+from lambdalet.iam import IdentityStore
+from lambdalet.iam.directory import Directory
+from lambdalet.server.platform import open_keyring
+from lambdalet.store.db import open_database
+
+from .e2e_support import create_function, delete_quietly, expect_error, make_zip, unique
+
+ECHO = '''
+import base64, json
+
+def handler(event, context):
+    mode = (event.get("queryStringParameters") or {}).get("mode")
+    if mode == "raise":
+        raise ValueError("boom")
+    if mode == "string":
+        return "Hello, world!"
+    if mode == "plain":
+        return {"message": "hi"}
+    if mode == "custom":
+        return {"statusCode": 201, "headers": {"Content-Type": "text/plain", "X-Custom": "yes"},
+                "cookies": ["a=1; Max-Age=60", "b=2"], "body": "created"}
+    if mode == "binary":
+        return {"statusCode": 200, "headers": {"content-type": "application/octet-stream"},
+                "isBase64Encoded": True, "body": base64.b64encode(bytes(range(256))).decode()}
+    return {"statusCode": 200, "headers": {"x-invoked-arn": context.invoked_function_arn},
+            "body": json.dumps(event)}
+'''
+URL_RE = re.compile(r"https://(?P<id>[a-z0-9]{32})\.lambda-url\.(?P<region>[a-z0-9-]+)\.localhost:(?P<port>\d+)/")
+PUBLIC = dict(StatementId="FunctionURLAllowPublicAccess", Action="lambda:InvokeFunctionUrl", Principal="*",
+              FunctionUrlAuthType="NONE")
+
+
+def create(lam) -> str:
+    name = unique("url")
+    create_function(lam, name, zip_bytes=make_zip({"app.py": ECHO}))
+    return name
+
+
+# ---------------------------------------------------------------------------------------------- HTTP client
+
+class _SniConnection(http.client.HTTPSConnection):
+    """HTTPS to 127.0.0.1 with another name for SNI and certificate verification (*.localhost need
+    not resolve on the test host)."""
+
+    def __init__(self, port: int, server_name: str, context: ssl.SSLContext):
+        super().__init__("127.0.0.1", port, context=context, timeout=120)
+        self._server_name = server_name
+
+    def connect(self):
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name)
+
+
+class Reply:
+    def __init__(self, resp: http.client.HTTPResponse):
+        self.status = resp.status
+        self.header_list = [(k.lower(), v) for k, v in resp.getheaders()]
+        self.body = resp.read()
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.header_list if k == name.lower()), None)
+
+    def headers(self, name: str) -> list[str]:
+        return [v for k, v in self.header_list if k == name.lower()]
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def call(srv, function_url: str, method: str = "GET", path: str = "/", *, query: str = "",
+         headers: list[tuple[str, str]] | None = None, body: bytes = b"", key: dict | None = None,
+         style: str = "host") -> Reply:
+    """One request to a function URL; `key` ({AccessKeyId, SecretAccessKey}) signs it (SigV4, lambda)."""
+    m = URL_RE.fullmatch(function_url)
+    assert m, function_url
+    port = int(m["port"])
+    if style == "host":
+        host, server_name, target = f"{m['id']}.lambda-url.{m['region']}.localhost:{port}", urlsplit(
+            function_url).hostname, path
+    else:
+        host, server_name, target = f"127.0.0.1:{port}", "127.0.0.1", f"/lambda-url/{m['id']}{path}"
+    target += f"?{query}" if query else ""
+    pairs = [("Host", host)] + list(headers or [])
+    if key is not None:
+        req = AWSRequest(method=method, url=f"https://{host}{target}", data=body, headers=dict(pairs))
+        SigV4Auth(Credentials(key["AccessKeyId"], key["SecretAccessKey"]), "lambda", m["region"]).add_auth(req)
+        pairs = list(req.headers.items())
+    conn = _SniConnection(port, server_name, ssl.create_default_context(cafile=srv.ca))
+    try:
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        for k, v in pairs:
+            conn.putheader(k, v)
+        if body or method in ("POST", "PUT", "PATCH"):
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
+        return Reply(conn.getresponse())
+    finally:
+        conn.close()
+
+
+def assert_forbidden(reply: Reply) -> None:
+    assert reply.status == 403, (reply.status, reply.body)
+    assert reply.json() == {"Message": "Forbidden"}
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def srv(request):
+    return request.getfixturevalue("server")
+
+
+@pytest.fixture(scope="module")
+def lam(srv):
+    return srv.client()
+
+
+@pytest.fixture(scope="module")
+def iam(srv):
+    return srv.client("iam")
+
+
+@pytest.fixture(scope="module")
+def admin(srv) -> dict:
+    return {"AccessKeyId": srv.access_key, "SecretAccessKey": srv.secret_key}
+
+
+@pytest.fixture(scope="module")
+def echo(lam):
+    """An echo function with a public NONE URL on $LATEST and an AWS_IAM URL on alias `live`."""
+    name = create(lam)
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
+    public = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    lam.add_permission(FunctionName=name, **PUBLIC)
+    private = lam.create_function_url_config(FunctionName=name, Qualifier="live", AuthType="AWS_IAM")["FunctionUrl"]
+    yield {"name": name, "public": public, "private": private}
+    delete_quietly(lam, name)
+
+
+def _user(iam, *statements: dict) -> dict:
+    name = f"url-user-{uuid.uuid4().hex[:10]}"
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    if statements:
+        iam.put_user_policy(UserName=name, PolicyName="p",
+                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": list(statements)}))
+    return key
+
+
+# ---------------------------------------------------------------------------------------------- control plane
+
+def test_create_get_update_list_delete(lam, srv):
+    name = create(lam)
+    try:
+        created = lam.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")
+        m = URL_RE.fullmatch(created["FunctionUrl"])
+        assert m and m["region"] == srv.region and int(m["port"]) == urlsplit(srv.url).port, created["FunctionUrl"]
+        assert created["FunctionArn"] == srv.function_arn(name)
+        assert created["AuthType"] == "AWS_IAM" and created["InvokeMode"] == "BUFFERED"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", created["CreationTime"])
+        assert "LastModifiedTime" not in created and "Cors" not in created
+        assert created["ResponseMetadata"]["HTTPStatusCode"] == 201
+
+        got = lam.get_function_url_config(FunctionName=name)
+        assert {k: got[k] for k in ("FunctionUrl", "FunctionArn", "AuthType", "CreationTime", "InvokeMode")} == \
+               {k: created[k] for k in ("FunctionUrl", "FunctionArn", "AuthType", "CreationTime", "InvokeMode")}
+        assert got["LastModifiedTime"]
+
+        with expect_error("ResourceConflictException", 409) as err:
+            lam.create_function_url_config(FunctionName=name, AuthType="NONE")
+        assert err.message == (f"Failed to create function url config for [functionArn = {srv.function_arn(name)}]."
+                               " Error message:  FunctionUrlConfig exists for this Lambda function")
+
+        cors = {"AllowOrigins": ["https://example.com"], "AllowMethods": ["GET", "POST"], "MaxAge": 300}
+        updated = lam.update_function_url_config(FunctionName=name, AuthType="NONE", Cors=cors)
+        assert updated["AuthType"] == "NONE" and updated["Cors"] == cors
+        assert updated["FunctionUrl"] == created["FunctionUrl"] and updated["CreationTime"] == created["CreationTime"]
+
+        lam.publish_version(FunctionName=name)
+        lam.create_alias(FunctionName=name, Name="prod", FunctionVersion="1")
+        on_alias = lam.create_function_url_config(FunctionName=name, Qualifier="prod", AuthType="AWS_IAM")
+        assert on_alias["FunctionArn"] == srv.function_arn(name, "prod")
+        assert on_alias["FunctionUrl"] != created["FunctionUrl"]
+
+        listed = lam.list_function_url_configs(FunctionName=name)["FunctionUrlConfigs"]
+        assert [c["FunctionArn"] for c in listed] == [srv.function_arn(name), srv.function_arn(name, "prod")]
+        page = lam.list_function_url_configs(FunctionName=name, MaxItems=1)
+        assert len(page["FunctionUrlConfigs"]) == 1 and page["NextMarker"]
+        rest = lam.list_function_url_configs(FunctionName=name, Marker=page["NextMarker"])
+        assert [c["FunctionArn"] for c in rest["FunctionUrlConfigs"]] == [srv.function_arn(name, "prod")]
+
+        lam.delete_alias(FunctionName=name, Name="prod")          # the alias's URL goes with it
+        assert len(lam.list_function_url_configs(FunctionName=name)["FunctionUrlConfigs"]) == 1
+
+        assert lam.delete_function_url_config(FunctionName=name)["ResponseMetadata"]["HTTPStatusCode"] == 204
+        with expect_error("ResourceNotFoundException", 404) as err:
+            lam.get_function_url_config(FunctionName=name)
+        assert err.message == "The resource you requested does not exist."
+        with expect_error("ResourceNotFoundException", 404):
+            lam.delete_function_url_config(FunctionName=name)
+        with expect_error("ResourceNotFoundException", 404):
+            lam.update_function_url_config(FunctionName=name, AuthType="NONE")
+        assert lam.list_function_url_configs(FunctionName=name)["FunctionUrlConfigs"] == []
+    finally:
+        delete_quietly(lam, name)
+
+
+def test_control_plane_errors(lam):
+    name = create(lam)
+    try:
+        lam.publish_version(FunctionName=name)
+        with expect_error("InvalidParameterValueException", 400):   # a version number is not a URL qualifier
+            lam.create_function_url_config(FunctionName=name, Qualifier="1", AuthType="NONE")
+        with expect_error("InvalidParameterValueException", 400):
+            lam.create_function_url_config(FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM")
+        with expect_error("ResourceNotFoundException", 404) as err:
+            lam.create_function_url_config(FunctionName=name, Qualifier="nope", AuthType="NONE")
+        assert err.message == "Function does not exist"
+        with expect_error("ResourceNotFoundException", 404) as err:
+            lam.create_function_url_config(FunctionName=unique("missing"), AuthType="NONE")
+        assert err.message == "Function does not exist"
+        with expect_error("ResourceNotFoundException", 404):
+            lam.list_function_url_configs(FunctionName=unique("missing"))
+    finally:
+        delete_quietly(lam, name)
+
+
+def test_deleted_function_takes_its_url(lam, srv):
+    name = create(lam)
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    lam.add_permission(FunctionName=name, **PUBLIC)
+    assert call(srv, url).status == 200
+    lam.delete_function(FunctionName=name)
+    assert_forbidden(call(srv, url))
+
+
+# ---------------------------------------------------------------------------------------------- auth
+
+def test_none_url_is_public_only_with_a_resource_policy(lam, srv):
+    """Threat model: a NONE URL answers 403 until AddPermission grants lambda:InvokeFunctionUrl to "*"
+    with lambda:FunctionUrlAuthType NONE, and again once the permission is removed."""
+    name = create(lam)
+    try:
+        url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+        assert_forbidden(call(srv, url))
+        # Making the function itself public (lambda:InvokeFunction to "*") does not open its URL.
+        lam.add_permission(FunctionName=name, StatementId="invoke", Action="lambda:InvokeFunction", Principal="*")
+        assert_forbidden(call(srv, url))
+        statement = json.loads(lam.add_permission(FunctionName=name, **PUBLIC)["Statement"])
+        assert statement == {"Sid": "FunctionURLAllowPublicAccess", "Effect": "Allow", "Principal": "*",
+                             "Action": "lambda:InvokeFunctionUrl", "Resource": srv.function_arn(name),
+                             "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "NONE"}}}
+        ok = call(srv, url)
+        assert ok.status == 200, ok.body
+        event = ok.json()
+        assert event["requestContext"]["accountId"] == "anonymous" and "authorizer" not in event["requestContext"]
+        lam.remove_permission(FunctionName=name, StatementId="FunctionURLAllowPublicAccess")
+        assert_forbidden(call(srv, url))
+    finally:
+        delete_quietly(lam, name)
+
+
+def test_public_permission_does_not_open_an_aws_iam_url(lam, srv, echo):
+    """The NONE grant names the auth type: it does not make the alias's AWS_IAM URL public."""
+    lam.add_permission(FunctionName=echo["name"], Qualifier="live", **PUBLIC)
+    try:
+        assert_forbidden(call(srv, echo["private"]))
+    finally:
+        lam.remove_permission(FunctionName=echo["name"], Qualifier="live", StatementId=PUBLIC["StatementId"])
+
+
+def test_aws_iam_url(lam, iam, srv, echo, admin):
+    url = echo["private"]
+    assert_forbidden(call(srv, url))                                          # unsigned
+    ok = call(srv, url, key=admin)
+    assert ok.status == 200, ok.body
+    event = ok.json()
+    who = event["requestContext"]["authorizer"]["iam"]
+    assert who["accessKey"] == admin["AccessKeyId"] and who["accountId"] == srv.account_id
+    assert who["userArn"].startswith(f"arn:aws:iam::{srv.account_id}:") and who["callerId"] == who["userId"]
+    assert event["requestContext"]["accountId"] == srv.account_id
+    assert ok.header("x-invoked-arn") == srv.function_arn(echo["name"], "live")
+
+    nobody = _user(iam, {"Effect": "Allow", "Action": "lambda:GetFunction", "Resource": "*"})
+    assert_forbidden(call(srv, url, key=nobody))
+    allowed = _user(iam, {"Effect": "Allow", "Action": "lambda:InvokeFunctionUrl",
+                          "Resource": srv.function_arn(echo["name"], "live"),
+                          "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}})
+    reply = call(srv, url, key=allowed)
+    assert reply.status == 200, reply.body
+    bad_secret = dict(admin, SecretAccessKey="x" * 40)
+    assert_forbidden(call(srv, url, key=bad_secret))
+
+
+def test_cross_account_needs_the_functions_resource_policy(lam, srv, echo):
+    """Another account's administrator (identity policy: everything) is refused until the function's
+    policy names its account for lambda:InvokeFunctionUrl on that alias."""
+    settings = Settings(data_dir=srv.data_dir)
+    db = open_database(settings.db_url)          # as an operator would make a tenant (test_authorization.py)
+    try:
+        account = Directory(db).create_account(unique("url-tenant"))
+        creds = IdentityStore(db, open_keyring(settings)).create_access_key(account, "admin", administrator=True)
+    finally:
+        db.close()
+    key = {"AccessKeyId": creds.access_key_id, "SecretAccessKey": creds.secret_access_key}
+    assert_forbidden(call(srv, echo["private"], key=key))
+    lam.add_permission(FunctionName=echo["name"], Qualifier="live", StatementId="tenant",
+                       Action="lambda:InvokeFunctionUrl", Principal=account, FunctionUrlAuthType="AWS_IAM")
+    try:
+        reply = call(srv, echo["private"], key=key)
+        assert reply.status == 200, reply.body
+        assert reply.json()["requestContext"]["authorizer"]["iam"]["accountId"] == account
+    finally:
+        lam.remove_permission(FunctionName=echo["name"], Qualifier="live", StatementId="tenant")
+    assert_forbidden(call(srv, echo["private"], key=key))
+
+
+# ---------------------------------------------------------------------------------------------- request -> event
+
+def test_event_shape(srv, echo):
+    reply = call(srv, echo["public"], "POST", "/a/b%20c", query="x=1&x=2&y=&z=%2F",
+                 headers=[("X-Multi", "one"), ("X-Multi", "two"), ("Cookie", "c1=v1; c2=v2"),
+                          ("Content-Type", "application/json"), ("User-Agent", "url-test")],
+                 body=b'{"k": "v"}')
+    assert reply.status == 200, reply.body
+    event = reply.json()
+    m = URL_RE.fullmatch(echo["public"])
+    assert event["version"] == "2.0" and event["routeKey"] == "$default"
+    assert event["rawPath"] == "/a/b%20c" and event["rawQueryString"] == "x=1&x=2&y=&z=%2F"
+    assert event["queryStringParameters"] == {"x": "1,2", "y": "", "z": "/"}
+    assert event["cookies"] == ["c1=v1", "c2=v2"]
+    assert event["headers"]["x-multi"] == "one,two" and "cookie" not in event["headers"]
+    assert event["headers"]["host"] == f"{m['id']}.lambda-url.{m['region']}.localhost:{m['port']}"
+    assert event["headers"]["x-forwarded-proto"] == "https"
+    assert event["body"] == '{"k": "v"}' and event["isBase64Encoded"] is False
+    rc = event["requestContext"]
+    assert rc["apiId"] == m["id"] and rc["domainPrefix"] == m["id"]
+    assert rc["domainName"] == f"{m['id']}.lambda-url.{m['region']}.localhost"
+    assert rc["http"] == {"method": "POST", "path": "/a/b%20c", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
+                          "userAgent": "url-test"}
+    assert rc["routeKey"] == "$default" and rc["stage"] == "$default"
+    assert rc["requestId"] == reply.header("x-amzn-requestid")
+    assert re.fullmatch(r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000", rc["time"]) and rc["timeEpoch"] > 0
+
+
+def test_binary_body_round_trip_and_path_style(srv, echo):
+    data = bytes(range(256)) * 4
+    reply = call(srv, echo["public"], "PUT", "/upload", headers=[("Content-Type", "application/octet-stream")],
+                 body=data, style="path")
+    assert reply.status == 200, reply.body
+    event = reply.json()
+    assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == data
+    assert event["rawPath"] == "/upload"
+    assert "queryStringParameters" not in event and "cookies" not in event
+    binary = call(srv, echo["public"], query="mode=binary", style="path")
+    assert binary.status == 200 and binary.body == bytes(range(256))
+    assert binary.header("content-type") == "application/octet-stream"
+
+
+# ---------------------------------------------------------------------------------------------- result -> response
+
+def test_response_mapping(srv, echo):
+    custom = call(srv, echo["public"], query="mode=custom")
+    assert custom.status == 201 and custom.body == b"created"
+    assert custom.header("content-type") == "text/plain" and custom.header("x-custom") == "yes"
+    assert custom.headers("set-cookie") == ["a=1; Max-Age=60", "b=2"]
+
+    string = call(srv, echo["public"], query="mode=string")
+    assert string.status == 200 and string.header("content-type") == "application/json"
+    assert string.body == b'"Hello, world!"'
+
+    plain = call(srv, echo["public"], query="mode=plain")
+    assert plain.status == 200 and plain.header("content-type") == "application/json"
+    assert plain.json() == {"message": "hi"}
+
+
+def test_failing_function_is_502(srv, echo):
+    reply = call(srv, echo["public"], query="mode=raise")
+    assert reply.status == 502 and reply.body == b"Internal Server Error"
+
+
+def test_throttled_url_is_429(lam, srv):
+    name = create(lam)
+    try:
+        url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+        lam.add_permission(FunctionName=name, **PUBLIC)
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)   # AWS's "deactivate"
+        reply = call(srv, url)
+        assert reply.status == 429 and reply.json() == {"Message": "Rate Exceeded."}
+        lam.delete_function_concurrency(FunctionName=name)
+        assert call(srv, url).status == 200
+    finally:
+        delete_quietly(lam, name)
+
+
+# ---------------------------------------------------------------------------------------------- CORS
+
+def test_cors_preflight_and_response_headers(lam, srv):
+    name = create(lam)
+    try:
+        url = lam.create_function_url_config(
+            FunctionName=name, AuthType="NONE",
+            Cors={"AllowOrigins": ["https://app.example"], "AllowMethods": ["GET", "POST"],
+                  "AllowHeaders": ["x-custom"], "ExposeHeaders": ["x-invoked-arn"], "MaxAge": 600,
+                  "AllowCredentials": True})["FunctionUrl"]
+        lam.add_permission(FunctionName=name, **PUBLIC)
+        pre = call(srv, url, "OPTIONS", "/any", headers=[("Origin", "https://app.example"),
+                                                         ("Access-Control-Request-Method", "POST")])
+        assert pre.status == 200
+        assert pre.header("access-control-allow-origin") == "https://app.example"
+        assert pre.header("access-control-allow-methods") == "GET,POST"
+        assert pre.header("access-control-allow-headers") == "x-custom"
+        assert pre.header("access-control-max-age") == "600"
+        assert pre.header("access-control-allow-credentials") == "true"
+
+        other = call(srv, url, "OPTIONS", "/", headers=[("Origin", "https://evil.example"),
+                                                        ("Access-Control-Request-Method", "GET")])
+        assert other.status == 200 and other.header("access-control-allow-origin") is None
+
+        actual = call(srv, url, headers=[("Origin", "https://app.example")])
+        assert actual.status == 200
+        assert actual.header("access-control-allow-origin") == "https://app.example"
+        assert actual.header("access-control-expose-headers") == "x-invoked-arn"
+        assert call(srv, url, headers=[("Origin", "https://evil.example")]).header(
+            "access-control-allow-origin") is None
+    finally:
+        delete_quietly(lam, name)
+
+
+def test_unknown_url_is_forbidden(srv, echo):
+    m = URL_RE.fullmatch(echo["public"])
+    other = echo["public"].replace(m["id"], "a" * 32)
+    assert_forbidden(call(srv, other))
+    assert_forbidden(call(srv, other, style="path"))
+
+
+def test_request_payload_limit(srv, echo):
+    too_big = call(srv, echo["public"], "POST", headers=[("Content-Type", "application/octet-stream")],
+                   body=b"x" * (6 * 1024 * 1024 + 1))
+    assert too_big.status == 413, too_big.body
+    # the event counts, not just the body: 5 MB of binary is ~6.7 MB once base64-encoded
+    encoded = call(srv, echo["public"], "POST", headers=[("Content-Type", "application/octet-stream")],
+                   body=b"x" * (5 * 1024 * 1024))
+    assert encoded.status == 413, encoded.body
+    head = call(srv, echo["public"], "HEAD")
+    assert head.status == 200 and head.body == b""
