@@ -9,6 +9,7 @@ TSTAMP := $(VENV)/.stamp-test
 # carries the node binary itself (no install script, nothing fetched from nodejs.org). Optional: no
 # npm, or no network, only means nodejs22.x is not offered (`lambdalet runtimes` lists what is).
 NODE22 := $(VENV)/runtimes/node22
+SAMVENV := $(VENV)/tools/sam
 NODE_ARCH := $(patsubst x86_64,x64,$(patsubst aarch64,arm64,$(shell uname -m)))
 
 .PHONY: install install-test serve test clean
@@ -32,9 +33,15 @@ $(STAMP): pyproject.toml
 
 install-test: $(TSTAMP)
 
-$(TSTAMP): $(STAMP) pyproject.toml | $(NODE22)/.stamp
+$(TSTAMP): $(STAMP) pyproject.toml | $(NODE22)/.stamp $(SAMVENV)/.stamp
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
+
+# AWS SAM CLI for tests/integration/test_sam_cli.py (`sam remote invoke`), in its own virtualenv so
+# its pins never choose the project's boto3/click. Optional: without it that test skips.
+$(SAMVENV)/.stamp: | $(STAMP)
+	@if $(PYTHON) -m venv $(SAMVENV) && $(SAMVENV)/bin/pip install -q aws-sam-cli; then touch $@; \
+	else echo "note: could not install the AWS SAM CLI: tests/integration/test_sam_cli.py will skip"; fi
 
 serve: install
 	$(BIN)/lambdalet serve $(ARGS)

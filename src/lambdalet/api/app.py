@@ -146,11 +146,12 @@ class ApiApp:
             out = binding.protocol.serialize(op, result)
         except AwsError as err:
             error = err
-            out = _error_response(binding, err)
+            out = _error_response(binding, err, service)
         except Exception as exc:  # never answer a stack trace; log it here instead
             error = exc
             log.exception("internal error in request %s", request_id)
-            out = _error_response(binding, ServiceException("An internal error occurred. Request ID: " + request_id))
+            out = _error_response(binding, ServiceException("An internal error occurred. Request ID: " + request_id),
+                                      service)
         self._audit(request, ctx, service, wire, op, params, result, error, request_id)
         out.headers["x-amzn-RequestId"] = request_id
         return Response(out.body, status_code=out.status, headers=out.headers)
@@ -196,6 +197,34 @@ def _not_implemented(op) -> AwsError:
     return ServiceException(msg)
 
 
-def _error_response(binding: ServiceBinding | None, err: AwsError) -> WireResponse:
+def _error_response(binding: ServiceBinding | None, err: AwsError, service: str | None = None) -> WireResponse:
     # Before a service is known (auth failures) the rest-json shape is what every AWS SDK parses.
-    return binding.protocol.serialize_error(err) if binding is not None else generic_error(err)
+    if binding is not None:
+        return binding.protocol.serialize_error(err)
+    foreign = _foreign_protocol(service)
+    return foreign.serialize_error(err) if foreign is not None else generic_error(err)
+
+
+_SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_foreign: dict[str, Any] = {}
+
+
+def _foreign_protocol(service: str | None):
+    """A service lambdalet does not serve still gets its error in the shape its SDK parses: XML for
+    query-protocol services (CloudFormation, which `sam remote invoke NAME` asks first), so the tool
+    reports our message instead of crashing in its response parser. JSON services parse the generic
+    shape already. Only names botocore has a model for are loaded (and cached)."""
+    if not service or not _SERVICE_NAME.match(service):
+        return None
+    if service not in _foreign:
+        proto = None
+        try:
+            from lambdalet.api.protocol import load_service_model
+            from lambdalet.api.query_protocol import QueryProtocol
+            model = load_service_model(service)
+            if model.metadata.get("protocol") == "query":
+                proto = QueryProtocol(model)
+        except Exception:          # botocore has no such service: the generic shape
+            proto = None
+        _foreign[service] = proto
+    return _foreign[service]
