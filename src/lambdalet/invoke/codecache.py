@@ -20,6 +20,7 @@ import threading
 import uuid
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 
 class CodeCache:
@@ -42,22 +43,28 @@ class CodeCache:
             self.keys.check_code_keys(source_kms_key_arn, kms_key_arn)
             sealer = self.keys.code_sealer(source_kms_key_arn, function_arn)
             name = f"{sha256_hex}-{hashlib.sha256(sealer.scope.encode()).hexdigest()[:16]}"
-        target = self.root / name
-        if target.is_dir():
-            return target
-        with self._lock:
-            if target.is_dir():
-                return target
-            tmp = self.root / f".{name}.{uuid.uuid4().hex}"
-            try:
-                _extract(self.blobs.get(sha256_hex, sealer) if sealer else self.blobs.get(sha256_hex), tmp)
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return build_once(self.root / name, self._lock, lambda tmp: _extract(
+            self.blobs.get(sha256_hex, sealer) if sealer else self.blobs.get(sha256_hex), tmp))
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def build_once(target: Path, lock: threading.Lock, build: Callable[[Path], None]) -> Path:
+    """`target`, built on first use by `build(tmp)` (tmp does not exist yet) and renamed into place,
+    so a reader never sees a half-built directory and concurrent first uses build it once."""
+    if target.is_dir():
+        return target
+    with lock:
+        if target.is_dir():
+            return target
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}"
+        try:
+            build(tmp)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _extract(data: bytes, dest: Path) -> None:

@@ -18,10 +18,11 @@ import os
 import shutil
 import stat
 import threading
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Sequence
+
+from lambdalet.invoke.codecache import build_once
 
 
 class LayerCache:
@@ -34,22 +35,14 @@ class LayerCache:
     def path_for(self, digests: Sequence[str]) -> Path:
         """The read-only directory holding these layers merged in this order, built on first use."""
         key = hashlib.sha256("\n".join(digests).encode()).hexdigest()
-        target = self.root / key
-        if target.is_dir():
-            return target
-        with self._lock:
-            if target.is_dir():
-                return target
-            tmp = self.root / f".{key}.{uuid.uuid4().hex}"
-            try:
-                tmp.mkdir(mode=0o755)
-                for digest in digests:
-                    merge_zip(self.blobs.get(digest), tmp)
-                _open_up(tmp)
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        return target
+
+        def build(tmp: Path) -> None:
+            tmp.mkdir(mode=0o755)
+            for digest in digests:
+                merge_zip(self.blobs.get(digest), tmp)
+            _open_up(tmp)
+
+        return build_once(self.root / key, self._lock, build)
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
