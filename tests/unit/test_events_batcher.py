@@ -62,3 +62,30 @@ def test_failures_reach_their_callers():
     with pytest.raises(OSError):
         gc.submit("r", "q", "boom")
     assert gc.submit("r", "q", "fine") == "ok"     # leadership was handed back after the failures
+
+
+def test_callers_that_pile_up_during_a_commit_share_the_next_one_beyond_ten():
+    release = threading.Event()
+    batches: list[int] = []
+
+    def flush(region, name, entries):
+        if not batches:
+            release.wait(10)          # the first commit is slow; everyone else queues behind it
+        batches.append(len(entries))
+        return [f"id-{body}" for body, _ in entries]
+
+    gc = GroupCommitter(flush)
+    first = threading.Thread(target=gc.submit, args=("r", "q", "first"))
+    first.start()
+    while not gc._leading:
+        time.sleep(0.001)
+    others = [threading.Thread(target=gc.submit, args=("r", "q", str(i))) for i in range(40)]
+    for t in others:
+        t.start()
+    while len(gc._pending) < 40:
+        time.sleep(0.001)
+    release.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert batches == [1, 40], "the 40 waiting callers were committed together"
+    assert MAX_ENTRIES >= 40

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 
 from lambdalet.config import Settings
 from lambdalet.events import build_async_events
+from lambdalet.events.acks import BatchedAcks
+from lambdalet.events.messages import EventMessage
 from lambdalet.events.async_invoke import INLINE_MAX, INTERNAL_ACCOUNT
 from lambdalet.events.tables import event_payloads
 from lambdalet.invoke.targets import TargetResolver
@@ -242,3 +244,30 @@ def test_running_poller_delivers_and_closes(w):
         assert got == rids
     finally:
         w.events.close(5)
+
+
+def _rows(w, table) -> int:
+    with w.env.svc.deps.db.read() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+
+
+def test_batched_acks_apply_at_flush_and_drop_payloads_only_after(w, monkeypatch):
+    acks = BatchedAcks(w.queues, w.events.invocations.drop_payloads)
+    w.event("fn", {"small": 1})
+    w.event("fn", json.dumps({"x": "a" * (INLINE_MAX + 10)}).encode())
+    arn = w.events.invocations.internal_queue_arns()[0]
+    ms = w.queues.claim(arn, 10, 120, 0)
+    assert [w.events.poller.process(m, acks=acks) for m in ms] == ["Success", "Success"]
+    assert _rows(w, sqs_messages) == 2 and _rows(w, event_payloads) == 1, "recorded, not yet applied"
+
+    def broken(*a, **kw):
+        raise OSError("disk on fire")
+    monkeypatch.setattr(w.queues, "settle", broken)
+    assert acks.flush() == 0
+    assert _rows(w, event_payloads) == 1, "the ack failed: the payload stays for the redelivery"
+    monkeypatch.undo()
+    for m in ms:                     # recorded again (the failed batch was given up)
+        acks.ack(m.receipt, EventMessage.decode(m.body).payload_ref)
+    acks.ack(ms[0].receipt, None)    # a duplicate ack is harmless
+    assert acks.flush() == 3
+    assert _rows(w, sqs_messages) == 0 and _rows(w, event_payloads) == 0

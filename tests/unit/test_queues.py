@@ -492,6 +492,48 @@ def test_internal_enqueue_claim_ack_nack(svc, ctx):
         svc.ack("forged")
 
 
+def test_internal_enqueue_batch_and_claim_are_not_bound_by_the_api_batch_of_10(svc, ctx):
+    arn = svc.ensure_queue(ACCOUNT, "internal-many", {"MaximumMessageSize": "1024"})
+    results = svc.enqueue_batch(arn, [(f"m{i}".encode(), 0) for i in range(40)] + [(b"x" * 2000, 0), ("late", 5)])
+    assert all(isinstance(r, str) for r in results[:40]) and isinstance(results[40], E.SqsError)
+    assert isinstance(results[41], str)
+    got = svc.claim(arn, 100, 30)
+    assert sorted(m.body for m in got) == sorted(f"m{i}".encode() for i in range(40)), "the delayed one waits"
+    assert {m.receive_count for m in got} == {1}
+    url = new_queue(svc, ctx, "q-api")
+    svc.send_message_batch(ctx, {"QueueUrl": url, "Entries": [{"Id": f"i{i}", "MessageBody": "b"} for i in range(10)]})
+    svc.send_message_batch(ctx, {"QueueUrl": url, "Entries": [{"Id": f"i{i}", "MessageBody": "b"} for i in range(10)]})
+    assert len(receive(svc, ctx, url, MaxNumberOfMessages=10)) == 10      # the SQS API keeps its limit
+    with pytest.raises(E.SqsError):
+        receive(svc, ctx, url, MaxNumberOfMessages=11)
+
+
+def test_internal_settle_acks_and_nacks_many_in_one_call(svc):
+    arn = svc.ensure_queue(ACCOUNT, "internal-settle")
+    svc.enqueue_batch(arn, [(f"m{i}".encode(), 0) for i in range(6)])
+    ms = svc.claim(arn, 100, 60)
+    by_body = {m.body: m for m in ms}
+    acks = [by_body[b"m0"].receipt, by_body[b"m1"].receipt, "forged"]
+    nacks = [(by_body[b"m2"].receipt, 0), (by_body[b"m3"].receipt, 600)]
+    assert svc.settle(acks, nacks) == 2
+    again = svc.claim(arn, 100, 60)
+    assert [m.body for m in again] == [b"m2"] and again[0].receive_count == 2, "m3 hidden, m4/m5 still claimed"
+    assert svc.settle([by_body[b"m2"].receipt]) == 0, "a stale receipt deletes nothing"
+    assert svc.settle([again[0].receipt, by_body[b"m4"].receipt]) == 2
+    assert svc.settle() == 0
+
+
+def test_internal_queue_lookups_follow_set_attributes_and_delete(svc, ctx):
+    url = new_queue(svc, ctx, "cached")
+    arn = f"arn:aws:sqs:us-east-1:{ACCOUNT}:cached"
+    assert isinstance(svc.enqueue_batch(arn, [(b"x" * 2000, 0)])[0], str)
+    svc.set_queue_attributes(ctx, {"QueueUrl": url, "Attributes": {"MaximumMessageSize": "1024"}})
+    assert isinstance(svc.enqueue_batch(arn, [(b"x" * 2000, 0)])[0], E.SqsError)
+    svc.delete_queue(ctx, {"QueueUrl": url})
+    with pytest.raises(E.QueueDoesNotExist):
+        svc.enqueue_batch(arn, [(b"y", 0)])
+
+
 def test_internal_claim_waits_for_enqueue(svc):
     arn = svc.ensure_queue(ACCOUNT, "waiting")
     threading.Timer(0.3, lambda: svc.enqueue(ACCOUNT, "waiting", b"x")).start()

@@ -18,7 +18,8 @@ from lambdalet.store.db import MIGRATIONS_DIR
 # Other packages attach their tables to the shared metadata (and add migrations for them).
 for _module in ("lambdalet.queues.tables", "lambdalet.logs.tables", "lambdalet.events.tables", "lambdalet.events.esm",
                 "lambdalet.iam.tables", "lambdalet.audit.tables", "lambdalet.kms.tables", "lambdalet.signing.tables",
-                "lambdalet.schedules.tables", "lambdalet.store.layer_tables"):
+                "lambdalet.schedules.tables", "lambdalet.store.layer_tables",
+                "lambdalet.store.function_url_tables", "lambdalet.iam.organizations"):
     try:
         importlib.import_module(_module)
     except ImportError:

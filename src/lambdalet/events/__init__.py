@@ -3,6 +3,7 @@ configuration, destinations and dead-letter queues.
 
     async_invoke.py   accept: validate, queue durably (group commit), 202
     poller.py         deliver: claim, Invoker.run, retries/backoff/age, ack after the outcome
+    acks.py           the poller's acks/nacks, applied in batches (one transaction per dispatcher round)
     destinations.py   OnSuccess/OnFailure records and DLQ messages, to a queue or a function
     invoke_config.py  Put/Get/Update/Delete/ListFunctionEventInvokeConfigs
     messages.py       the queued message; tables.py the two tables (migration 0004)

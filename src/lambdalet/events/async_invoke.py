@@ -158,10 +158,14 @@ class AsyncInvocations:
         return self.keyring.open(sealed, _payload_aad(msg.payload_ref))
 
     def drop_payload(self, msg: EventMessage) -> None:
-        if msg.payload_ref is None:
-            return
-        with self.db.begin() as conn:
-            conn.execute(sa.delete(event_payloads).where(event_payloads.c.id == msg.payload_ref))
+        if msg.payload_ref is not None:
+            self.drop_payloads([msg.payload_ref])
+
+    def drop_payloads(self, refs: list[str]) -> None:
+        """Delete large payloads whose messages were acked (one transaction)."""
+        if refs:
+            with self.db.begin() as conn:
+                conn.execute(sa.delete(event_payloads).where(event_payloads.c.id.in_(list(refs))))
 
     def collect_orphans(self, now: float | None = None) -> int:
         cutoff = (now or time.time()) - PAYLOAD_GC_AGE_S
@@ -177,17 +181,9 @@ class AsyncInvocations:
         return pid
 
     def _flush(self, region: str, queue_name: str, entries: list[tuple[str, int]]) -> list:
-        ctx = internal_context(INTERNAL_ACCOUNT, region)
-        req = {"QueueUrl": queue_name,
-               "Entries": [{"Id": str(i), "MessageBody": body, **({"DelaySeconds": d} if d else {})}
-                           for i, (body, d) in enumerate(entries)]}
-        res = self.queues.send_message_batch(ctx, req)
-        out: list = [RuntimeError("not answered")] * len(entries)
-        for ok in res.get("Successful", []):
-            out[int(ok["Id"])] = ok["MessageId"]
-        for bad in res.get("Failed", []):
-            out[int(bad["Id"])] = SqsError(bad.get("Message", "failed"))
-        return out
+        """One group-commit batch: every entry in one fsynced transaction (queues' internal API)."""
+        arn = f"arn:aws:sqs:{region}:{INTERNAL_ACCOUNT}:{queue_name}"
+        return self.queues.enqueue_batch(arn, entries, sender_id=INTERNAL_ACCOUNT)
 
 
 def _payload_aad(pid: str) -> bytes:

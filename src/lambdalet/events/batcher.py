@@ -1,9 +1,11 @@
 """Group commit for internal enqueues: concurrent callers share one durable (fsynced) transaction.
 
-Each caller adds its message and waits; one caller at a time leads, sending the pending messages
-of one queue in batches (SendMessageBatch: up to 10 entries, under the batch size cap) until its
-own message is committed, then hands leadership to a waiter. Nobody returns before the commit
-that holds its message, so a 202 still means "on stable storage".
+Each caller adds its message and waits; one caller at a time leads: it takes every pending message
+of one queue (up to MAX_ENTRIES / MAX_BATCH_BYTES) and commits them in ONE transaction, repeating
+until its own message is committed, then hands leadership to a waiter, which takes whatever arrived
+meanwhile. So the batch grows with the load (a fsync per batch, not per event), and nobody returns
+before the commit that holds its message: a 202 still means "on stable storage". Internal batches
+are not bound by SendMessageBatch's 10 entries (that limit stays on the SQS API).
 """
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-MAX_ENTRIES = 10
-MAX_BATCH_BYTES = 250_000
+MAX_ENTRIES = 500               # per transaction; bounds a batch's latency and memory, not correctness
+MAX_BATCH_BYTES = 8_000_000
 
 
 @dataclass(eq=False)

@@ -1,7 +1,12 @@
 """Delivery of queued Event invocations: a dispatcher thread claims messages from the internal
 queues (round robin over accounts) for a small pool of worker threads, each of which runs one event
 through `Invoker.run` (the same concurrency accounting as a synchronous Invoke) and handles the
-outcome completely before acknowledging it:
+outcome completely before acknowledging it.
+
+Database work is batched (acks.py): the dispatcher claims up to a buffer's worth of events per
+transaction (refilling when half the buffer is free, or at once when the workers ran dry), and
+applies the acks/nacks recorded by the workers since its last round in one transaction before each
+claim. Outcomes:
 
 - success -> OnSuccess destination (if any), then ack;
 - throttled (TooManyRequestsException) -> nack with a backoff delay, not counted as an attempt;
@@ -27,6 +32,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 
+from lambdalet.events.acks import BatchedAcks, ImmediateAcks
 from lambdalet.events.async_invoke import INTERNAL_ACCOUNT, QUEUE_PREFIX, AsyncInvocations, internal_context
 from lambdalet.events.destinations import (EVENT_AGE_EXCEEDED, RETRIES_EXHAUSTED, SUCCESS, Destinations,
                                            error_message_of, invocation_record)
@@ -34,6 +40,7 @@ from lambdalet.events.invoke_config import EffectiveConfig, EventInvokeConfigs
 from lambdalet.events.messages import EventMessage, last_error_of
 from lambdalet.models.errors import (AwsError, InvalidParameterValueException, ResourceNotFoundException,
                                      TooManyRequestsException)
+from lambdalet.queues.service import MAX_CLAIM
 from lambdalet.queues.tables import sqs_messages, sqs_queues
 
 log = logging.getLogger("lambdalet.events")
@@ -73,10 +80,14 @@ class EventPoller:
         self.retry_scale = float(retry_scale)
         self.claim_visibility_s = int(claim_visibility_s)
         self.idle_wait_s = idle_wait_s
-        self.capacity = self.workers + 4
+        # Claimed and not yet settled: one wave running plus one buffered, refilled half at a time.
+        self.capacity = min(2 * self.workers + 4, self.workers + MAX_CLAIM)
+        self.refill_at = max(1, (self.capacity - self.workers) // 2 + 1)
         self.stats = PollerStats()
-        self._stop = threading.Event()
         self._wake = threading.Event()
+        self.acks = BatchedAcks(self.queues, events.drop_payloads, on_record=self._wake.set)
+        self._immediate = ImmediateAcks(self.queues, events.drop_payloads)
+        self._stop = threading.Event()
         self._cond = threading.Condition()
         self._outstanding = 0
         self._work: queue.Queue = queue.Queue()
@@ -119,10 +130,8 @@ class EventPoller:
             except queue.Empty:
                 break
             if item is not None:
-                try:
-                    self.queues.nack(item[0].receipt, 0)
-                except Exception:
-                    pass
+                self.acks.nack(item[0].receipt, 0)
+        self.acks.flush()          # what finished, and what was buffered (given back)
         still = [t.name for t in self._threads if t.is_alive()]
         if still:
             log.warning("event workers still running at shutdown (their events will be delivered again): %s", still)
@@ -151,46 +160,61 @@ class EventPoller:
     # ------------------------------------------------------------------ dispatcher
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
+            self.acks.flush()
             with self._cond:
-                while self._outstanding >= self.capacity and not self._stop.is_set():
+                while not self._stop.is_set() and not self._refill_due() and not self.acks.pending():
                     self._cond.wait(0.5)
                 free = self.capacity - self._outstanding
+                refill = self._refill_due()
             if self._stop.is_set():
                 break
-            got = 0
-            with self._arns_lock:
-                arns = list(self._arns)
-            if arns:
-                self._rr = (self._rr + 1) % len(arns)
-                arns = arns[self._rr:] + arns[:self._rr]
-            for arn in arns:
-                if free <= 0 or self._stop.is_set():
-                    break
-                try:
-                    msgs = self.queues.claim(arn, min(10, free), self.claim_visibility_s, 0)
-                except AwsError as e:
-                    log.warning("claim from %s failed: %s", arn, e.message)
-                    with self._arns_lock:
-                        if arn in self._arns and "does not exist" in e.message:
-                            self._arns.remove(arn)
-                    continue
-                except Exception:
-                    log.exception("claim from %s failed", arn)
-                    self._stop.wait(1.0)
-                    continue
-                if msgs:
-                    now = time.monotonic()
-                    with self._cond:
-                        self._outstanding += len(msgs)
-                    for m in msgs:
-                        self._work.put((m, now))
-                    free -= len(msgs)
-                    got += len(msgs)
-            if not got:
+            if not refill:           # woke only to settle
+                continue
+            self._wake.clear()
+            got = self._claim_round(free)
+            if not got and not self.acks.pending():
                 self._wake.wait(self.idle_wait_s)
-                self._wake.clear()
         for _ in range(self.workers):
             self._work.put(None)
+
+    def _refill_due(self) -> bool:
+        """Claim when half the buffer is free, or now if the workers have nothing left to take."""
+        free = self.capacity - self._outstanding
+        return free >= self.refill_at or (free > 0 and self._work.empty())
+
+    def _claim_round(self, free: int) -> int:
+        """One claim transaction per internal queue, round robin, sharing `free` between them."""
+        got = 0
+        with self._arns_lock:
+            arns = list(self._arns)
+        if arns:
+            self._rr = (self._rr + 1) % len(arns)
+            arns = arns[self._rr:] + arns[:self._rr]
+        for i, arn in enumerate(arns):
+            if free <= 0 or self._stop.is_set():
+                break
+            share = -(-free // (len(arns) - i))
+            try:
+                msgs = self.queues.claim(arn, min(MAX_CLAIM, share), self.claim_visibility_s, 0)
+            except AwsError as e:
+                log.warning("claim from %s failed: %s", arn, e.message)
+                with self._arns_lock:
+                    if arn in self._arns and "does not exist" in e.message:
+                        self._arns.remove(arn)
+                continue
+            except Exception:
+                log.exception("claim from %s failed", arn)
+                self._stop.wait(1.0)
+                continue
+            if msgs:
+                now = time.monotonic()
+                with self._cond:
+                    self._outstanding += len(msgs)
+                for m in msgs:
+                    self._work.put((m, now))
+                free -= len(msgs)
+                got += len(msgs)
+        return got
 
     # ------------------------------------------------------------------ workers
     def _work_loop(self) -> None:
@@ -203,11 +227,11 @@ class EventPoller:
                 return
             m, claimed_at = item
             try:
-                self.process(m, claimed_at)
+                self.process(m, claimed_at, self.acks)
             except Exception:
                 self.stats.add("platform_errors")
                 log.exception("event message %s: unexpected failure; it will be delivered again", m.message_id)
-                self._nack(m, PLATFORM_RETRY_DELAY_S)
+                self.acks.nack(m.receipt, PLATFORM_RETRY_DELAY_S)
             finally:
                 self._done()
 
@@ -216,37 +240,33 @@ class EventPoller:
             self._outstanding -= 1
             self._cond.notify_all()
 
-    def _nack(self, m, delay_s: float) -> None:
-        try:
-            self.queues.nack(m.receipt, delay_s)
-        except Exception as e:     # stale receipt or database trouble: the visibility timeout still applies
-            log.warning("event message %s: nack failed: %s", m.message_id, e)
-
     def _scaled(self, seconds: float, minimum: int = 0) -> int:
         return max(minimum, int(math.ceil(seconds * self.retry_scale)))
 
     # ------------------------------------------------------------------ one event
-    def process(self, m, claimed_at: float | None = None) -> str:
-        """Handle one claimed message completely; returns what happened (for tests)."""
+    def process(self, m, claimed_at: float | None = None, acks=None) -> str:
+        """Handle one claimed message completely; returns what happened (for tests). Its ack or nack
+        goes to `acks` (the running poller's batch); by default it is applied before returning."""
         claimed_at = time.monotonic() if claimed_at is None else claimed_at
+        acks = acks or self._immediate
         try:
             msg = EventMessage.decode(m.body)
         except (ValueError, KeyError, TypeError) as e:
             log.error("undecodable event message %s dropped: %s", m.message_id, e)
             self.stats.add("dropped")
-            self.queues.ack(m.receipt)
+            acks.ack(m.receipt)
             return "dropped"
         payload = self.events.load_payload(msg)
         if payload is None:
             log.error("event %s of %s: its payload is gone; dropped", msg.request_id, msg.qualified_arn)
             self.stats.add("dropped")
-            self.queues.ack(m.receipt)
+            acks.ack(m.receipt)
             return "dropped"
         cfg = self.configs.effective(msg.account_id, msg.region, msg.function_name, msg.qualifier)
         if time.time() - msg.enqueued_at > cfg.max_event_age_s * self.retry_scale:
             last = msg.last_error or {}
-            self._fail(m, msg, payload, cfg, EVENT_AGE_EXCEEDED, msg.attempts, last.get("v"), last.get("fe"),
-                       last.get("p"))
+            self._fail(acks, m, msg, payload, cfg, EVENT_AGE_EXCEEDED, msg.attempts, last.get("v"),
+                       last.get("fe"), last.get("p"))
             return EVENT_AGE_EXCEEDED
         ctx = internal_context(msg.account_id, msg.region, msg.request_id)
         try:
@@ -254,7 +274,7 @@ class EventPoller:
         except (ResourceNotFoundException, InvalidParameterValueException) as e:
             log.warning("event %s of %s dropped: %s", msg.request_id, msg.qualified_arn, e.message)
             self.stats.add("dropped")
-            self._ack(m, msg, drop_payload=True)
+            acks.ack(m.receipt, msg.payload_ref)
             return "dropped"
         needed = int(target.timeout_s) + VISIBILITY_MARGIN_S
         if time.monotonic() - claimed_at + needed > self.claim_visibility_s:
@@ -264,14 +284,14 @@ class EventPoller:
         except TooManyRequestsException:
             self.stats.add("throttled")
             backoff = min(MAX_THROTTLE_DELAY_S, 2 ** min(max(m.receive_count - 1, 0), 9))
-            self._nack(m, self._scaled(backoff, minimum=1))
+            acks.nack(m.receipt, self._scaled(backoff, minimum=1))
             return "throttled"
         except AwsError as e:
             if self._stop.is_set():
                 return "stopped"
             self.stats.add("platform_errors")
             log.error("event %s of %s: %s; will retry", msg.request_id, msg.qualified_arn, e.message)
-            self._nack(m, self._scaled(PLATFORM_RETRY_DELAY_S, minimum=1))
+            acks.nack(m.receipt, self._scaled(PLATFORM_RETRY_DELAY_S, minimum=1))
             return "platform_error"
         attempts = msg.attempts + 1
         if not result.function_error:
@@ -280,20 +300,20 @@ class EventPoller:
                                            response=result.payload)
                 self.destinations.send_record(msg, cfg.on_success, record)
             self.stats.add("succeeded")
-            self._ack(m, msg, drop_payload=True)
+            acks.ack(m.receipt, msg.payload_ref)
             return SUCCESS
         if attempts <= cfg.max_retry_attempts:
             delay = self._scaled(FIRST_RETRY_DELAY_S * 2 ** (attempts - 1))
             self.events.enqueue(msg.retried(attempts, last_error_of(result.function_error, target.version,
                                                                     result.payload)), delay_s=delay)
             self.stats.add("retried")
-            self._ack(m, msg, drop_payload=False)
+            acks.ack(m.receipt)           # the retry message carries the payload (reference) on
             return "retried"
-        self._fail(m, msg, payload, cfg, RETRIES_EXHAUSTED, attempts, target.version, result.function_error,
-                   result.payload)
+        self._fail(acks, m, msg, payload, cfg, RETRIES_EXHAUSTED, attempts, target.version,
+                   result.function_error, result.payload)
         return RETRIES_EXHAUSTED
 
-    def _fail(self, m, msg: EventMessage, payload: bytes, cfg: EffectiveConfig, condition: str, invoke_count: int,
+    def _fail(self, acks, m, msg: EventMessage, payload: bytes, cfg: EffectiveConfig, condition: str, invoke_count: int,
               executed_version: str | None, function_error: str | None, response) -> None:
         if cfg.on_failure:
             record = invocation_record(msg, payload, condition, invoke_count, executed_version=executed_version,
@@ -311,12 +331,4 @@ class EventPoller:
             log.info("event %s of %s discarded (%s) after %d attempt(s); no destination or dead-letter queue",
                      msg.request_id, msg.qualified_arn, condition, invoke_count)
         self.stats.add("failed")
-        self._ack(m, msg, drop_payload=True)
-
-    def _ack(self, m, msg: EventMessage, *, drop_payload: bool) -> None:
-        self.queues.ack(m.receipt)
-        if drop_payload and msg.payload_ref:
-            try:
-                self.events.drop_payload(msg)
-            except Exception:
-                log.exception("could not delete the payload of event %s (collected later)", msg.request_id)
+        acks.ack(m.receipt, msg.payload_ref)

@@ -91,11 +91,10 @@ class InternalQueueSource:
         return self.queues.ack(receipt)
 
     def ack_many(self, receipts: Iterable[str]) -> None:
-        for r in receipts:
-            try:
-                self.queues.ack(r)
-            except Exception:
-                log.exception("a delete failed (the message comes back after its visibility timeout)")
+        try:
+            self.queues.settle(acks=list(receipts))      # one transaction for the batch
+        except Exception:
+            log.exception("a delete failed (the messages come back after their visibility timeout)")
 
     def nack(self, receipt: str, delay_s: float = 0) -> None:
         self.queues.nack(receipt, delay_s)

@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
@@ -41,6 +41,7 @@ from lambdalet.queues.tables import sqs_messages, sqs_queues
 # ---- limits and attribute tables (as SQS documents them) ----
 MAX_MESSAGE_SIZE = 262_144
 MAX_BATCH = 10
+MAX_CLAIM = 100          # internal pollers (claim) may take more per transaction than ReceiveMessage's 10
 MAX_WAIT_S = 20
 MAX_VISIBILITY_S = 43_200
 MAX_TAGS = 50
@@ -241,6 +242,11 @@ class QueueService:
         self._token_key = keyring.derive_key("sqs-next-token")
         self.signals = QueueSignals()
         self._last_sweep: dict[str, float] = {}
+        # Internal producers/pollers look their queue up per batch; the row changes only through this
+        # service (one server per data dir), which bumps the generation after DeleteQueue and
+        # SetQueueAttributes. The write transactions re-check that the queue still exists.
+        self._by_arn: dict[str, tuple[int, Queue]] = {}
+        self._queues_generation = 0
 
     # ================================================================ queues
 
@@ -289,6 +295,7 @@ class QueueService:
         with self.db.begin() as conn:
             conn.execute(sa.delete(sqs_messages).where(sqs_messages.c.queue_id == queue.id))
             conn.execute(sa.delete(sqs_queues).where(sqs_queues.c.id == queue.id))
+        self._queues_generation += 1
         self.signals.notify(queue.id)
         return {}
 
@@ -332,6 +339,7 @@ class QueueService:
                                .values(attributes=json.dumps(merged, sort_keys=True), modified_at=_now()))
             if res.rowcount == 0:
                 raise E.QueueDoesNotExist("The specified queue does not exist.")
+        self._queues_generation += 1
         return {}
 
     def purge_queue(self, ctx: RequestContext, params: dict) -> dict:
@@ -536,16 +544,75 @@ class QueueService:
         self._insert(queue, [out], sender_id=sender_id or account)
         return out.message_id
 
+    def enqueue_batch(self, queue_arn: str, entries: list[tuple[bytes | str, int]], *,
+                      sender_id: str = "") -> list["str | E.SqsError"]:
+        """Durably add many messages (body, delay_s) to one queue in ONE fsynced transaction: the
+        internal producers' group commit, not bound by SendMessageBatch's 10 entries. Per entry its
+        MessageId, or the SqsError that refused it (the others are committed)."""
+        queue = self._cached_from_arn(queue_arn)
+        limit = queue.int_attr("MaximumMessageSize")
+        outs: list[_Outgoing] = []
+        results: list[str | E.SqsError] = []
+        for body, delay in entries:
+            raw = body.encode() if isinstance(body, str) else body
+            if len(raw) > limit:
+                results.append(_bad(f"One or more parameters are invalid. Reason: Message must be shorter than "
+                                    f"{limit} bytes."))
+                continue
+            out = _Outgoing(raw, {}, {}, max(0, min(900, int(delay))))
+            outs.append(out)
+            results.append(out.message_id)
+        if outs:
+            self._insert(queue, outs, sender_id=sender_id or queue.account_id)
+        return results
+
     def claim(self, queue_arn: str, max_n: int, visibility_s: int, wait_s: float = 0) -> list[Message]:
-        """Receive up to max_n messages (redrive applies), hidden for visibility_s seconds."""
-        queue = self._from_arn(queue_arn)
-        return self._receive(queue, max(1, min(int(max_n), MAX_BATCH)),
+        """Receive up to max_n (at most MAX_CLAIM) messages in one transaction (redrive applies),
+        hidden for visibility_s seconds."""
+        queue = self._cached_from_arn(queue_arn)
+        return self._receive(queue, max(1, min(int(max_n), MAX_CLAIM)),
                              max(0, min(int(visibility_s), MAX_VISIBILITY_S)), max(0.0, min(wait_s, MAX_WAIT_S)))
 
     def ack(self, receipt: str) -> bool:
         """Delete a claimed message. False if the receipt was stale or the message already gone."""
         queue_id, _, _ = self._open_receipt(receipt)
         return self._delete(queue_id, receipt)
+
+    def settle(self, acks: Iterable[str] = (), nacks: Iterable[tuple[str, float]] = ()) -> int:
+        """Delete (ack) and give back (nack: receivable again after delay_s) many claimed messages in
+        ONE transaction, not fsynced (a lost ack means a redelivery, never a loss). Stale or invalid
+        receipts are skipped, as a stale DeleteMessage is. Returns how many messages were deleted."""
+        dels, vis, woken = [], [], set()
+        now = _now()
+        for receipt in acks:
+            try:
+                qid, mid, count = self._open_receipt(receipt)
+            except E.SqsError:
+                continue
+            dels.append({"q": qid, "mid": mid, "cnt": count})
+        for receipt, delay_s in nacks:
+            try:
+                qid, mid, count = self._open_receipt(receipt)
+            except E.SqsError:
+                continue
+            delay = max(0, min(int(delay_s), MAX_VISIBILITY_S))
+            vis.append({"q": qid, "mid": mid, "cnt": count, "at": now + delay})
+            if delay == 0:
+                woken.add(qid)
+        if not dels and not vis:
+            return 0
+        m = sqs_messages
+        match = sa.and_(m.c.id == sa.bindparam("mid"), m.c.queue_id == sa.bindparam("q"),
+                        m.c.receive_count == sa.bindparam("cnt"))
+        deleted = 0
+        with self.db.begin() as conn:
+            if dels:
+                deleted = conn.execute(sa.delete(m).where(match), dels).rowcount or 0
+            if vis:
+                conn.execute(sa.update(m).where(match).values(visible_at=sa.bindparam("at")), vis)
+        for qid in woken:
+            self.signals.notify(qid)
+        return deleted
 
     def nack(self, receipt: str, delay_s: float = 0) -> None:
         """Give a claimed message back: receivable again after delay_s seconds."""
@@ -700,6 +767,17 @@ class QueueService:
         if account != ctx.account_id:
             raise E.QueueDoesNotExist("The specified queue does not exist.")
         return self._get(account, ctx.region, name)
+
+    def _cached_from_arn(self, arn: str) -> Queue:
+        generation = self._queues_generation
+        hit = self._by_arn.get(arn)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        queue = self._from_arn(arn)
+        if len(self._by_arn) > 10_000:
+            self._by_arn.clear()
+        self._by_arn[arn] = (generation, queue)
+        return queue
 
     def _from_arn(self, arn: str) -> Queue:
         m = _ARN.match(arn)
@@ -892,17 +970,20 @@ class QueueService:
                 rows = claim_messages(conn, queue_id, now, n - len(claimed), retention_cutoff=cutoff,
                                       exclude=[r.id for r, _ in claimed])
                 moved = 0
+                taken = []
                 for r in rows:
                     if dlq is not None and r.receive_count >= redrive[1]:
                         self._move_to_dlq(conn, queue, dlq, r, now)
                         moved_to.add(dlq.id)
                         moved += 1
                         continue
-                    count = r.receive_count + 1
-                    conn.execute(sa.update(sqs_messages).where(sqs_messages.c.id == r.id).values(
-                        receive_count=count, visible_at=now + vis,
-                        first_received_at=r.first_received_at if r.first_received_at is not None else now))
-                    claimed.append((r, count))
+                    taken.append(r)
+                    claimed.append((r, r.receive_count + 1))
+                if taken:     # one statement for the whole claim
+                    m = sqs_messages
+                    conn.execute(sa.update(m).where(m.c.id.in_([r.id for r in taken])).values(
+                        receive_count=m.c.receive_count + 1, visible_at=now + vis,
+                        first_received_at=sa.func.coalesce(m.c.first_received_at, now)))
                 if not moved or len(claimed) >= n:
                     break
             next_at = None if claimed else next_visible_at(conn, queue_id, now)

@@ -33,12 +33,13 @@ def durable_write(db: Database) -> Iterator[Connection]:
     connection is switched to synchronous=FULL (fsync of the WAL at each commit) for this one
     transaction and switched back afterwards. SQLite refuses to change the level inside a
     transaction, hence the PRAGMA before BEGIN. PostgreSQL commits are durable by default.
+    Like `Database.begin`, it waits for this process's writer turn first (`Database.writer`).
     """
     if not db.is_sqlite:
         with db.begin() as conn:
             yield conn
         return
-    with db.engine.connect() as conn:
+    with db.writer(), db.engine.connect() as conn:
         raw = conn.connection.driver_connection
         previous = raw.execute("PRAGMA synchronous").fetchone()[0]
         raw.execute("PRAGMA synchronous=FULL")

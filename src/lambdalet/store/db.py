@@ -8,6 +8,7 @@ without waiting for busy_timeout). Readers use a plain deferred BEGIN and, in WA
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -26,11 +27,28 @@ _IMMEDIATE = "lambdalet_immediate"
 class Database:
     def __init__(self, engine: Engine):
         self.engine = engine
+        # SQLite has one write lock; a writer that finds it taken sleeps in SQLite's busy handler
+        # (1, 2, 5, 10 ... 100 ms back-off) instead of queueing, so under contention the lock sits idle
+        # while writers sleep. This process's writers queue here instead and the next one runs at
+        # release (other processes still meet the busy handler). Re-entrant, and bounded by the busy
+        # timeout, so a nested or stuck writer fails as it did before rather than hanging.
+        self._write_lock = threading.RLock() if self.is_sqlite else None
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold this process's writer turn (SQLite) around one write transaction."""
+        lock = self._write_lock
+        got = lock is not None and lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            yield
+        finally:
+            if got:
+                lock.release()
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
         """One write transaction: committed on success, rolled back on any exception."""
-        with self.engine.connect() as conn:
+        with self.writer(), self.engine.connect() as conn:
             conn = conn.execution_options(**{_IMMEDIATE: True})
             with conn.begin():
                 yield conn
