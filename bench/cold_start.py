@@ -1,8 +1,13 @@
-"""Cold start (spec -> first result) and warm invoke medians, namespace vs process backend, each next
-to baselines measured in the same run: a plain fork of a pre-imported Python parent returning a result
-over a pipe, and spawning `python3 -c pass` / `python3 -S -c pass`.
+"""Cold start (spec -> first result) and warm invoke medians: the namespace backend building each
+environment from scratch, the same backend starting environments from pre-isolated slots
+(sandbox/slots.py), and the process backend, each next to baselines measured in the same run: a plain
+fork of a pre-imported Python parent returning a result over a pipe, and spawning `python3 -c pass` /
+`python3 -S -c pass`.
 
-    sudo .venv/bin/python bench/cold_start.py [--cold 30] [--warm 200]
+    sudo .venv/bin/python bench/cold_start.py [--cold 30] [--warm 200] [--skip-process]
+
+"From a slot" waits, before each measured cold start, until the pool is full again (the refill is a
+background job, off the invoke's path): it is the cold start of a server that is not out of slots.
 """
 from __future__ import annotations
 
@@ -61,9 +66,12 @@ def spawn_baseline(n: int, *flags: str) -> list[float]:
 
 def backend_bench(name: str, code: str, cold: int, warm: int, **opts) -> dict:
     b = open_backend(name, **opts)
+    slots = getattr(b, "slots", None)
     try:
-        colds, warms, steps = [], [], []
+        colds, warms, steps, hits = [], [], [], 0
         for i in range(cold + 2):                       # two unmeasured: the fork server's first imports
+            if slots is not None:
+                assert slots.wait_full(30), "the slot pool did not refill"
             t0 = time.perf_counter()
             sb = b.create(make_spec(code, memory_mb=1769))
             sb.start()
@@ -72,15 +80,21 @@ def backend_bench(name: str, code: str, cold: int, warm: int, **opts) -> dict:
             assert json.loads(res.payload) == {"n": i}, res
             if i >= 2:
                 colds.append(dt)
-                steps.append({k: v for k, v in sb.stats().items() if k.endswith("_ms") and isinstance(v, (int, float))})
+                stats = sb.stats()
+                hits += bool(stats.get("slot"))
+                steps.append({k: v for k, v in stats.items() if k.endswith("_ms") and isinstance(v, (int, float))})
             if i == cold + 1:
                 for j in range(warm):
                     t0 = time.perf_counter()
                     sb.invoke(make_request(sb.spec, json.dumps({"n": j}).encode()))
                     warms.append(_ms(t0))
             sb.destroy()
-        step_medians = {k: round(statistics.median(s[k] for s in steps if k in s), 3) for k in steps[0]}
-        return {"cold_start": summary(colds), "warm_invoke": summary(warms), "cold_start_steps_median": step_medians}
+        keys = dict.fromkeys(k for s in steps for k in s)
+        step_medians = {k: round(statistics.median(s[k] for s in steps if k in s), 3) for k in keys}
+        out = {"cold_start": summary(colds), "warm_invoke": summary(warms), "cold_start_steps_median": step_medians}
+        if slots is not None:
+            out["from_a_slot"] = f"{hits}/{len(colds)}"
+        return out
     finally:
         b.close()
 
@@ -89,16 +103,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cold", type=int, default=30)
     ap.add_argument("--warm", type=int, default=200)
+    ap.add_argument("--skip-process", action="store_true", help="leave out the (slow) unisolated process backend")
     args = ap.parse_args()
     code = write_code(tempfile.mkdtemp(prefix="lambdalet-bench-"), {"app.py": APP})
     rows = {"baseline: fork of pre-imported parent, result over pipe": summary(fork_baseline(args.warm)),
             "baseline: spawn python3 -c pass": summary(spawn_baseline(args.cold)),
             "baseline: spawn python3 -S -c pass": summary(spawn_baseline(args.cold, "-S"))}
     if os.geteuid() == 0:
-        rows["namespace"] = backend_bench("namespace", code, args.cold, args.warm)
+        rows["namespace: cold start without slots"] = backend_bench("namespace", code, args.cold, args.warm, slots=0)
+        rows["namespace: cold start from a slot"] = backend_bench("namespace", code, args.cold, args.warm, slots=2)
+        rows["baseline again: spawn python3 -S -c pass"] = summary(spawn_baseline(args.cold, "-S"))
     else:
         rows["namespace"] = "skipped: needs root"
-    rows["process (unisolated)"] = backend_bench("process", code, args.cold, args.warm, allow_unisolated=True)
+    if not args.skip_process:
+        rows["process (unisolated)"] = backend_bench("process", code, args.cold, args.warm, allow_unisolated=True)
     shutil.rmtree(code, ignore_errors=True)
     for k, v in rows.items():
         print(json.dumps({"what": k, **(v if isinstance(v, dict) else {"note": v})}))

@@ -9,6 +9,8 @@ What it measures (goals from the performance issue):
   (b) cold start: the first Invoke of a new environment (a fresh function per round; also a variant
       that changes an environment variable per round), vs spawning `python3 -S -c pass` from this
       process.        goal: cold p50 - warm p50 <= 15 ms and below the bare interpreter's start
+      The server keeps its default pre-isolated slots (sandbox/slots.py); the same rounds then run on a
+      second server started with `--sandbox-slots 0` (every environment built from scratch).
   (c) throughput of a no-op function at concurrency 1, 8, 32 (threads, one boto3 client each), with
       the CPU used by the server, the environments and this client.     goal: >= 1,000 invokes/s
   (d) unique memory (PSS, /proc/<pid>/smaps_rollup) of every process of an idle warm environment,
@@ -360,13 +362,13 @@ def report_fields(resp: dict) -> dict:
 
 def bench_memory(srv: Server, lam) -> dict:
     create_function(lam, "mem-probe", make_zip(HELLO))
-    before = set(srv.env_groups())
+    before = {n for n, g in srv.env_groups().items() if frozen(g)}   # idle slots exist, thawed: not environments
     for _ in range(3):
         lam.invoke(FunctionName="mem-probe")["Payload"].read()
     time.sleep(0.5)
-    new = [n for n in srv.env_groups() if n not in before]
+    new = [n for n, g in srv.env_groups().items() if n not in before and frozen(g)]
     if len(new) != 1:
-        return {"error": f"expected one new environment cgroup, found {new}"}
+        return {"error": f"expected one new idle (frozen) environment cgroup, found {new}"}
     groups = srv.env_groups()[new[0]]
     procs = []
     for pid in srv.env_pids(groups):
@@ -399,6 +401,15 @@ def bench_memory(srv: Server, lam) -> dict:
         with contextlib.suppress(OSError):
             out["freezer_state"] = (fr / "freezer.state").read_text().strip()
     return out
+
+
+def frozen(groups: dict[str, Path]) -> bool:
+    """An idle environment is frozen; an idle slot (no tenant yet) is not."""
+    with contextlib.suppress(OSError):
+        if "freezer" in groups:
+            return (groups["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
+        return (groups["memory"] / "cgroup.freeze").read_text().strip() == "1"   # v2: the one unified group
+    return False
 
 
 def memory_again(srv: Server, first: dict) -> dict:
@@ -657,6 +668,18 @@ def sandbox_breakdown(n: int) -> dict:
             "cfs_throttled_periods": thr[0], "cfs_throttled_ms": round(thr[1], 1), "invocations": n + 10}
 
 
+def bench_cold_without_slots(workdir: Path, rounds: int, update_rounds: int, problems: list[str]) -> dict:
+    """(b) again on a server that builds every environment from scratch (`--sandbox-slots 0`)."""
+    workdir.mkdir()
+    srv = Server(workdir, "--sandbox-slots", "0")
+    try:
+        srv.start()
+        make_role(srv)
+        return bench_cold(srv.client(), rounds, update_rounds)
+    finally:
+        problems += srv.stop()
+
+
 def bench_plain_http(workdir: Path, rounds: int, patch: bool) -> dict:
     """The same API floor over plain HTTP (--insecure-http): what TLS adds per request on a kept-alive connection."""
     srv = Server(workdir, "--insecure-http", patch_nodelay=patch).start()
@@ -726,6 +749,8 @@ def run_all(args, res: dict, srv: Server, work: Path, problems: list[str]) -> No
         res["memory_later"] = memory_again(srv, res["memory"])
     finally:
         problems += srv.stop()
+    res["cold_without_slots"] = bench_cold_without_slots(work / "noslots", cold_rounds, upd_rounds, problems)
+    print("cold without slots done", flush=True)
     res["sandbox_steps"] = sandbox_breakdown(100 if q else 200)
     res["plain_http_floor"] = bench_plain_http(work / "http", warm_rounds, args.patch_nodelay)
 
@@ -782,6 +807,18 @@ def print_summary(r: dict) -> None:
     ov, sp = c["overhead_p50_ms"], c["spawn_python3_S"]["p50"]
     print(f"    cold overhead over the warm floor, p50: {ov:.2f} ms  (goal <= 15 ms: {verdict(ov <= 15)}; "
           f"vs python3 -S spawn {sp:.2f} ms: {verdict(ov < sp)}, ratio {ov / sp:.2f}x)")
+    n = r.get("cold_without_slots")
+    if n:
+        print("    the same on a server with --sandbox-slots 0:")
+        for k, label in (("cold_first_invoke", "first Invoke of a new function (cold)"),
+                         ("warm_second_invoke", "second Invoke of it (warm floor)"),
+                         ("init_duration_report", "REPORT Init Duration (sandbox start)"),
+                         ("cold_after_update_config", "first Invoke after UpdateFunctionConfig"),
+                         ("spawn_python3_S", "baseline: spawn python3 -S -c pass")):
+            s = n[k]
+            print(f"      {label:<42}{s['p50']:>8.2f} {s['p99']:>8.2f} {s['min']:>8.2f} {s['n']:>5}")
+        print(f"      cold overhead over the warm floor, p50: {n['overhead_p50_ms']:.2f} ms "
+              f"(ratio to python3 -S spawn {n['overhead_p50_ms'] / n['spawn_python3_S']['p50']:.2f}x)")
 
     print("\n(c) throughput, no-op function     inv/s   p50 ms   p99 ms  server%  envs%  client%  machine%  errors")
     best = 0.0

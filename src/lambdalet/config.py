@@ -32,6 +32,7 @@ class Settings:
     sandbox: str = "namespace"           # isolation backend: namespace | process | microvm
     env_idle_ttl_s: float = 300.0        # an idle execution environment is reaped after this
     env_max_lifetime_s: float = 7200.0   # and every environment is replaced after this
+    sandbox_slots: int = 2               # pre-isolated slots kept per forked runtime (sandbox/slots.py); 0: none
     runtime_dir: Path | None = None      # tmpfs for unpacked code (never the data dir: no plain code at rest)
     async_workers: int = 16              # threads delivering Event invocations (lambdalet.events)
     async_retry_scale: float = 1.0       # scales async retry backoff and event-age checks (tests: 0.01)

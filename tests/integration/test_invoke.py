@@ -573,15 +573,23 @@ def test_sigkilled_server_leaves_nothing_and_restart_works(lambdalet_server_fact
     assert len({os.path.dirname(d) for d in cgroups}) >= 1 and len(env_pids) >= 2, (procs, cgroups)
     sandbox_uids = {os.stat(f"/proc/{p}").st_uid for p in env_pids} - {0}
     assert sandbox_uids, "environment processes should run as their own unprivileged uids"
+    # pre-isolated slots (on by default): idle ones, and the claimed ones' code and /tmp, mounted in the
+    # fork server's own mount namespace (never the host's)
+    slots_dir = _run_dir(srv) + "/slots"
+    zygote = next(p for p in procs if b"sandbox.zygote" in Path(f"/proc/{p}/cmdline").read_bytes()
+                  and (_pstat(p) or (0,))[0] == srv.proc.pid)   # the fork server itself, not one of its forks
+    assert len(_mounts_under(slots_dir, zygote)) >= 2 + 2 * 2, _mounts_under(slots_dir, zygote)
+    assert not _mounts_under(slots_dir)
 
     srv.proc.send_signal(signal.SIGKILL)
     srv.proc.wait(10)
     deadline = time.monotonic() + 5
-    while (_alive(procs | env_pids) or _members(cgroups)) and time.monotonic() < deadline:
+    while (_alive(procs | env_pids) or _members(cgroups) or os.listdir(slots_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     left = _alive(procs | env_pids)
     assert not left, f"processes outlived the SIGKILLed server: {[(p, Path(f'/proc/{p}/cmdline').read_bytes()[:80]) for p in left]}"
     assert not _members(cgroups), f"processes remain in the dead server's cgroups: {_members(cgroups)}"
+    assert not os.listdir(slots_dir), f"slot directories outlived the SIGKILLed server: {os.listdir(slots_dir)}"
     owned_by_sandbox_uids = [p for p in os.listdir("/proc") if p.isdigit() and _pstat(int(p))
                              and _uid(int(p)) in sandbox_uids and _pstat(int(p))[1] not in ("Z", "X")
                              and _env_cgroups([int(p)]) & cgroups]
@@ -602,6 +610,17 @@ def test_sigkilled_server_leaves_nothing_and_restart_works(lambdalet_server_fact
     stale = [d for d in cgroups | new_cgroups | {os.path.dirname(d) for d in cgroups | new_cgroups}
              if os.path.isdir(d)]
     assert not stale, f"cgroups left after the final stop: {stale}\n{srv.log_text()}"
+    assert not _mounts_under(slots_dir) and not os.path.exists(slots_dir), "slot mounts left after the final stop"
+
+
+def _run_dir(srv) -> str:
+    from lambdalet.config import Settings
+    return str(Settings(data_dir=srv.data_dir).run_dir)
+
+
+def _mounts_under(path: str, pid: int | str = "self") -> list[str]:
+    with open(f"/proc/{pid}/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(path + "/")]
 
 
 def _uid(pid: int) -> int | None:

@@ -39,12 +39,15 @@ def handler(event, context):
 '''
 
 
-@pytest.fixture(scope="module")
-def backend():
+@pytest.fixture(scope="module", params=[0, 2], ids=["fresh", "slot"])
+def backend(request):
+    """Also from pre-isolated slots: tenant B's runtime was then forked before tenant A ever ran."""
     reason = namespace_unavailable_reason()
     if reason:
         pytest.skip(reason)
-    b = open_backend("namespace", uid_base=310_000, uid_count=100)
+    b = open_backend("namespace", uid_base=310_000, uid_count=100, slots=request.param)
+    if b.slots is not None:
+        assert b.slots.wait_full(10)
     yield b
     b.close()
 

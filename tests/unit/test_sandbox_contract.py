@@ -1,6 +1,7 @@
 """ONE compliance suite, run against every sandbox backend available here (cf. containerd's testsuite).
 
-namespace: needs root (marked `root`, skipped otherwise). process: always (explicitly unisolated).
+namespace: needs root (marked `root`, skipped otherwise), also with pre-isolated slots (sandbox/slots.py:
+Python environments then start from a slot). process: always (explicitly unisolated).
 """
 from __future__ import annotations
 
@@ -14,16 +15,17 @@ import pytest
 from lambdalet.sandbox import InitFailed, SandboxError, open_backend
 from lambdalet.sandbox.testing import make_request, make_spec, namespace_unavailable_reason, write_code
 
-PARAMS = [pytest.param("namespace", marks=pytest.mark.root), "process"]
+PARAMS = [pytest.param("namespace", marks=pytest.mark.root), pytest.param("namespace-slots", marks=pytest.mark.root),
+          "process"]
 
 
 @pytest.fixture(scope="module", params=PARAMS)
 def backend(request):
-    if request.param == "namespace":
+    if request.param.startswith("namespace"):
         reason = namespace_unavailable_reason()
         if reason:
             pytest.skip(reason)
-        b = open_backend("namespace")
+        b = open_backend("namespace", slots=2 if request.param == "namespace-slots" else 0)
     else:
         b = open_backend("process", allow_unisolated=True)
     yield b
@@ -37,6 +39,8 @@ def env(backend, tmp_path):
 
     def make(files, runtime="python3.11", handler="app.handler", start=True, **kw):
         code = write_code(str(tmp_path / f"code{len(made)}"), files)
+        if getattr(backend, "slots", None) is not None:
+            assert backend.slots.wait_full(10)
         sb = backend.create(make_spec(code, runtime, handler, **kw))
         made.append(sb)
         if start:
@@ -121,6 +125,41 @@ def test_environment_variables_and_context(env):
     assert c["function_name"] == "fn" and c["function_version"] == "$LATEST" and c["memory"] == "256"
     assert c["invoked_function_arn"].endswith(":function:fn") and c["log_group"] == "/aws/lambda/fn"
     assert 0 < c["remaining"] <= 3000 and c["client_context"] == {"custom": {"k": "v"}}
+
+
+INTERPRETER = """
+import os, sys
+def handler(event, context):
+    out = {"path": sys.path, "env": sorted(os.environ), "argv": sys.argv, "exe": sys.executable,
+           "main": sys.modules["__main__"].__file__, "fds": sorted(int(f) for f in os.listdir("/proc/self/fd"))}
+    for what in ("import importlib.util", "import importlib.metadata", "'x'.encode('cp437')", "import http.cookies",
+                 "import email.mime.text", "import urllib.request", "import json.tool"):
+        try:
+            exec(what)
+            out[what] = "ok"
+        except Exception as e:
+            out[what] = repr(e)
+    return out
+"""
+
+
+def test_python_runtime_looks_like_a_fresh_interpreter(env, backend):
+    """Forked (pyfork.py) or prespawned in a slot, the runtime is what `python3 -s bootstrap` would be:
+    the function's environment only, the standard search path, stdlib submodules importable."""
+    sb = env({"app.py": INTERPRETER}, env={"FOO": "bar"})
+    if getattr(backend, "slots", None) is not None:
+        assert sb.stats().get("slot") is True
+    r, p = call(sb, {})
+    assert r.function_error is None, p
+    for what in ("import importlib.util", "import importlib.metadata", "'x'.encode('cp437')", "import http.cookies",
+                 "import email.mime.text", "import urllib.request", "import json.tool"):
+        assert p[what] == "ok", (what, p[what])
+    assert "FOO" in p["env"] and not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(p["env"])
+    assert p["path"][0] == os.path.realpath(sb.spec.code_dir) if backend.name == "process" else p["path"][0] == "/var/task"
+    assert "-" not in p["path"] and p["argv"] == [p["main"]] and p["main"].endswith("python_bootstrap.py")
+    if backend.name == "namespace":
+        assert p["exe"] == "/var/lang/bin/python3.11" and p["path"][-1] == "/var/lang/lib/python3.11/site-packages"
+        assert p["fds"][:3] == [0, 1, 2] and len(p["fds"]) <= 5      # 0-2, the Runtime API socket, listdir's own fd
 
 
 RAW_BOOTSTRAP = """#!/usr/bin/env python3

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdalet.sandbox import open_backend
+from lambdalet.sandbox import mounts, open_backend
 from lambdalet.sandbox.cgroups import Cgroup, Limits, detect_version, kill_and_remove, parent_dirs
 from lambdalet.sandbox.testing import make_request, make_spec, namespace_unavailable_reason, write_code
 
@@ -211,34 +211,54 @@ SERVER = textwrap.dedent("""
     from lambdalet.sandbox import open_backend
     from lambdalet.sandbox.testing import make_request, make_spec, write_code
     parent, root, code = sys.argv[1:4]
-    b = open_backend("namespace", cgroup_parent=parent, root_dir=root)
+    b = open_backend("namespace", cgroup_parent=parent, root_dir=root, slots=int(sys.argv[5]))
+    ready = lambda: b.slots is None or b.slots.wait_full(10)
+    ready()
     frozen = b.create(make_spec(write_code(code, {"app.py": sys.argv[4]})))
     frozen.start(); frozen.invoke(make_request(frozen.spec)); frozen.freeze()
+    ready()
     busy = b.create(make_spec(code))
     busy.start()
-    print(json.dumps({"zygote": b.zygote.pid, "pids": frozen.stats()["pids"] + busy.stats()["pids"],
-                      "cgroups": [d for s in (frozen, busy) for d in s.cgroup.dirs.values()]}), flush=True)
+    ready()
+    idle = [s for q in b.slots._idle.values() for s in q] if b.slots else []
+    print(json.dumps({"zygote": b.zygote.pid, "slots_dir": b.slots_dir,
+                      "from_slots": [s.stats().get("slot", False) for s in (frozen, busy)],
+                      "pids": frozen.stats()["pids"] + busy.stats()["pids"] + [p for s in idle for p in s.cgroup.pids()],
+                      "cgroups": [d for s in (frozen, busy) for d in s.cgroup.dirs.values()]
+                                 + [d for s in idle for d in s.cgroup.dirs.values()]}), flush=True)
     busy.invoke(make_request(busy.spec, b'{"sleep": 60}', timeout_s=60))
 """)
 
 
-def test_sigkilled_server_leaves_nothing(names, tmp_path):
-    """A server SIGKILLed with one frozen and one busy environment: within seconds no process and no
-    cgroup of it remain (the zygote notices, thaws and kills); nothing is left for a restart to find."""
+@pytest.mark.parametrize("slots", [0, 2], ids=["fresh", "slots"])
+def test_sigkilled_server_leaves_nothing(names, tmp_path, slots):
+    """A server SIGKILLed with one frozen and one busy environment (and, with slots, two idle slots and
+    the mounts of the claimed ones): within seconds no process, no cgroup, no slot mount and no slot
+    directory of it remain (the zygote notices, thaws, kills, and its mount namespace ends with it);
+    nothing is left for a restart to find."""
     parent, root = names
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, parent, root, str(tmp_path / "code"), APP],
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, parent, root, str(tmp_path / "code"), APP, str(slots)],
                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": SRC})
     try:
         info = json.loads(proc.stdout.readline())
+        assert info["from_slots"] == [bool(slots)] * 2
+        if slots:                                 # in the fork server's own mount namespace, never the host's
+            with open(f"/proc/{info['zygote']}/mountinfo") as f:
+                inside = [line.split()[4] for line in f if line.split()[4].startswith(info["slots_dir"] + "/")]
+            assert len(inside) >= 4 + 2 * 2, inside             # 4 slot dirs, 2 codes, 2 /tmp
+            assert mounts.mount_points(info["slots_dir"]) == []
         time.sleep(0.3)                           # the busy one is inside its handler now
         assert all(_alive(p) for p in info["pids"])
         proc.kill()
         proc.wait()
         assert _wait_gone(info["pids"] + [info["zygote"]]) == []
         end = time.monotonic() + 5
-        while any(os.path.isdir(d) for d in info["cgroups"]) and time.monotonic() < end:
+        while (any(os.path.isdir(d) for d in info["cgroups"]) or mounts.mount_points(info["slots_dir"])) \
+                and time.monotonic() < end:
             time.sleep(0.05)
         assert not any(os.path.isdir(d) for d in info["cgroups"])
+        assert mounts.mount_points(info["slots_dir"]) == []
+        assert not os.path.exists(info["slots_dir"]) or os.listdir(info["slots_dir"]) == []
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -247,6 +267,29 @@ def test_sigkilled_server_leaves_nothing(names, tmp_path):
         assert backend.cleanup_stale() == []
     finally:
         backend.close()
+
+
+def test_open_cleans_stale_slot_mounts(names, tmp_path):
+    """Slot leftovers on the host (directories of a SIGKILLed fork server; mounts, had any been made in
+    the host's namespace): the next backend on the same root unmounts and removes them."""
+    parent, root = names
+    slot = f"{root}-slots/slot-0123456789ab"
+    for sub in ("task", "opt", "tmp"):
+        os.makedirs(f"{slot}/{sub}")
+    code = write_code(str(tmp_path / "code"), {"app.py": APP})
+    mounts.make_shared_dir(slot)
+    mounts.bind_readonly(code, f"{slot}/task")
+    mounts.mount_tmpfs(f"{slot}/tmp", 4)
+    with open(f"{slot}/tmp/tenant-file", "w") as f:
+        f.write("left behind")
+    assert len(mounts.mount_points(slot)) == 3
+    backend = open_backend("namespace", cgroup_parent=parent, root_dir=root)
+    try:
+        assert mounts.mount_points(f"{root}-slots") == [] and os.listdir(f"{root}-slots") == []
+        assert os.listdir(code) == ["app.py"]                 # the code dir itself is untouched
+    finally:
+        backend.close()
+    assert not os.path.exists(f"{root}-slots")
 
 
 def test_cgroup_version_is_known():

@@ -36,6 +36,8 @@ def main() -> None:
 @click.option("--insecure-http", is_flag=True, help="Serve plain HTTP instead of TLS (unsafe; loud warning).")
 @click.option("--sandbox", type=click.Choice(["namespace", "process", "microvm"]), default="namespace",
               show_default=True, help="Isolation backend; 'process' runs code UNISOLATED (development only).")
+@click.option("--sandbox-slots", type=click.IntRange(0, 64), default=2, show_default=True,
+              help="Pre-isolated environments kept ready per forked runtime, for faster cold starts (0: none).")
 @click.option("--concurrency-limit", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="The account's concurrent executions limit.")
 @click.option("--env-idle-ttl", type=click.FloatRange(0.1), default=300.0, show_default=True,
@@ -63,7 +65,7 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
           async_retry_scale: float = 1.0, allow_unknown_roles: bool = False,
           lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",), schedule_test_seconds: bool = False,
           runtimes_dir: Path | None = None, runtime_interpreters: tuple[str, ...] = (),
-          database_url: str | None = None) -> None:
+          database_url: str | None = None, sandbox_slots: int = 2) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
 
@@ -74,7 +76,7 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         async_retry_scale=async_retry_scale, allow_unknown_roles=allow_unknown_roles,
                         lambda_principals=tuple(lambda_principals), schedule_test_seconds=schedule_test_seconds,
                         runtimes_dir=runtimes_dir, runtime_interpreters=tuple(runtime_interpreters),
-                        database_url=database_url or default_database_url())
+                        database_url=database_url or default_database_url(), sandbox_slots=sandbox_slots)
     run_server(settings)
 
 

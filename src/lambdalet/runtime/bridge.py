@@ -20,6 +20,7 @@ INIT_ERROR = 13   # /init/error
 LOG = 14          # body: bytes the runtime wrote to stdout/stderr
 EXIT = 15         # runtime process ended: header {"status": "exit status 1" | "signal: killed"}
 SETUP_ERROR = 16  # the sandbox could not be built (a platform failure, not the function's)
+SLOT_READY = 17   # a pre-isolated slot is built and waits for its CONFIG (header: its build timings)
 # the function's calls to this server's API (runtime/api_proxy.py); numbered apart from the rest
 API_REQUEST = 41   # init -> host: header {id, method, target, headers}, body the request body
 API_RESPONSE = 40  # host -> init: header {id, status, headers}, body the response body

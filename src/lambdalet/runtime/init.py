@@ -217,24 +217,44 @@ def _reaper(st: _State, cfg: InitConfig, runtime_pid: int) -> None:
             os._exit(0)
 
 
+def _start_servers(st: _State, host: str, port: int) -> tuple[int, api_proxy.ApiProxy, str | None]:
+    """The Runtime API and the API proxy; returns (runtime API port, proxy, proxy URL or None)."""
+    server = _Server((host, port), _make_handler(st))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 3600}, daemon=True).start()
+    api = api_proxy.ApiProxy(st.send)      # the function's path to lambdalet's API: 127.0.0.1:9002
+    try:
+        url = api.start(host, port + 1 if port else 0)
+    except OSError:
+        url = None
+    return server.server_address[1], api, url
+
+
+def _runtime_env(cfg: InitConfig, port: int, api_url: str | None) -> dict[str, str]:
+    env = dict(cfg.env)
+    env["AWS_LAMBDA_RUNTIME_API"] = f"{cfg.host}:{port}"
+    if api_url:
+        env.setdefault("AWS_ENDPOINT_URL", api_url)
+    return env
+
+
+def _spawn_failed(st: _State, cfg: InitConfig, e: OSError) -> None:
+    st.send(bridge.INIT_ERROR, {"error_type": "Runtime.InvalidEntrypoint"},
+            json.dumps({"errorType": "Runtime.InvalidEntrypoint",
+                        "errorMessage": f"RequestId: Error: fork/exec {cfg.argv[0]}: {e.strerror.lower()}"}).encode())
+    st.send(bridge.EXIT, {"status": "exit status 127"})
+    os._exit(0)
+
+
 def main(cfg: InitConfig, sock: socket.socket, reader: bridge.FrameReader | None = None) -> None:
     """Never returns: ends the process when the runtime exits or the host goes away."""
     st = _State(sock)
     st.timings = dict(cfg.timings)
     t = time.monotonic()
-    server = _Server((cfg.host, cfg.port), _make_handler(st))
-    port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 3600}, daemon=True).start()
+    port, api, api_url = _start_servers(st, cfg.host, cfg.port)
     r, w = os.pipe()
     os.set_blocking(r, False)
     st.log_fd = r
-    env = dict(cfg.env)
-    env["AWS_LAMBDA_RUNTIME_API"] = f"{cfg.host}:{port}"
-    api = api_proxy.ApiProxy(st.send)      # the function's path to lambdalet's API: 127.0.0.1:9002
-    try:
-        env.setdefault("AWS_ENDPOINT_URL", api.start(cfg.host, cfg.port + 1 if cfg.port else 0))
-    except OSError:
-        pass
+    env = _runtime_env(cfg, port, api_url)
     devnull = os.open("/dev/null", os.O_RDONLY)
     st.t_spawn = time.monotonic()
     try:
@@ -244,17 +264,68 @@ def main(cfg: InitConfig, sock: socket.socket, reader: bridge.FrameReader | None
             runtime_pid = os.posix_spawn(cfg.argv[0], cfg.argv, env, file_actions=[
                 (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
     except OSError as e:
-        st.send(bridge.INIT_ERROR, {"error_type": "Runtime.InvalidEntrypoint"},
-                json.dumps({"errorType": "Runtime.InvalidEntrypoint",
-                            "errorMessage": f"RequestId: Error: fork/exec {cfg.argv[0]}: {e.strerror.lower()}"}).encode())
-        st.send(bridge.EXIT, {"status": "exit status 127"})
-        os._exit(0)
+        _spawn_failed(st, cfg, e)
     os.close(w)
     os.close(devnull)
     st.timings["init_server_ms"] = round((st.t_spawn - t) * 1000, 3)
     threading.Thread(target=_log_pump, args=(st,), daemon=True).start()
     threading.Thread(target=_reaper, args=(st, cfg, runtime_pid), daemon=True).start()
-    reader = reader or bridge.FrameReader()
+    _relay(st, sock, reader or bridge.FrameReader(), api)
+
+
+SLOT_HOST, SLOT_PORT = "127.0.0.1", 9001
+
+
+def serve_slot(sock: socket.socket, reader: bridge.FrameReader, python_fork: bool, timings: dict) -> None:
+    """A pre-isolated slot's init (sandbox/slots.py): everything that needs no tenant first (servers up,
+    the Python runtime forked and reset, waiting for its configuration), then SLOT_READY to the host,
+    then the CONFIG frame, which arrives only once the host has claimed the slot and mounted the code.
+    Never returns."""
+    st = _State(sock)
+    t = time.monotonic()
+    port, api, api_url = _start_servers(st, SLOT_HOST, SLOT_PORT)
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    st.log_fd = r
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    t_fork = time.monotonic()
+    runtime = pyfork.prespawn(devnull, w, f"{SLOT_HOST}:{port}") if python_fork else None
+    threading.Thread(target=_log_pump, args=(st,), daemon=True).start()
+    if runtime is not None:                 # a runtime dying before the claim ends the slot (the host sees EXIT)
+        os.close(w)
+        os.close(devnull)
+        threading.Thread(target=_reaper, args=(st, InitConfig([], {}), runtime[0]), daemon=True).start()
+    now = time.monotonic()
+    st.send(bridge.SLOT_READY, {**timings, "init_server_ms": round((t_fork - t) * 1000, 3),
+                                "runtime_fork_ms": round((now - t_fork) * 1000, 3)})
+    try:
+        kind, hdr, _ = bridge.recv_blocking(sock, reader)
+    except (bridge.BridgeClosed, bridge.ProtocolError, OSError):
+        os._exit(0)                         # the host destroyed the slot unclaimed
+    st.t_spawn = time.monotonic()
+    if kind != CONFIG:
+        raise RuntimeError(f"slot: expected the CONFIG frame, got kind {kind}")
+    cfg = InitConfig(**{**hdr, "host": SLOT_HOST, "port": port, "pid1": True})
+    if cfg.python_fork != python_fork:
+        raise RuntimeError("slot: claimed for another kind of runtime")
+    os.chdir(cfg.cwd)                       # the code is mounted now: the host mounts before it sends CONFIG
+    env = _runtime_env(cfg, port, api_url)
+    st.timings["config_ms"] = round((time.monotonic() - st.t_spawn) * 1000, 3)   # before the runtime can GET
+    if runtime is not None:
+        pyfork.release(runtime[1], cfg.argv, cfg.cwd, env)
+    else:
+        try:
+            runtime_pid = os.posix_spawn(cfg.argv[0], cfg.argv, env, file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+        except OSError as e:
+            _spawn_failed(st, cfg, e)
+        os.close(w)
+        os.close(devnull)
+        threading.Thread(target=_reaper, args=(st, cfg, runtime_pid), daemon=True).start()
+    _relay(st, sock, reader, api)
+
+
+def _relay(st: _State, sock: socket.socket, reader: bridge.FrameReader, api: api_proxy.ApiProxy) -> None:
     while True:
         try:
             kind, hdr, body = bridge.recv_blocking(sock, reader)

@@ -15,7 +15,14 @@ environment only), sys.path (the list the exec'd interpreter builds; the bootstr
 LAMBDA_TASK_ROOT first), sys.executable/prefix/argv, cwd, fds 0-2 and no others, and only standard
 library modules imported (no lambdalet module, nothing the host venv's .pth files loaded). What
 cannot be reset: the str hash seed is the fork server's (shared by the Python environments of one
-server, as with Lambda SnapStart), and the pre-imported stdlib modules keep their host file names.
+server, as with Lambda SnapStart), and the pre-imported stdlib modules keep their host file names
+(their packages' __path__ lists the stdlib inside first, so their submodules import; see prepare()).
+
+Slots (sandbox/slots.py): a pre-isolated slot's init forks the runtime BEFORE any tenant exists
+(prespawn): the child resets the interpreter, opens its Runtime API connection, runs the claim's
+code paths once on placeholder data (_warm_up) and blocks on a pipe; when the slot is claimed, init
+writes the argv, cwd and environment there (release) and the child finishes what spawn does. Nothing
+of the reset depends on the tenant, and the warm-up's state is all replaced, so the result is the same.
 
 Threads: init forks once its two HTTP servers are up; their threads are parked in select(), holding
 no lock the child could need (CPython re-initialises the GIL, import lock and threading state in the
@@ -24,6 +31,7 @@ child, and the child never touches those servers). `exec` stays for every other 
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -32,6 +40,7 @@ from lambdalet.runtime import python_bootstrap   # noqa: F401  (imported here so
 BOOTSTRAP_MODULE = "lambdalet.runtime.python_bootstrap"
 _STDLIB = os.path.dirname(os.__file__) + os.sep   # the host's stdlib dir (mounted as /var/lang/lib/python3.X)
 _HOST_LC_CTYPE = os.environ.get("LC_CTYPE")       # what the interpreter's locale coercion set (C.UTF-8)
+_INNER_STDLIB = f"/var/lang/lib/python{sys.version_info.major}.{sys.version_info.minor}/"   # the same, inside
 _FOREIGN: list[str] = []                          # non-stdlib modules, listed once by prepare()
 _SEEN = -1
 
@@ -45,6 +54,15 @@ def prepare() -> None:
     would write to ~250 shared pages (refcounts): ~1 ms of copy-on-write faults per cold start."""
     global _FOREIGN, _SEEN
     _FOREIGN, _SEEN = _foreign(), len(sys.modules)
+    # The pre-imported stdlib packages were found in the host's stdlib, which is not there inside: their
+    # not yet imported submodules (`import urllib.request`, `importlib.metadata`, a codec like cp437)
+    # would not be found. Their __path__ gets the stdlib as mounted inside first, here, once: rewritten
+    # in each child instead, the lists' pages would be copied on every cold start (~0.15 ms). Outside,
+    # that entry does not exist and the import system skips it.
+    for m in list(sys.modules.values()):
+        paths = getattr(m, "__path__", None)
+        if type(paths) is list and paths and paths[0].startswith(_STDLIB):
+            paths[:0] = [_INNER_STDLIB + p[len(_STDLIB):] for p in paths if p.startswith(_STDLIB)]
 
 
 def spawn(argv: list[str], cwd: str, env: dict[str, str], stdin_fd: int, out_fd: int) -> int:
@@ -53,12 +71,95 @@ def spawn(argv: list[str], cwd: str, env: dict[str, str], stdin_fd: int, out_fd:
     pid = os.fork()
     if pid:
         return pid
+
+    def become() -> None:
+        _stdio(stdin_fd, out_fd, keep=-1)
+        _reset_interpreter()
+        _configure(argv, cwd, env)
+        sys.modules["__main__"].main()
+
+    _run(become)
+
+
+def prespawn(stdin_fd: int, out_fd: int, runtime_api: str) -> tuple[int, int]:
+    """Fork the runtime of a slot before its tenant is known: it resets the interpreter, connects to the
+    Runtime API at `runtime_api` and waits. Returns (pid, the fd release() writes its configuration to)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(r)
+        return pid, w
+
+    def become() -> None:
+        os.close(w)
+        _stdio(stdin_fd, out_fd, keep=r)
+        _reset_interpreter()
+        boot = sys.modules["__main__"]
+        host, _, port = runtime_api.partition(":")
+        conn = boot._Client(host, port).connect()   # init's server accepts it now, not on the first GET
+        _warm_up(boot, conn)
+        data = bytearray()
+        while chunk := os.read(3, 65536):
+            data += chunk
+        os.close(3)
+        if not data:
+            os._exit(0)                          # the slot was destroyed unclaimed
+        cfg = json.loads(data)
+        _configure(cfg["argv"], cfg["cwd"], cfg["env"])
+        boot.main(conn if os.environ.get("AWS_LAMBDA_RUNTIME_API") == runtime_api else None)
+
+    _run(become)
+
+
+def _warm_up(boot, conn) -> None:
+    """Run, before any tenant, the code the claim will run, on data of no tenant: the first run of a
+    path after fork pays its copy-on-write faults (here, ~1 ms), the second does not. Each step's
+    state is replaced when the configuration arrives."""
+    _configure([f"/var/lang/bin/python{sys.version_info.major}.{sys.version_info.minor}", "-s",
+                "/var/runtime/python_bootstrap.py"], "/",
+               json.loads(json.dumps({k: "-" for k in _WARM_UP_ENV})))
+    boot._setup_io()
     try:
-        os.dup2(stdin_fd, 0)
-        os.dup2(out_fd, 1)
-        os.dup2(out_fd, 2)
+        __import__("lambdalet_warm_up_no_such_module")   # the path finders, on every sys.path entry
+    except ImportError:
+        pass
+    exec(compile(_WARM_UP_SOURCE, "/var/task/warm_up.py", "exec"), {"__name__": "warm_up"})
+    conn.request("GET", "/warm-up")            # init answers 404 to both: the HTTP paths of both ends are warm
+
+
+_WARM_UP_SOURCE = "import json\n\n\ndef handler(event, context):\n    return {'ok': event}\n"
+_WARM_UP_ENV = ("PATH", "LANG", "TZ", "LD_LIBRARY_PATH", "PYTHONPATH", "AWS_LAMBDA_FUNCTION_NAME",
+                "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME",
+                "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_INITIALIZATION_TYPE", "_HANDLER", "LAMBDA_TASK_ROOT",
+                "LAMBDA_RUNTIME_DIR", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV",
+                "AWS_LAMBDA_RUNTIME_API", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN")
+
+
+def release(fd: int, argv: list[str], cwd: str, env: dict[str, str]) -> None:
+    """Hand a prespawned runtime its configuration (init, once the slot is claimed)."""
+    data = memoryview(json.dumps({"argv": argv, "cwd": cwd, "env": env}).encode())
+    while data:
+        data = data[os.write(fd, data):]
+    os.close(fd)
+
+
+def _stdio(stdin_fd: int, out_fd: int, keep: int) -> None:
+    """fds 0-2 as an exec'd runtime has them, and no other (but `keep`, moved to 3)."""
+    os.dup2(stdin_fd, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    if keep >= 0:
+        if keep != 3:
+            os.dup2(keep, 3)
+        os.closerange(4, 65536)
+    else:
         os.closerange(3, 65536)                  # the bridge socket, init's servers, the log pipe's read end
-        _become_runtime(argv, cwd, env)
+
+
+def _run(become) -> None:
+    try:
+        become()
         code = 0
     except SystemExit as e:                      # sys.exit(): as the interpreter handles it
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
@@ -86,7 +187,19 @@ def _exit(code: int) -> None:
     os._exit(code & 0xFF)
 
 
-def _become_runtime(argv: list[str], cwd: str, env: dict[str, str]) -> None:
+def _reset_interpreter() -> None:
+    """What does not depend on the tenant: only standard library modules left (no lambdalet module,
+    nothing the host venv's .pth files loaded), the bootstrap as __main__."""
+    boot = sys.modules[BOOTSTRAP_MODULE]
+    for name in _FOREIGN if len(sys.modules) == _SEEN else _foreign():
+        sys.modules.pop(name, None)
+    sys.meta_path[:] = [f for f in sys.meta_path if getattr(f, "__module__", type(f).__module__) in sys.modules]
+    sys.modules["__main__"] = boot
+    boot.__name__ = "__main__"
+
+
+def _configure(argv: list[str], cwd: str, env: dict[str, str]) -> None:
+    """What the tenant's configuration decides: the environment, cwd, the interpreter's names, its path."""
     env = dict(env)
     if "LC_ALL" not in env and "LC_CTYPE" not in env and _HOST_LC_CTYPE:
         env["LC_CTYPE"] = _HOST_LC_CTYPE         # an exec'd interpreter coerces the C locale the same way
@@ -105,10 +218,4 @@ def _become_runtime(argv: list[str], cwd: str, env: dict[str, str]) -> None:
         f"{prefix}/lib/python{ver.replace('.', '')}.zip", f"{prefix}/lib/python{ver}",
         f"{prefix}/lib/python{ver}/lib-dynload", f"{prefix}/lib/python{ver}/site-packages"]
     sys.path_importer_cache.clear()              # finders of the host's paths; new ones are made on demand
-    boot = sys.modules[BOOTSTRAP_MODULE]
-    for name in _FOREIGN if len(sys.modules) == _SEEN else _foreign():
-        sys.modules.pop(name, None)
-    sys.meta_path[:] = [f for f in sys.meta_path if getattr(f, "__module__", type(f).__module__) in sys.modules]
-    boot.__name__, boot.__file__ = "__main__", script
-    sys.modules["__main__"] = boot
-    boot.main()
+    sys.modules["__main__"].__file__ = script

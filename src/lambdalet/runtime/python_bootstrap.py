@@ -24,10 +24,14 @@ class _Client:
         self.sock = None
         self.buf = b""
 
+    def connect(self):
+        self.sock = socket.create_connection(self.addr)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self
+
     def request(self, method, path, body=b"", headers=None):
         if self.sock is None:
-            self.sock = socket.create_connection(self.addr)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.connect()
         head = f"{method} {API}{path} HTTP/1.1\r\nHost: {self.addr[0]}\r\nContent-Length: {len(body)}\r\n"
         for k, v in (headers or {}).items():
             head += f"{k}: {v}\r\n"
@@ -140,6 +144,9 @@ def load_handler(task_root, handler):
     return fn
 
 
+_io_ready = False
+
+
 class _LogFilter(logging.Filter):
     request_id = ""
 
@@ -150,6 +157,10 @@ class _LogFilter(logging.Filter):
 
 def _setup_io():
     # unbuffered, so every line is in the log pipe before the result is posted
+    global _io_ready
+    if _io_ready:
+        return                      # done ahead by a slot's runtime (pyfork.prespawn)
+    _io_ready = True
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", write_through=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", write_through=True)
     h = logging.StreamHandler(sys.stdout)
@@ -162,10 +173,11 @@ def _setup_io():
     root.setLevel(logging.WARNING)
 
 
-def main():
+def main(conn=None):
+    """conn: a client already connected to this Runtime API (a slot's runtime connects ahead)."""
     env = os.environ
     host, _, port = env["AWS_LAMBDA_RUNTIME_API"].partition(":")
-    conn = _Client(host, port)
+    conn = conn or _Client(host, port)
     task_root = env.get("LAMBDA_TASK_ROOT", "/var/task")
 
     def post(path, body, headers=None):

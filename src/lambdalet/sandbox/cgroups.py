@@ -150,6 +150,21 @@ class Cgroup:
         _write(f"{self.dirs['cpu']}/cpu.cfs_quota_us", str(lim.cpu_quota_us))
         _write(f"{self.dirs['pids']}/pids.max", str(lim.pids_max))
 
+    def set_memory(self, memory_mb: int) -> None:
+        """Change a live group's memory limit (a claimed slot gets its function's MemorySize). v1 keeps
+        memory <= memory+swap at every step, so the order depends on the direction."""
+        mem = memory_mb * 1024 * 1024
+        if self.version == 2:
+            _write(f"{self.dirs['unified']}/memory.max", str(mem))
+            return
+        m = self.dirs["memory"]
+        files = [f"{m}/memory.limit_in_bytes"]
+        if os.path.exists(f"{m}/memory.memsw.limit_in_bytes"):
+            growing = mem > int(_read(files[0]))
+            files.insert(0 if growing else 1, f"{m}/memory.memsw.limit_in_bytes")
+        for path in files:
+            _write(path, str(mem))
+
     def set_cpu_quota(self, quota_us: int) -> None:
         if self.version == 2:
             _write(f"{self.dirs['unified']}/cpu.max", f"{quota_us} {CFS_PERIOD_US}")

@@ -9,6 +9,12 @@ Order matters and is the point of this module (cf. Firecracker's jailer):
   configuration from the bridge -> runtime/init.main().
 Nothing of the tenant runs before the last step. Failures are reported over the bridge as SETUP_ERROR.
 
+A pre-isolated slot (sandbox/slots.py, `slot_dir` set) is built the same way without a tenant: its
+/var/task, /opt and /tmp are slave binds of its slot directory, a shared mount in the fork server's
+namespace (mounts.py, zygote.py), and init starts (servers up, Python runtime forked) before it reads
+the CONFIG frame, which comes only when the host claims the slot, after the code is mounted there
+(runtime/init.serve_slot).
+
 The tenant's configuration (its environment variables, credentials included) travels host -> init
 over the bridge, never through the fork server: the fork server's memory is what every environment
 starts from (and Python runtimes are forked from init, runtime/pyfork.py), so it must never have
@@ -38,6 +44,8 @@ libc.syscall.restype = ctypes.c_long
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x2000000, 0x4000000, 0x8000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+MS_SLAVE = 1 << 19
+SLOT_MOUNTS = (("task", "/var/task"), ("opt", "/opt"), ("tmp", "/tmp"))   # a slot dir's subdirs -> inside
 MNT_DETACH = 2
 SYS_pivot_root = 155
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 24, 47, 4
@@ -53,6 +61,8 @@ class JailConfig:
     tmp_mb: int = 512
     hostname: str = "lambdalet"
     seccomp_profile: str = "default"
+    slot_dir: str = ""                  # a slot: this shared dir's task/opt/tmp are followed (see above)
+    python_fork: bool = False           # a slot's runtime is forked before its configuration (pyfork.prespawn)
 
 
 class SetupError(Exception):
@@ -82,7 +92,10 @@ def _mkfile(path: str, data: str = "", mode: int = 0o644) -> None:
 
 
 def setup_fs(cfg: JailConfig) -> None:
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)        # nothing we mount propagates to the host
+    # Nothing we mount propagates back: everything private, or for a slot slave (a slave receives from
+    # its master, the shared slot dir, and sends nothing); a slot makes its new root private below,
+    # before binding the slot dir, so only those three binds keep following their master.
+    _mount(None, "/", None, MS_REC | (MS_SLAVE if cfg.slot_dir else MS_PRIVATE))
     _mount("lambdalet-root", cfg.root_dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,mode=755")
     os.chdir(cfg.root_dir)
     for d in ("usr", "var/task", "var/runtime", "var/lang", "opt", "tmp", "proc", "dev", "etc", ".oldroot"):
@@ -101,7 +114,8 @@ def setup_fs(cfg: JailConfig) -> None:
         rel = dst.lstrip("/")
         if os.path.isdir(rel):
             _mount("hidden", rel, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=555")
-    _mount("tmp", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg.tmp_mb}m,mode=1777")
+    if not cfg.slot_dir:
+        _mount("tmp", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg.tmp_mb}m,mode=1777")
     _mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _mount("dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
     for d in ("null", "zero", "random", "urandom"):
@@ -116,6 +130,10 @@ def setup_fs(cfg: JailConfig) -> None:
     _mkfile("etc/group", f"root:x:0:\nsbx_user:x:{uid}:\n")
     _mkfile("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n")
     _mkfile("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n")
+    if cfg.slot_dir:
+        _mount(None, ".", None, MS_REC | MS_PRIVATE)     # the binds above (slaves of a shared host /usr...) stop following
+        for sub, dst in SLOT_MOUNTS:                     # empty read-only dirs until the claim mounts on them
+            _bind_ro(os.path.join(cfg.slot_dir, sub), dst.lstrip("/"))
     _chk(libc.syscall(SYS_pivot_root, b".", b".oldroot"), "pivot_root")
     _chk(libc.umount2(b"/.oldroot", MNT_DETACH), "umount old root")
     os.rmdir("/.oldroot")
@@ -224,8 +242,10 @@ def enter(cfg: JailConfig, sock: socket.socket, filter_prog: bytes) -> None:
         mark("drop_privileges")
         seccomp.install(filter_prog)
         mark("seccomp")
-        os.chdir("/var/task")
         reader = bridge.FrameReader()
+        if cfg.slot_dir:
+            init.serve_slot(sock, reader, cfg.python_fork, timings)   # never returns
+        os.chdir("/var/task")
         kind, hdr, _ = bridge.recv_blocking(sock, reader)   # sent by the host, read only now (see above)
         if kind != init.CONFIG:
             raise SetupError(f"expected the CONFIG frame, got kind {kind}")

@@ -6,6 +6,11 @@ HOST uid per environment with an empty capability bounding set. The tenant there
 capability in any namespace (a user namespace would hand it a full set inside, the classic door to
 kernel bugs; seccomp also refuses creating one), an escape lands as an unprivileged uid that owns
 nothing on the host, and environments cannot signal or trace each other. It is also the cheaper path.
+
+With `slots=N` the backend keeps pre-isolated slots (slots.py) of the runtimes that fork (by default)
+and starts an environment from one when it can: claiming costs the cgroup's limits, up to three mounts
+in the fork server's mount namespace and the CONFIG frame; everything else was done ahead, for no tenant. Anything wrong with a
+claim destroys that slot and builds the environment from scratch, as without slots.
 """
 from __future__ import annotations
 
@@ -15,20 +20,35 @@ import fcntl
 import logging
 import os
 import re
+import select
 import socket
 import sys
 import threading
+import time
 import uuid
 
 from lambdalet.runtime import bridge, launch
 from lambdalet.runtime.init import CONFIG
+from lambdalet.sandbox import mounts
 from lambdalet.sandbox.api import Backend, EnvironmentSpec, SandboxError, register_backend
 from lambdalet.sandbox.cgroups import Cgroup, Limits, kill_and_remove, remove_parent, stale_children
 from lambdalet.sandbox.host import BridgedSandbox
+from lambdalet.sandbox.slots import Slot, SlotPool
 from lambdalet.sandbox.zygote import ForkServer
 
 log = logging.getLogger(__name__)
 MNT_DETACH = 2
+SLOT_MEMORY_MB = 128            # an unclaimed slot's limit (Lambda's smallest MemorySize); claiming sets the function's
+SLOT_BUILD_TIMEOUT_S = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What an environment's jail and init depend on besides its function: the slot pool's key."""
+    lang_prefix: str             # host dir bound at /var/lang
+    hide: tuple[str, ...]        # inside paths covered by an empty tmpfs (the interpreter's site-packages)
+    python_fork: bool            # the runtime is our python_bootstrap forked from init (pyfork.py)
+    inner_exe: str               # the interpreter's path inside
 
 
 class NamespaceSandbox(BridgedSandbox):
@@ -37,37 +57,42 @@ class NamespaceSandbox(BridgedSandbox):
         self._b = backend
         self._cg: Cgroup | None = None
         self._uid: int | None = None
+        self._slot_dir: str | None = None     # set when started from a slot: its dir and mounts are ours to remove
 
     def _launch(self) -> socket.socket:
         spec, b = self.spec, self._b
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.env_id)[:64] + "-" + uuid.uuid4().hex[:8]
+        ex = b.executor(spec.runtime)     # this runtime's own interpreter; its prefix becomes /var/lang
+        fam = b.family(ex)
+        layout = launch.Layout(python_exe=fam.inner_exe, node_exe=fam.inner_exe)
+        has_bootstrap = os.path.exists(os.path.join(spec.code_dir, "bootstrap"))
+        # The runtime's configuration goes straight to the environment's init over the bridge (it
+        # waits in the socket buffer until init reads it, after seccomp): never through the fork server.
+        icfg = {"argv": launch.runtime_argv(spec.runtime, layout, has_bootstrap),
+                "env": launch.runtime_env(spec, layout), "cwd": "/var/task", "port": 9001, "pid1": True,
+                "python_fork": fam.python_fork}
         self._limits = Limits(spec.memory_mb, b.pids_max)
+        slot = b.slots.take(fam) if b.slots is not None else None
+        if slot is not None:
+            try:
+                return self._claim(slot, icfg)
+            except Exception as e:
+                log.warning("slot %s could not be claimed, building an environment instead: %s", slot.name, e)
+                slot.sock.close()
+                try:
+                    self._kill()
+                except Exception:
+                    log.exception("slot %s could not be destroyed", slot.name)
+                self._reader = bridge.FrameReader()
+                self._timings.clear()
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.env_id)[:64] + "-" + uuid.uuid4().hex[:8]
         b._live_cgroups.add(name)
         self._cg_name = name
         self._cg = Cgroup.create(name, self._limits, parent=b.cgroup_parent)
         # Init runs with at least one full vCPU, as Lambda boosts the init phase; _init_done restores it.
         self._cg.set_cpu_quota(max(self._limits.cpu_quota_us, b.init_cpu_quota_us))
         self._uid = b._alloc_uid()
-        ex = b.executor(spec.runtime)     # this runtime's own interpreter; its prefix becomes /var/lang
-        inner = ex.inner_exe or f"/var/lang/bin/{b.python_name}"
-        layout = launch.Layout(python_exe=inner, node_exe=inner)
-        binds = [("/usr", "/usr"), (ex.prefix or b.python_prefix, "/var/lang"), (launch.RUNTIME_DIR, "/var/runtime"),
-                 (os.path.abspath(spec.code_dir), "/var/task")]
-        if spec.layers_dir:
-            binds.append((os.path.abspath(spec.layers_dir), "/opt"))
-        binds += [(p, p) for p in ("/etc/ld.so.cache", "/etc/localtime") if os.path.exists(p)]
-        has_bootstrap = os.path.exists(os.path.join(spec.code_dir, "bootstrap"))
-        jail_cfg = {
-            "root_dir": b.root_dir, "uid": self._uid, "cgroup_procs": self._cg.procs_files(), "binds": binds,
-            "hide": [f"/var/lang/lib/{os.path.basename(inner) if ex.runtime.startswith('python') else b.python_name}"
-                     "/site-packages"],   # the host interpreter's packages
-            "tmp_mb": spec.ephemeral_mb, "seccomp_profile": b.seccomp_profile,
-        }
-        # The runtime's configuration goes straight to the environment's init over the bridge (it
-        # waits in the socket buffer until init reads it, after seccomp): never through the fork server.
-        icfg = {"argv": launch.runtime_argv(spec.runtime, layout, has_bootstrap),
-                "env": launch.runtime_env(spec, layout), "cwd": "/var/task", "port": 9001, "pid1": True,
-                "python_fork": launch.family(spec.runtime) == "python" and ex.fork}   # exec any other Python
+        jail_cfg = b.jail_config(fam, self._uid, self._cg, code_dir=spec.code_dir, layers_dir=spec.layers_dir,
+                                 tmp_mb=spec.ephemeral_mb)
         host, child = socket.socketpair()
         try:
             bridge.send(host, CONFIG, icfg)
@@ -80,6 +105,32 @@ class NamespaceSandbox(BridgedSandbox):
         self._timings["zygote_fork_ms"] = reply.get("fork_ms")
         return host
 
+    def _claim(self, slot: Slot, icfg: dict) -> socket.socket:
+        """Make a slot this environment: from here on its cgroup, uid and mounts are ours (destroyed with
+        us, or by the caller if the claim fails)."""
+        spec, b = self.spec, self._b
+        t0 = time.monotonic()
+        self._cg, self._cg_name, self._uid, self._slot_dir = slot.cgroup, slot.name, slot.uid, slot.dir
+        idle = select.poll()                     # poll, not select: a busy server's fds pass 1024
+        idle.register(slot.sock, select.POLLIN)
+        if idle.poll(0):
+            raise SandboxError("the slot said something while idle (its init or runtime died?)")
+
+        def limits() -> None:
+            self._cg.set_memory(spec.memory_mb)
+            self._cg.set_cpu_quota(max(self._limits.cpu_quota_us, b.init_cpu_quota_us))   # init's boost, as above
+
+        # The code, layers and /tmp are mounted in the fork server's namespace (zygote.py), while we set the limits.
+        b.zygote.request_mounts({"op": "claim", "slot_dir": slot.dir, "code_dir": os.path.abspath(spec.code_dir),
+                                 "layers_dir": os.path.abspath(spec.layers_dir) if spec.layers_dir else None,
+                                 "tmp_mb": spec.ephemeral_mb}, meanwhile=limits)
+        self._reader = slot.reader
+        bridge.send(slot.sock, CONFIG, icfg)      # after the mounts: init chdirs to /var/task on receipt
+        self._timings.update({"slot": True, "slot_age_s": round(t0 - slot.created, 3),
+                              "claim_ms": round((time.monotonic() - t0) * 1000, 3),
+                              **{f"slot_build_{k}": v for k, v in slot.timings.items()}})
+        return slot.sock
+
     def _kill(self) -> None:
         cg, self._cg = self._cg, None
         try:
@@ -87,9 +138,14 @@ class NamespaceSandbox(BridgedSandbox):
                 cg.destroy()
             self._b._live_cgroups.discard(getattr(self, "_cg_name", None))
         finally:
-            if self._uid is not None:
-                self._b._free_uid(self._uid)
-                self._uid = None
+            slot_dir, self._slot_dir = self._slot_dir, None
+            try:
+                if slot_dir is not None:
+                    self._b.remove_slot_dir(slot_dir)
+            finally:
+                if self._uid is not None:
+                    self._b._free_uid(self._uid)
+                    self._uid = None
 
     def _init_done(self) -> None:
         self._cg.set_cpu_quota(self._limits.cpu_quota_us)
@@ -123,9 +179,17 @@ class NamespaceBackend(Backend):
     def __init__(self, *, uid_base: int = 200_000, uid_count: int = 50_000, pids_max: int = 1024,
                  root_dir: str = "/run/lambdalet/root", cgroup_parent: str = "lambdalet",
                  python_prefix: str | None = None, seccomp_profile: str = "default",
-                 init_cpu_quota_us: int = 100_000, host_runtimes=None):
+                 init_cpu_quota_us: int = 100_000, host_runtimes=None, slots: int = 0,
+                 slot_runtimes: list[str] | None = None, slot_ttl_s: float = 300.0, slots_dir: str | None = None):
+        """slots: idle pre-isolated slots kept per family (0: none); slot_runtimes: the runtimes to keep
+        them for (default: those whose runtime forks, the server's own Python); slot_ttl_s: how long an
+        idle slot lives, and how long after the last cold start the pool is refilled; slots_dir: the
+        slots' directories (default: beside root_dir)."""
         if os.geteuid() != 0:
             raise PermissionError("the 'namespace' backend needs root (it builds namespaces and cgroups)")
+        if slots > 0 and not mounts.supported():
+            log.warning("no sandbox slots: this kernel lacks open_tree/mount_setattr (Linux >= 5.12)")
+            slots = 0
         if "/" in cgroup_parent.strip("/") or cgroup_parent.strip("/") in ("", ".", ".."):
             raise ValueError(f"cgroup_parent must be one plain name, not {cgroup_parent!r}")
         self.python_prefix = os.path.realpath(python_prefix or sys.base_prefix)
@@ -134,6 +198,8 @@ class NamespaceBackend(Backend):
         self.pids_max, self.root_dir, self.cgroup_parent = pids_max, root_dir, cgroup_parent.strip("/")
         self.seccomp_profile = seccomp_profile
         self.init_cpu_quota_us = init_cpu_quota_us
+        self.slots_dir = os.path.realpath(slots_dir or os.path.realpath(root_dir).rstrip("/") + "-slots").rstrip("/")
+        self.slots: SlotPool | None = None
         os.makedirs(os.path.dirname(os.path.realpath(root_dir).rstrip("/")), mode=0o755, exist_ok=True)
         self._uids = set(range(uid_base, uid_base + uid_count))
         self._uid_lock = threading.Lock()
@@ -147,7 +213,11 @@ class NamespaceBackend(Backend):
             fcntl.flock(self._owner, fcntl.LOCK_SH)
         else:
             log.info("another live sandbox backend uses %s / cgroup %s: no stale clean-up", root_dir, cgroup_parent)
-        self.zygote = ForkServer()
+        self.zygote = ForkServer(own_mount_namespace=slots > 0)   # the slots' mounts live there, not on the host
+        if slots > 0:
+            os.makedirs(self.slots_dir, mode=0o700, exist_ok=True)
+            self.slots = SlotPool(self._build_slot, self._destroy_slot, lambda: self._slot_families(slot_runtimes),
+                                  size=slots, ttl_s=slot_ttl_s)
 
     def cleanup_stale(self) -> list[str]:
         """Kill and remove leftover environment cgroups (thawing frozen ones), unmount leftover mounts
@@ -164,6 +234,7 @@ class NamespaceBackend(Backend):
                 continue
             cleaned.append(f"cgroup {self.cgroup_parent}/{name}" + (f" (killed pids {pids})" if pids else ""))
         cleaned += self._cleanup_root_dir()
+        cleaned += self._cleanup_slots_dir()
         for line in cleaned:
             log.warning("cleaned up after a previous server: %s", line)
         return cleaned
@@ -199,13 +270,131 @@ class NamespaceBackend(Backend):
                 cleaned.append(f"directory {entry.path}")
         return cleaned
 
-    def executor(self, runtime: str):
-        """The interpreter that runs `runtime` here (SandboxError if this host has none)."""
+    def _cleanup_slots_dir(self) -> list[str]:
+        """A crashed server's slots: their directories (their mounts ended with its fork server's mount
+        namespace; any left in this namespace, by an older server, are unmounted first)."""
+        root = self.slots_dir
+        if root.count("/") < 2 or not os.path.isdir(root):
+            return []
+        try:
+            cleaned = [f"mount {mp}" for mp in mounts.unmount_tree(root)]
+        except OSError as e:
+            log.error("stale slot mounts under %s could not be unmounted: %s", root, e)
+            return []
+        for entry in os.scandir(root):
+            if entry.is_dir(follow_symlinks=False):
+                mounts.remove_empty_tree(entry.path)
+                cleaned += [] if os.path.lexists(entry.path) else [f"directory {entry.path}"]
+        return cleaned
+
+    # --- slots (slots.py) ------------------------------------------------------------------------
+    def family(self, ex) -> Family:
+        inner = ex.inner_exe or f"/var/lang/bin/{self.python_name}"
+        hide = f"/var/lang/lib/{os.path.basename(inner) if ex.runtime.startswith('python') else self.python_name}" \
+               "/site-packages"            # the host interpreter's packages
+        return Family(lang_prefix=ex.prefix or self.python_prefix, hide=(hide,), inner_exe=inner,
+                      python_fork=launch.family(ex.runtime) == "python" and ex.fork)   # exec any other Python
+
+    def jail_config(self, fam: Family, uid: int, cg: Cgroup, *, code_dir: str | None = None,
+                    layers_dir: str | None = None, tmp_mb: int = 512, slot_dir: str = "") -> dict:
+        binds = [("/usr", "/usr"), (fam.lang_prefix, "/var/lang"), (launch.RUNTIME_DIR, "/var/runtime")]
+        if code_dir:
+            binds.append((os.path.abspath(code_dir), "/var/task"))
+        if layers_dir:
+            binds.append((os.path.abspath(layers_dir), "/opt"))
+        binds += [(p, p) for p in ("/etc/ld.so.cache", "/etc/localtime") if os.path.exists(p)]
+        cfg = {"root_dir": self.root_dir, "uid": uid, "cgroup_procs": cg.procs_files(), "binds": binds,
+               "hide": list(fam.hide), "tmp_mb": tmp_mb, "seccomp_profile": self.seccomp_profile}
+        if slot_dir:
+            cfg.update(slot_dir=slot_dir, python_fork=fam.python_fork)
+        return cfg
+
+    def _slot_families(self, runtimes: list[str] | None) -> list[Family]:
+        if runtimes is None:
+            host = self.runtimes()
+            runtimes = [r for r in host.identifiers() if host.get(r).fork]
+        return [self.family(self.executor(r)) for r in runtimes]
+
+    def _build_slot(self, fam: Family) -> Slot:
+        t0 = time.monotonic()
+        name = f"slot-{uuid.uuid4().hex[:12]}"
+        slot_dir = os.path.join(self.slots_dir, name)
+        cg = uid = sock = None
+        try:
+            self._live_cgroups.add(name)
+            cg = Cgroup.create(name, Limits(SLOT_MEMORY_MB, self.pids_max), parent=self.cgroup_parent)
+            cg.set_cpu_quota(self.init_cpu_quota_us)
+            uid = self._alloc_uid()
+            sock, child = socket.socketpair()       # the fork server makes slot_dir a shared mount, then forks
+            try:
+                reply = self.zygote.spawn(self.jail_config(fam, uid, cg, slot_dir=slot_dir), child.fileno())
+            finally:
+                child.close()
+            reader = bridge.FrameReader()
+            timings = {"zygote_fork_ms": reply.get("fork_ms"), **self._await_slot(sock, reader)}
+            timings["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
+            return Slot(fam, name, cg, uid, slot_dir, sock, reader, timings=timings)
+        except BaseException:
+            self._destroy_slot(Slot(fam, name, cg, uid, slot_dir, sock, None))
+            raise
+
+    @staticmethod
+    def _await_slot(sock: socket.socket, reader: bridge.FrameReader) -> dict:
+        deadline = time.monotonic() + SLOT_BUILD_TIMEOUT_S
+        while True:
+            frame = reader.next_frame()
+            if frame is not None:
+                kind, hdr, body = frame
+                if kind == bridge.SLOT_READY:
+                    return {k: v for k, v in hdr.items() if isinstance(v, (int, float))}
+                said = hdr.get("error") or body[-2000:].decode(errors="replace") or f"frame kind {kind}"
+                raise SandboxError(f"slot set-up failed: {said}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SandboxError("slot set-up timed out")
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                raise SandboxError("slot set-up failed: the bridge closed")
+            reader.feed(data)
+
+    def _destroy_slot(self, slot: Slot) -> None:
+        """An unclaimed (or half-built) slot: processes, cgroup, dir and mounts, uid, bridge."""
+        try:
+            if slot.cgroup is not None:
+                slot.cgroup.destroy()
+            self._live_cgroups.discard(slot.name)
+            self.remove_slot_dir(slot.dir)
+        finally:
+            if slot.uid is not None:
+                self._free_uid(slot.uid)
+            if slot.sock is not None:
+                slot.sock.close()
+
+    def remove_slot_dir(self, slot_dir: str) -> None:
+        """Unmount a slot's code, layers and /tmp (in the fork server's namespace) and remove its dir."""
+        if os.path.dirname(slot_dir) != self.slots_dir:        # only ever our own slots
+            raise ValueError(f"not a slot dir: {slot_dir}")
+        try:
+            self.zygote.request_mounts({"op": "release", "slot_dir": slot_dir})
+        except (RuntimeError, OSError) as e:     # a fork server that is gone took its mounts with it
+            log.debug("slot %s: %s", slot_dir, e)
+        mounts.remove_empty_tree(slot_dir)
+
+    def counts(self) -> dict[str, int]:
+        return self.slots.counts() if self.slots is not None else {"idle_slots": 0}
+
+    def runtimes(self):
+        """What this host runs (runtime/hostruntimes.HostRuntimes), discovered on first use if not given."""
         if self.host_runtimes is None:
             from lambdalet.runtime.hostruntimes import default_runtimes_dir, discover
             from lambdalet.services.runtimes import default_catalogue
             self.host_runtimes = discover(default_catalogue().managed(), runtimes_dir=default_runtimes_dir())
-        ex = self.host_runtimes.get(runtime)
+        return self.host_runtimes
+
+    def executor(self, runtime: str):
+        """The interpreter that runs `runtime` here (SandboxError if this host has none)."""
+        ex = self.runtimes().get(runtime)
         if ex is None:
             raise SandboxError(f"runtime {runtime} is not available on this lambdalet host")
         if ex.fork and ex.prefix != self.python_prefix:    # python_prefix= given: the server's Python from there
@@ -225,6 +414,8 @@ class NamespaceBackend(Backend):
         return NamespaceSandbox(spec, log_sink, self)
 
     def close(self) -> None:
+        if self.slots is not None:
+            self.slots.close()
         self.zygote.close()
         remove_parent(self.cgroup_parent)
         try:
@@ -232,10 +423,11 @@ class NamespaceBackend(Backend):
         except BlockingIOError:
             pass                           # another backend still uses the root dir
         else:                              # the last user: leave no empty root dir or lock file behind
-            try:
-                os.rmdir(self.root_dir)
-            except OSError:
-                pass
+            for d in (self.root_dir, self.slots_dir):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
             try:
                 os.unlink(self._lock_path)
             except OSError:

@@ -13,6 +13,17 @@ removes their cgroups. Each environment's PID 1 also has PR_SET_PDEATHSIG=SIGKIL
 zygote (jail.py), so even a SIGKILLed zygote takes its running environments with it (but not the
 frozen ones, which is why the clean-up must never be skipped).
 
+Pre-isolated slots (sandbox/slots.py): with slots, the zygote first moves into a mount namespace of its
+own (a slave of the host's: it sees the host's files, and nothing it mounts reaches the host). A slot's
+directory is made a shared mount there before the slot is forked. Claiming it mounts the function's
+code, layers and sized /tmp there, from where they propagate into the slot; releasing unmounts them.
+Those two requests go to the "mounter", a child forked first, in the same namespace, on a socket of its
+own: the zygote's pages are shared copy-on-write with every environment it forks, so each request it
+served would first pay page faults (~0.4 ms), and would queue behind forks. Being single-threaded, the
+zygote can own that namespace (the server, with its threads, could not enter it): no tenant mount ever
+appears in the host's mount table, and the namespace and its mounts end with the zygote and the
+mounter, whatever kills them (the zygote's clean-up removes the directories).
+
 Stop signals never raise here. A SIGKILLed server sends its zygote not one SIGTERM but one per
 server thread that exits (each exit re-parents the zygote to a surviving thread, and the
 parent-death signal fires on every re-parenting), spread over the server's death. When the handler
@@ -43,10 +54,12 @@ import http.server  # noqa: F401
 import select
 import socketserver  # noqa: F401
 from lambdalet.runtime import bridge, init, pyfork  # noqa: F401  (pyfork: python_bootstrap too)
-from lambdalet.sandbox import cgroups, jail, seccomp
+from lambdalet.sandbox import cgroups, jail, mounts, seccomp
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+CLONE_NEWNS = 0x20000
+MOUNTER_FD = "--mounter-fd="            # argv: own a mount namespace, and serve slots' mounts on this fd
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -116,6 +129,70 @@ def _kill_environments(groups: dict[str, dict[str, str]], parents: set[str] = fr
             pass
 
 
+def _own_mount_namespace(libc) -> None:
+    """Mounts made from here on (slots' dirs, code, /tmp) stay in this process's namespace."""
+    if libc.unshare(CLONE_NEWNS) != 0 or libc.mount(None, b"/", None, jail.MS_REC | jail.MS_SLAVE, None) != 0:
+        raise OSError(ctypes.get_errno(), "cannot make the fork server's own mount namespace")
+
+
+def _make_slot_dir(d: str) -> None:
+    for sub, _ in jail.SLOT_MOUNTS:
+        os.makedirs(os.path.join(d, sub), mode=0o755)
+    mounts.make_shared_dir(d)
+
+
+def _slot_request(req: dict) -> dict:
+    """`claim`: mount a function's code (read-only), layers and a sized /tmp on its slot's dir, from where
+    they propagate into the slot; `release`: unmount them and remove the dir."""
+    d = req["slot_dir"]
+    if not os.path.isabs(d) or not os.path.basename(d).startswith("slot-"):
+        raise ValueError(f"not a slot dir: {d}")
+    if req["op"] == "claim":
+        mounts.bind_readonly(req["code_dir"], os.path.join(d, "task"))
+        if req.get("layers_dir"):
+            mounts.bind_readonly(req["layers_dir"], os.path.join(d, "opt"))
+        mounts.mount_tmpfs(os.path.join(d, "tmp"), int(req["tmp_mb"]))
+    elif req["op"] == "release":
+        mounts.unmount_tree(d)
+        mounts.remove_empty_tree(d)
+    else:
+        raise ValueError(f"unknown request {req['op']!r}")
+    return {"ok": True}
+
+
+def _start_mounter(libc, sock: socket.socket) -> int:
+    """Fork the mounter (see above): it serves _slot_request on `sock` until the server closes it, and
+    dies with the zygote."""
+    zygote = os.getpid()
+    pid = os.fork()
+    if pid:
+        sock.close()
+        return pid
+    try:
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != zygote:
+            os._exit(0)
+        while msg := sock.recv(1 << 16):
+            try:
+                reply = _slot_request(json.loads(msg))
+            except Exception as e:
+                reply = {"ok": False, "error": f"{e.__class__.__name__}: {e}"}
+            sock.send(json.dumps(reply).encode())
+    finally:
+        os._exit(0)
+
+
+def _unmount_slots(slot_dirs: set[str]) -> None:
+    """What is left of the slots this zygote forked: their mounts (gone with this namespace anyway) and
+    their directories on the host."""
+    for d in slot_dirs:
+        try:
+            mounts.unmount_tree(d)
+            mounts.remove_empty_tree(d)
+        except Exception as e:                          # best effort: the next server cleans the rest
+            print(f"lambdalet zygote: could not remove slot {d}: {e}", file=sys.stderr, flush=True)
+
+
 def _group_of(procs_files: list[str]) -> dict[str, str]:
     """controller (or "unified") -> directory, from the cgroup.procs files a child is told to join."""
     out = {}
@@ -126,12 +203,15 @@ def _group_of(procs_files: list[str]) -> dict[str, str]:
     return out
 
 
-def serve(ctl: socket.socket, server_pid: int | None = None) -> None:
+def serve(ctl: socket.socket, server_pid: int | None = None, mounter: socket.socket | None = None) -> None:
     # Everything imported so far goes to the permanent generation: the children's (init's, the forked
     # Python runtime's) collections never visit these objects, so their pages stay shared, not copied.
     pyfork.prepare()
     gc.freeze()
-    libc = ctypes.CDLL(None)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if mounter is not None:                             # before any thread or child: a namespace of our own
+        _own_mount_namespace(libc)
+        _start_mounter(libc, mounter)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -141,16 +221,19 @@ def serve(ctl: socket.socket, server_pid: int | None = None) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)       # children and adopted PID 1s are auto-reaped
     groups: dict[str, dict[str, str]] = {}              # environments forked (cgroups not yet seen removed)
     parents: set[str] = set()                           # the cgroup parents they were made in
+    slot_dirs: set[str] = set()                         # host dirs of the slots forked (not yet seen removed)
     try:
         if server_pid is not None and os.getppid() != server_pid:
             return                                      # the server died before the death signal was armed
-        _serve(ctl, groups, parents, wake_r)
+        _serve(ctl, groups, parents, slot_dirs, wake_r)
     finally:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)   # nothing interrupts the clean-up
         _kill_environments(groups, parents)
+        _unmount_slots(slot_dirs)
 
 
-def _serve(ctl: socket.socket, groups: dict[str, dict[str, str]], parents: set[str], wake_fd: int) -> None:
+def _serve(ctl: socket.socket, groups: dict[str, dict[str, str]], parents: set[str], slot_dirs: set[str],
+           wake_fd: int) -> None:
     programs: dict[str, bytes] = {}
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
@@ -172,36 +255,8 @@ def _serve(ctl: socket.socket, groups: dict[str, dict[str, str]], parents: set[s
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
         t0 = time.monotonic()
         try:
-            req = json.loads(msg)
-            cfg = jail.JailConfig(**req["jail"])
-            cfg.binds = [tuple(b) for b in cfg.binds]
-            if cfg.seccomp_profile not in programs:
-                programs[cfg.seccomp_profile] = seccomp.compile_profile(seccomp.load_profile(cfg.seccomp_profile))
-            if len(fds) != 1:
-                raise ValueError("expected exactly one bridge fd")
-            for name in [n for n, g in groups.items() if not any(os.path.isdir(d) for d in g.values())]:
-                del groups[name]                        # destroyed by the host
-            groups[cfg.cgroup_procs[0]] = group = _group_of(cfg.cgroup_procs)
-            parents.update(os.path.dirname(d) for d in group.values())
-            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)   # no zygote handler in the child
-            pid = os.fork()
-            if pid == 0:
-                signal.set_wakeup_fd(-1)                # a signal here must not wake the zygote's loop
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-                try:
-                    sock = socket.socket(fileno=fds[0])
-                    ctl.close()
-                    os.closerange(3, sock.fileno())        # nothing of the server or other environments
-                    os.closerange(sock.fileno() + 1, 65536)
-                    jail.enter(cfg, sock, programs[cfg.seccomp_profile])
-                except BaseException:
-                    import traceback
-                    traceback.print_exc()
-                finally:
-                    os._exit(1)
-            reply = {"ok": True, "pid": pid, "fork_ms": round((time.monotonic() - t0) * 1000, 3)}
+            reply = _spawn(json.loads(msg), fds, ctl, groups, parents, slot_dirs, programs)
+            reply["fork_ms"] = round((time.monotonic() - t0) * 1000, 3)
         except Exception as e:
             reply = {"ok": False, "error": f"{e.__class__.__name__}: {e}"}
         finally:
@@ -214,6 +269,44 @@ def _serve(ctl: socket.socket, groups: dict[str, dict[str, str]], parents: set[s
             return                                      # the server is gone
 
 
+def _spawn(req: dict, fds, ctl: socket.socket, groups: dict[str, dict[str, str]], parents: set[str],
+           slot_dirs: set[str], programs: dict[str, bytes]) -> dict:
+    """Fork one environment (or slot); the child runs jail.enter and never comes back."""
+    cfg = jail.JailConfig(**req["jail"])
+    cfg.binds = [tuple(b) for b in cfg.binds]
+    if cfg.seccomp_profile not in programs:
+        programs[cfg.seccomp_profile] = seccomp.compile_profile(seccomp.load_profile(cfg.seccomp_profile))
+    if len(fds) != 1:
+        raise ValueError("expected exactly one bridge fd")
+    for name in [n for n, g in groups.items() if not any(os.path.isdir(d) for d in g.values())]:
+        del groups[name]                                # destroyed by the host
+    groups[cfg.cgroup_procs[0]] = group = _group_of(cfg.cgroup_procs)
+    slot_dirs.difference_update([d for d in slot_dirs if not os.path.isdir(d)])   # released by the mounter
+    if cfg.slot_dir:
+        slot_dirs.add(cfg.slot_dir)
+        _make_slot_dir(cfg.slot_dir)
+    parents.update(os.path.dirname(d) for d in group.values())
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)   # no zygote handler in the child
+    pid = os.fork()
+    if pid == 0:
+        signal.set_wakeup_fd(-1)                        # a signal here must not wake the zygote's loop
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        try:
+            sock = socket.socket(fileno=fds[0])
+            ctl.close()
+            os.closerange(3, sock.fileno())             # nothing of the server or other environments
+            os.closerange(sock.fileno() + 1, 65536)
+            jail.enter(cfg, sock, programs[cfg.seccomp_profile])
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(1)
+    return {"ok": True, "pid": pid}
+
+
 class ForkServer:
     """Host-side handle: one zygote process, requests serialized by a lock (forking takes ~1 ms).
 
@@ -221,18 +314,26 @@ class ForkServer:
     fires when the *thread* that forked a child exits, so starting it from a short-lived worker thread
     would kill every environment when that thread retires."""
 
-    def __init__(self, python_exe: str | None = None):
+    def __init__(self, python_exe: str | None = None, own_mount_namespace: bool = False):
+        """own_mount_namespace: for slots (see the module's doc); request_mounts() then reaches the mounter."""
         self._ctl, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._mounter = mounter_child = None
+        pass_fds = [child.fileno()]
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": src, "PYTHONDONTWRITEBYTECODE": "1"}
         argv = [python_exe or sys.executable, "-s", "-c", "from lambdalet.sandbox.zygote import main; main()",
                 str(child.fileno()), str(os.getpid())]
+        if own_mount_namespace:
+            self._mounter, mounter_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._mounter_lock = threading.Lock()
+            pass_fds.append(mounter_child.fileno())
+            argv.append(f"{MOUNTER_FD}{mounter_child.fileno()}")
         started = threading.Event()
         failure: list[BaseException] = []
 
         def keeper() -> None:
             try:
-                self._proc = subprocess.Popen(argv, pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL,
+                self._proc = subprocess.Popen(argv, pass_fds=pass_fds, env=env, stdin=subprocess.DEVNULL,
                                               start_new_session=True)
             except BaseException as e:
                 failure.append(e)
@@ -245,8 +346,12 @@ class ForkServer:
         self._keeper.start()
         started.wait()
         child.close()
+        if mounter_child is not None:
+            mounter_child.close()
         if failure:
             self._ctl.close()
+            if self._mounter is not None:
+                self._mounter.close()
             raise failure[0]
         self._lock = threading.Lock()
 
@@ -255,17 +360,38 @@ class ForkServer:
         return self._proc.pid
 
     def spawn(self, jail_cfg: dict, bridge_fd: int) -> dict:
+        return self.request({"jail": jail_cfg}, bridge_fd)
+
+    def request(self, req: dict, fd: int | None = None) -> dict:
+        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))] if fd is not None else []
         with self._lock:
             if self._proc.poll() is not None or not self._keeper.is_alive():
                 raise RuntimeError(f"fork server exited with {self._proc.returncode}")
-            self._ctl.sendmsg([json.dumps({"jail": jail_cfg}).encode()],
-                              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [bridge_fd]))])
+            self._ctl.sendmsg([json.dumps(req).encode()], fds)
             reply = json.loads(self._ctl.recv(1 << 16) or b'{"ok": false, "error": "fork server closed"}')
         if not reply.get("ok"):
             raise RuntimeError(f"fork server: {reply.get('error')}")
         return reply
 
+    def request_mounts(self, req: dict, meanwhile=None) -> dict:
+        """A slot's `claim` or `release` (see the module's doc), to the mounter: not queued behind forks.
+        `meanwhile()` runs while the mounter works (its exceptions propagate once the reply is in)."""
+        if self._mounter is None:
+            raise RuntimeError("this fork server has no mount namespace of its own")
+        with self._mounter_lock:
+            self._mounter.send(json.dumps(req).encode())
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+            finally:
+                reply = json.loads(self._mounter.recv(1 << 16) or b'{"ok": false, "error": "mounter closed"}')
+        if not reply.get("ok"):
+            raise RuntimeError(f"fork server's mounter: {reply.get('error')}")
+        return reply
+
     def close(self) -> None:
+        if self._mounter is not None:
+            self._mounter.close()
         self._ctl.close()
         self._keeper.join(timeout=10)
         if self._keeper.is_alive():
@@ -274,7 +400,9 @@ class ForkServer:
 
 
 def main() -> None:
-    serve(socket.socket(fileno=int(sys.argv[1])), int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    mounter = [int(a[len(MOUNTER_FD):]) for a in sys.argv[3:] if a.startswith(MOUNTER_FD)]
+    serve(socket.socket(fileno=int(sys.argv[1])), int(sys.argv[2]) if len(sys.argv) > 2 else None,
+          socket.socket(fileno=mounter[0]) if mounter else None)
 
 
 if __name__ == "__main__":

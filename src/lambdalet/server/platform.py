@@ -96,7 +96,8 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
         backend = open_backend(settings.sandbox, cgroup_parent=f"lambdalet-{settings.instance_id}",
                                root_dir=str(settings.run_dir / "root"),
                                uid_base=1_000_000 + uid_block * 10_000, uid_count=10_000,
-                               host_runtimes=settings.host_runtimes())
+                               host_runtimes=settings.host_runtimes(), slots=settings.sandbox_slots,
+                               slot_ttl_s=settings.env_idle_ttl_s, slots_dir=str(settings.run_dir / "slots"))
     pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s)
     return Invoker(TargetResolver(service.resolver, db), backend, CodeCache(settings.run_dir / "code", blobs), pool,
                    ConcurrencyLimiter(settings.concurrent_executions_limit), settings.region, logs=logs)

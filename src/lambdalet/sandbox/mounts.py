@@ -1,0 +1,131 @@
+"""Mounts of pre-isolated slots (sandbox/slots.py), made in the fork server's own mount namespace
+(zygote.py: its mounter child), never in the host's.
+
+A slot's /var/task, /opt and /tmp are slave copies of its directory <slots_dir>/<name>/{task,opt,tmp},
+a shared mount in that namespace (jail.py binds them when it builds the slot). Whatever is later
+mounted below that directory propagates into the slot's namespace, and nothing mounted inside ever
+propagates out (a slave sends nothing). Documentation/filesystems/sharedsubtree.rst.
+
+Read-only binds go through the new mount API (open_tree + mount_setattr + move_mount): the clone is
+made read-only BEFORE it is attached, so the copies propagation makes carry the flags. The classic
+bind-then-remount would not do: a remount does not propagate, the slot's copy would stay writable.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import struct
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+libc.syscall.restype = ctypes.c_long
+
+MS_NOSUID, MS_NODEV, MS_BIND, MS_SHARED = 2, 4, 4096, 1 << 20
+MNT_DETACH = 2
+SYS_open_tree, SYS_move_mount, SYS_mount_setattr = 428, 429, 442     # the same number on every arch
+AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE = -100, 0x1000, 0x8000
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 4
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+
+
+class MountError(OSError):
+    pass
+
+
+def _chk(ret: int, what: str) -> int:
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise MountError(e, f"{what}: {os.strerror(e)}")
+    return ret
+
+
+def _b(s: str) -> bytes:
+    return s.encode()
+
+
+def supported() -> bool:
+    """The new mount API exists here (Linux >= 5.12 for mount_setattr)."""
+    fd = libc.syscall(SYS_open_tree, AT_FDCWD, b"/", OPEN_TREE_CLOEXEC)   # an O_PATH fd, no clone
+    if fd < 0:
+        return False
+    os.close(fd)
+    # mount_setattr on a bogus fd: EBADF when the call exists, ENOSYS when not
+    if libc.syscall(SYS_mount_setattr, -1, b"", AT_EMPTY_PATH, None, 0) == 0:
+        return True
+    return ctypes.get_errno() != 38
+
+
+def make_shared_dir(path: str) -> None:
+    """Turn `path` into a mount of its own, in a peer group of its own (the slot's copies become its slaves)."""
+    _chk(libc.mount(_b(path), _b(path), None, MS_BIND, None), f"bind {path}")
+    _chk(libc.mount(None, _b(path), None, MS_SHARED, None), f"make-shared {path}")
+
+
+def bind_readonly(src: str, dst: str) -> None:
+    """Attach a read-only, nosuid, nodev clone of `src` (and its submounts) at `dst`, flags set before
+    attaching so propagated copies carry them."""
+    fd = _chk(libc.syscall(SYS_open_tree, AT_FDCWD, _b(src), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE),
+              f"open_tree {src}")
+    try:
+        attr = ctypes.create_string_buffer(struct.pack("=QQQQ", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                                                       0, 0, 0))
+        _chk(libc.syscall(SYS_mount_setattr, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, 32), f"mount_setattr {src}")
+        _chk(libc.syscall(SYS_move_mount, fd, b"", AT_FDCWD, _b(dst), MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {dst}")
+    finally:
+        os.close(fd)
+
+
+def mount_tmpfs(dst: str, size_mb: int) -> None:
+    """A sized /tmp, flags given at creation (one mount call: nothing to remount, so the copy matches)."""
+    _chk(libc.mount(b"tmp", _b(dst), b"tmpfs", MS_NOSUID | MS_NODEV, _b(f"size={int(size_mb)}m,mode=1777")),
+         f"mount tmpfs {dst}")
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points(root: str, include_root: bool = True) -> list[str]:
+    """Mount points in this mount namespace at (optionally) or below `root`, deepest first."""
+    root = root.rstrip("/")
+    found = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = _unescape(line.split()[4])
+            if mp.startswith(root + "/") or (include_root and mp == root):
+                found.add(mp)
+    return sorted(found, key=lambda p: (-p.count("/"), p))
+
+
+def unmount_tree(root: str) -> list[str]:
+    """Detach every mount at or below `root` (stacked ones too); returns what was unmounted.
+    Raises MountError if something stays mounted (callers must then not delete files below)."""
+    done: list[str] = []
+    for _ in range(16):                       # stacked mounts need one pass each
+        mps = mount_points(root)
+        if not mps:
+            return done
+        progress = False
+        for mp in mps:
+            if libc.umount2(_b(mp), MNT_DETACH) == 0:
+                done.append(mp)
+                progress = True
+        if not progress:
+            break
+    left = mount_points(root)
+    if left:
+        raise MountError(16, f"still mounted: {left}")
+    return done
+
+
+def remove_empty_tree(root: str) -> None:
+    """rmdir `root` and the empty directories below it; never deletes a file (and never crosses a mount:
+    callers unmount first)."""
+    for dirpath, _, _ in os.walk(root, topdown=False):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
