@@ -110,10 +110,13 @@ def test_queue_name_and_attribute_validation(svc, ctx):
     for bad in ("", "a" * 81, "has space", "dot.name"):
         with pytest.raises(E.InvalidParameterValue):
             svc.create_queue(ctx, {"QueueName": bad})
-    with pytest.raises(E.InvalidParameterValue, match="FIFO"):
+    # a .fifo name without FifoQueue=true, and FifoQueue=true without .fifo: SQS's two answers
+    with pytest.raises(E.InvalidParameterValue, match="^Can only include alphanumeric"):
         svc.create_queue(ctx, {"QueueName": "q.fifo"})
-    with pytest.raises(E.InvalidAttributeName):
+    with pytest.raises(E.InvalidParameterValue, match="^The name of a FIFO queue"):
         svc.create_queue(ctx, {"QueueName": "q", "Attributes": {"FifoQueue": "true"}})
+    with pytest.raises(E.InvalidAttributeName):
+        svc.create_queue(ctx, {"QueueName": "q", "Attributes": {"ContentBasedDeduplication": "true"}})
     with pytest.raises(E.InvalidAttributeName):
         svc.create_queue(ctx, {"QueueName": "q", "Attributes": {"Bogus": "1"}})
     with pytest.raises(E.InvalidAttributeName):

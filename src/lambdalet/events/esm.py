@@ -6,7 +6,7 @@ chains its close() in front of `platform.close()`; the object goes into the "lam
 implementations so `create_event_source_mapping` etc. route to it.
 
 What AWS does and this does too
-- Sources: SQS queues (standard) of the caller's account and region, by ARN, and queues of any
+- Sources: SQS queues (standard and FIFO) of the caller's account and region, by ARN, and queues of any
   SQS-compatible endpoint the operator configured (`lambdalet sources add-sqs-endpoint`; an ARN
   matching an endpoint's rule is polled there with botocore, see events/sources.py). Other event
   sources (Kinesis, DynamoDB streams, Kafka, MQ, DocumentDB) are refused with
@@ -19,6 +19,8 @@ What AWS does and this does too
   not be below the function's timeout; one mapping per (function ARN, queue); parameters that only
   apply to streams or Kafka are refused; FilterCriteria (<= 5 filters, EventBridge patterns),
   FunctionResponseTypes [ReportBatchItemFailures], ScalingConfig.MaximumConcurrency 2-1000.
+  A FIFO queue takes no batching window ("Batching window is not supported for FIFO queues"), hence at
+  most 10 records per batch; its poller keeps each message group in order (esm_poller.py).
 Records live in `event_source_mappings` (migration 0005); times are epoch seconds.
 """
 from __future__ import annotations
@@ -159,7 +161,7 @@ class EventSourceMappings:
             raise InvalidParameterValueException("EventSourceArn is required for an SQS event source mapping.")
         source_arn = self._check_source(scope, params["EventSourceArn"])
         name, qualifier, timeout = self._check_function(ctx, params["FunctionName"], "CreateEventSourceMapping")
-        cfg = self._config({}, params)
+        cfg = self._config({}, params, fifo_source=_is_fifo(source_arn))
         self._check_visibility(scope, source_arn, timeout)
         enabled = params.get("Enabled", True)
         if not isinstance(enabled, bool):
@@ -206,7 +208,7 @@ class EventSourceMappings:
         timeout = None
         if params.get("FunctionName") is not None:
             name, qualifier, timeout = self._check_function(ctx, params["FunctionName"], "UpdateEventSourceMapping")
-        cfg = self._config(json.loads(row.config), params)
+        cfg = self._config(json.loads(row.config), params, fifo_source=_is_fifo(row.event_source_arn))
         if timeout is not None:
             self._check_visibility(scope, row.event_source_arn, timeout)
         enabled = row.enabled
@@ -300,10 +302,8 @@ class EventSourceMappings:
             raise InvalidParameterValueException(
                 f"Unsupported event source {arn}: lambdalet maps SQS queues (arn:aws:sqs:<region>:<account>:<queue>) "
                 "only; Kinesis, DynamoDB, Kafka, MQ and DocumentDB sources are not available.")
-        region, account, name = parsed
+        region, account, _ = parsed
         if self.sources.is_external(arn):
-            if name.endswith(".fifo"):
-                raise InvalidParameterValueException("FIFO queues are not supported by lambdalet.")
             if self.sources.external_endpoint(arn, scope.account_id) is None:
                 raise InvalidParameterValueException(
                     f"The queue {arn} is on an external SQS endpoint that account {scope.account_id} may not use.")
@@ -312,8 +312,6 @@ class EventSourceMappings:
             raise InvalidParameterValueException(
                 f"The queue {arn} is not in this account and region ({scope.account_id}, {scope.region}); "
                 "lambdalet maps only its own queues of the caller's account and region.")
-        if name.endswith(".fifo"):
-            raise InvalidParameterValueException("FIFO queues are not supported by lambdalet.")
         return arn
 
     def _queue_attributes(self, scope: Scope, arn: str) -> dict[str, str]:
@@ -352,7 +350,7 @@ class EventSourceMappings:
             _, version, _ = records.resolve(conn, scope, ref.name, ref.qualifier)
         return ref.name, ref.qualifier, int(records.config_of(version).get("Timeout", 3))
 
-    def _config(self, cfg: dict, params: dict) -> dict:
+    def _config(self, cfg: dict, params: dict, *, fifo_source: bool = False) -> dict:
         """Merge the request's settable members into a stored configuration, validating the result."""
         cfg = dict(cfg)
         cfg.setdefault("BatchSize", BATCH_DEFAULT)
@@ -363,6 +361,8 @@ class EventSourceMappings:
         if params.get("MaximumBatchingWindowInSeconds") is not None:
             cfg["MaximumBatchingWindowInSeconds"] = _int(params["MaximumBatchingWindowInSeconds"],
                                                          "maximumBatchingWindowInSeconds", 0, WINDOW_MAX)
+        if fifo_source and cfg["MaximumBatchingWindowInSeconds"] > 0:
+            raise InvalidParameterValueException("Batching window is not supported for FIFO queues")
         if cfg["BatchSize"] > 10 and cfg["MaximumBatchingWindowInSeconds"] < 1:
             raise InvalidParameterValueException(
                 "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10")
@@ -505,6 +505,10 @@ class EventSourceMappings:
         t = threading.Thread(target=finish, name=f"esm-stop-{mapping_uuid[:8]}", daemon=True)
         self._joiners = [j for j in self._joiners if j.is_alive()] + [t]
         t.start()
+
+
+def _is_fifo(queue_arn: str) -> bool:
+    return queue_arn.endswith(".fifo")
 
 
 def build_event_source_mappings(platform) -> EventSourceMappings:

@@ -17,6 +17,12 @@ Per enabled mapping, one `MappingPoller` runs worker threads (one batch in fligh
   leaves every record to become visible again (and the queue's redrive policy moves a message to its
   dead-letter queue once it was received maxReceiveCount times). A throttled invocation gives its
   records back at once and the worker backs off.
+FIFO queues (as Lambda documents): the queue hands out a message group only while none of its
+messages is in flight, so batches of a group never overlap and arrive in order; a batch holds at most
+10 records (no batching window). When a record fails, the records after it of the same group are not
+deleted either (with ReportBatchItemFailures: "stop processing after the first failure and return all
+failed and unprocessed messages"), and an event the payload limit split is not continued past a
+failed part; they come back, in order, after the visibility timeout.
 Configuration changes (`update`) apply from the next batch on; `stop` ends the workers after the
 batch each is processing.
 """
@@ -62,6 +68,10 @@ class MappingSpec:
     filters: tuple[Filter, ...] = ()
     max_concurrency: int | None = None
 
+    @property
+    def fifo(self) -> bool:
+        return self.event_source_arn.endswith(".fifo")
+
 
 class FunctionCaller(Protocol):
     def resolve(self, spec: MappingSpec) -> Any: ...            # -> invoke.invoker.Target
@@ -70,7 +80,8 @@ class FunctionCaller(Protocol):
 
 LambdaletQueues = InternalQueueSource      # the former name; events/sources.py holds the queue sources now
 __all__ = ["MappingPoller", "MappingSpec", "QueueSource", "FunctionCaller", "InvokerCaller", "LambdaletQueues",
-           "parse_sqs_arn", "service_context", "sqs_record", "failed_item_ids", "chunk_records", "filter_view"]
+           "parse_sqs_arn", "service_context", "sqs_record", "failed_item_ids", "fifo_unprocessed", "chunk_records",
+           "filter_view"]
 
 
 class InvokerCaller:
@@ -96,7 +107,8 @@ def sqs_record(message, region: str) -> dict:
     system = message.system_attributes
     attributes = {k: system[k] for k in ("ApproximateReceiveCount", "SentTimestamp", "SenderId",
                                          "ApproximateFirstReceiveTimestamp") if k in system}
-    for k in ("AWSTraceHeader", "DeadLetterQueueSourceArn"):
+    for k in ("SequenceNumber", "MessageGroupId", "MessageDeduplicationId", "AWSTraceHeader",
+              "DeadLetterQueueSourceArn"):
         if k in system:
             attributes[k] = system[k]
     msg_attrs = {}
@@ -161,6 +173,18 @@ def failed_item_ids(payload: bytes, batch_ids: set[str]) -> set[str] | None:
             return None
         failed.add(ident)
     return failed
+
+
+def fifo_unprocessed(records: list[dict], failed: set[str]) -> set[str]:
+    """FIFO: a failed record and every later record of its message group (records are in order)."""
+    stopped: set[str] = set()
+    out = set(failed)
+    for r in records:
+        group = r["attributes"].get("MessageGroupId")
+        if group in stopped or r["messageId"] in failed:
+            stopped.add(group)
+            out.add(r["messageId"])
+    return out
 
 
 def chunk_records(records: list[dict], limit: int = MAX_SYNC_PAYLOAD) -> list[tuple[list[dict], bytes]]:
@@ -359,6 +383,11 @@ class MappingPoller:
         chunks = chunk_records(records)
         for i, (chunk, payload) in enumerate(chunks):
             outcome = self._invoke_chunk(spec, target, chunk, payload)
+            if outcome in ("failed", "partial") and spec.fifo and i + 1 < len(chunks):
+                # Later parts hold later messages of the failed groups: leave them for redelivery.
+                rest = [r for later, _ in chunks[i + 1:] for r in later]
+                self._fail(rest, "PROBLEM: Function call failed")
+                return outcome
             if outcome == "throttled":
                 # Not invoked: give this chunk and the ones not yet sent back to the queue at once.
                 for rest, _ in chunks[i:]:
@@ -385,6 +414,8 @@ class MappingPoller:
             if failed is None:
                 self._fail(chunk, "PROBLEM: Function returned an invalid batchItemFailures response")
                 return "failed"
+            if spec.fifo:
+                failed = fifo_unprocessed(chunk, failed)
         else:
             failed = set()
         done = [r["receiptHandle"] for r in chunk if r["messageId"] not in failed]
@@ -392,7 +423,7 @@ class MappingPoller:
         self.stats.failed += len(chunk) - len(done)
         self.stats.deleted += len(done)
         self.stats.last_result = "OK"
-        return "ok"
+        return "partial" if failed else "ok"
 
     def _fail(self, chunk: list[dict], why: str) -> None:
         # Records stay in flight until their visibility timeout ends, then come back (or are redriven).

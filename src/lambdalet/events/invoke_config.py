@@ -25,6 +25,7 @@ LIST_MAX = 50
 CACHE_TTL_S = 2.0
 
 SQS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:([a-z0-9-]+):(\d{12}):([A-Za-z0-9_-]{1,80})$")
+FIFO_SQS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,75}\.fifo$")
 LAMBDA_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:([a-z0-9-]+):(\d{12}):function:([a-zA-Z0-9_-]{1,64})"
                         r"(?::(\$LATEST|[a-zA-Z0-9_-]{1,128}))?$")
 ANY_ARN = re.compile(r"^arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9-]+):([a-z0-9-]*):(\d{12})?:(.+)$")
@@ -189,6 +190,8 @@ class EventInvokeConfigs:
             raise constraint_error(arn, f"{field}.destination",
                                    "Member must satisfy regular expression pattern: "
                                    "arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9\\-])+:([a-z]{2}(-gov)?-[a-z]+-\\d{1})?:(\\d{12})?:(.*)")
+        if FIFO_SQS_ARN.match(arn):      # AWS: "When using an Amazon SQS queue as a destination, FIFO queues cannot be used."
+            raise InvalidParameterValueException(fifo_refusal(arn))
         m = SQS_ARN.match(arn)
         if m:
             region, account, name = m.groups()
@@ -219,6 +222,11 @@ class EventInvokeConfigs:
         raise InvalidParameterValueException(
             f"lambdalet cannot deliver to '{service}' destinations ({arn}); use an SQS queue ARN or a Lambda "
             f"function ARN.")
+
+
+def fifo_refusal(arn: str) -> str:
+    """Asynchronous invocation destinations and dead-letter queues must be standard SQS queues."""
+    return f"The target {arn} is a FIFO queue; Lambda sends asynchronous invocation records only to standard queues."
 
 
 def _int_range(value, field: str, lo: int, hi: int) -> int:

@@ -13,7 +13,8 @@ Guarantees
   succeeds without deleting, as in SQS, so a slow consumer cannot delete another's delivery).
 - Redrive: a receivable message already received maxReceiveCount times is moved to the dead-letter
   queue (re-sealed for it) in the same transaction that would have delivered it.
-FIFO queues are not implemented: `.fifo` names and FIFO attributes are refused with a clear message.
+- FIFO queues: group ordering, deduplication and sequence numbers live in queues/fifo.py; this module
+  calls into it where a FIFO queue differs (name and attributes, send, claim, redrive).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from lambdalet.models.context import RequestContext
 from lambdalet.queues import errors as E
+from lambdalet.queues import fifo
 from lambdalet.queues.storage import QueueSignals, claim_messages, durable_write, next_visible_at
 from lambdalet.queues.tables import sqs_messages, sqs_queues
 
@@ -100,6 +102,10 @@ class Queue:
         return int(self.attributes.get(name, _INT_ATTRS[name][2]))
 
     @property
+    def is_fifo(self) -> bool:
+        return fifo.is_fifo(self.attributes)
+
+    @property
     def redrive(self) -> tuple[str, int] | None:
         raw = self.attributes.get("RedrivePolicy")
         if not raw:
@@ -131,6 +137,8 @@ class _Outgoing:
     sys_attrs: dict[str, dict]
     delay: int
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    fifo: "fifo.FifoSend | None" = None
+    sequence: int | None = None            # FIFO: set in the send transaction (the original's, for a duplicate)
 
 
 # ---- small helpers ----
@@ -188,20 +196,23 @@ def _attr_size(attrs: dict[str, dict]) -> int:
     return size
 
 
-def _pack_attrs(attrs: dict[str, dict], sys_attrs: dict[str, dict]) -> bytes:
+def _pack_attrs(attrs: dict[str, dict], sys_attrs: dict[str, dict], fifo_send: "fifo.FifoSend | None" = None) -> bytes:
     def enc(d):
         return {n: {k: (base64.b64encode(v).decode() if k == "BinaryValue" else v) for k, v in a.items()}
                 for n, a in d.items()}
-    return json.dumps({"a": enc(attrs), "s": enc(sys_attrs)}, separators=(",", ":")).encode()
+    doc: dict[str, Any] = {"a": enc(attrs), "s": enc(sys_attrs)}
+    if fifo_send is not None:          # the group and deduplication ids travel sealed, like the attributes
+        doc["f"] = {"g": fifo_send.group_id, "d": fifo_send.dedup_id}
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def _unpack_attrs(raw: bytes) -> tuple[dict[str, dict], dict[str, dict]]:
+def _unpack_attrs(raw: bytes) -> tuple[dict[str, dict], dict[str, dict], dict[str, str]]:
     doc = json.loads(raw)
 
     def dec(d):
         return {n: {k: (base64.b64decode(v) if k == "BinaryValue" else v) for k, v in a.items()}
                 for n, a in d.items()}
-    return dec(doc.get("a", {})), dec(doc.get("s", {}))
+    return dec(doc.get("a", {})), dec(doc.get("s", {})), doc.get("f", {})
 
 
 def _want_attr(name: str, selectors: list[str]) -> bool:
@@ -240,6 +251,8 @@ class QueueService:
         self.region = getattr(settings, "region", "us-east-1")
         self._receipt_key = keyring.derive_key("sqs-receipt")
         self._token_key = keyring.derive_key("sqs-next-token")
+        self._fifo_keys = fifo.FifoKeys(keyring.derive_key("sqs-fifo-ids"))
+        self._fifo_ids: set[str] = set()     # FIFO queues seen: a delete there may free a group (wake pollers)
         self.signals = QueueSignals()
         self._last_sweep: dict[str, float] = {}
         # Internal producers/pollers look their queue up per batch; the row changes only through this
@@ -252,8 +265,10 @@ class QueueService:
 
     def create_queue(self, ctx: RequestContext, params: dict) -> dict:
         name = params["QueueName"]
-        self._check_queue_name(name)
-        attrs = self._validate_attributes(ctx.account_id, ctx.region, params.get("Attributes") or {}, creating=True)
+        is_fifo = fifo.wants_fifo(params.get("Attributes") or {})
+        self._check_queue_name(name, is_fifo)
+        attrs = self._validate_attributes(ctx.account_id, ctx.region, params.get("Attributes") or {}, creating=True,
+                                          fifo_queue=is_fifo)
         tags = params.get("tags") or {}
         self._check_tags(tags)
         queue = self._create(ctx.account_id, ctx.region, name, attrs, tags)
@@ -294,6 +309,7 @@ class QueueService:
         queue = self._from_url(ctx, params["QueueUrl"])
         with self.db.begin() as conn:
             conn.execute(sa.delete(sqs_messages).where(sqs_messages.c.queue_id == queue.id))
+            fifo.forget_queue(conn, queue.id)
             conn.execute(sa.delete(sqs_queues).where(sqs_queues.c.id == queue.id))
         self._queues_generation += 1
         self.signals.notify(queue.id)
@@ -327,7 +343,7 @@ class QueueService:
     def set_queue_attributes(self, ctx: RequestContext, params: dict) -> dict:
         queue = self._from_url(ctx, params["QueueUrl"])
         attrs = self._validate_attributes(ctx.account_id, ctx.region, params.get("Attributes") or {},
-                                          creating=False, self_arn=queue.arn)
+                                          creating=False, self_arn=queue.arn, fifo_queue=queue.is_fifo)
         merged = dict(queue.attributes)
         for k, v in attrs.items():
             if v == "" and k in ("RedrivePolicy", "Policy", "RedriveAllowPolicy", "KmsMasterKeyId"):
@@ -447,6 +463,8 @@ class QueueService:
         for a in attr_names:
             if not (a in ("All", ".*") or _ATTR_NAME.match(a.removesuffix(".*") or "x")):
                 raise _bad(f"Value {a} for parameter MessageAttributeNames is invalid.")
+        if queue.is_fifo and params.get("ReceiveRequestAttemptId"):
+            fifo.check_id(params["ReceiveRequestAttemptId"], "ReceiveRequestAttemptId")   # accepted, not replayed
         messages = self._receive(queue, n, vis, wait)
         return {"Messages": [self._wire_message(m, sys_names, attr_names) for m in messages]} if messages else {}
 
@@ -512,12 +530,13 @@ class QueueService:
                      region: str | None = None) -> str:
         """Create the queue if it does not exist (attributes apply only when creating); its ARN."""
         region = region or self.region
-        self._check_queue_name(name)
+        is_fifo = fifo.wants_fifo(attributes or {})
+        self._check_queue_name(name, is_fifo)
         try:
             return self._get(account, region, name).arn
         except E.QueueDoesNotExist:
             pass
-        attrs = self._validate_attributes(account, region, attributes or {}, creating=True)
+        attrs = self._validate_attributes(account, region, attributes or {}, creating=True, fifo_queue=is_fifo)
         try:
             return self._create(account, region, name, attrs, {}).arn
         except E.QueueNameExists:
@@ -590,6 +609,8 @@ class QueueService:
             except E.SqsError:
                 continue
             dels.append({"q": qid, "mid": mid, "cnt": count})
+            if qid in self._fifo_ids:
+                woken.add(qid)                   # a FIFO group may be free now
         for receipt, delay_s in nacks:
             try:
                 qid, mid, count = self._open_receipt(receipt)
@@ -622,11 +643,10 @@ class QueueService:
 
     # ================================================================ internals: queues
 
-    def _check_queue_name(self, name: str) -> None:
-        if name.endswith(".fifo"):
-            raise _bad("lambdalet does not support FIFO queues yet; use a standard queue name (without .fifo).")
-        if not _QUEUE_NAME.match(name):
-            raise _bad("Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length")
+    def _check_queue_name(self, name: str, is_fifo: bool = False) -> None:
+        fifo.check_name(name, is_fifo)
+        if not is_fifo and not _QUEUE_NAME.match(name):
+            raise _bad(fifo.NAME_MESSAGE)
 
     def _check_tags(self, tags: dict[str, str]) -> None:
         if len(tags) > MAX_TAGS:
@@ -636,16 +656,16 @@ class QueueService:
                 raise _bad(f"Tag key {k[:128]!r} or its value is invalid.")
 
     def _validate_attributes(self, account: str, region: str, attrs: dict[str, str], *, creating: bool,
-                             self_arn: str | None = None) -> dict[str, str]:
-        out = {}
+                             self_arn: str | None = None, fifo_queue: bool = False) -> dict[str, str]:
+        out = dict(fifo.DEFAULTS) if (creating and fifo_queue) else {}
         for name, value in attrs.items():
             if name in _READ_ONLY or name not in _ALL_ATTRS:
                 raise E.InvalidAttributeName(f"Unknown Attribute {name}.")
             if name in _FIFO_ATTRS:
-                if name == "FifoQueue" and value.lower() == "false":
-                    continue
-                raise E.InvalidAttributeName(f"Unknown Attribute {name}. lambdalet does not support FIFO queues yet.")
-            if name in _INT_ATTRS:
+                if name == "FifoQueue" and value.strip().lower() == "false" and not fifo_queue:
+                    continue               # a standard queue saying so: nothing to store
+                out[name] = fifo.attribute(name, value, fifo=fifo_queue)
+            elif name in _INT_ATTRS:
                 lo, hi, _ = _INT_ATTRS[name]
                 try:
                     n = int(value.strip())
@@ -655,7 +675,7 @@ class QueueService:
                     raise E.InvalidAttributeValue(f"Invalid value for the parameter {name}.")
                 out[name] = str(n)
             elif name == "RedrivePolicy":
-                out[name] = self._check_redrive(account, region, value, self_arn) if value else ""
+                out[name] = self._check_redrive(account, region, value, self_arn, fifo_queue) if value else ""
             elif name == "SqsManagedSseEnabled":
                 if value.lower() not in ("true", "false"):
                     raise E.InvalidAttributeValue(f"Invalid value for the parameter {name}.")
@@ -673,7 +693,8 @@ class QueueService:
             out = {k: v for k, v in out.items() if v != ""}
         return out
 
-    def _check_redrive(self, account: str, region: str, value: str, self_arn: str | None) -> str:
+    def _check_redrive(self, account: str, region: str, value: str, self_arn: str | None,
+                       source_fifo: bool = False) -> str:
         reason = None
         try:
             doc = json.loads(value)
@@ -702,7 +723,8 @@ class QueueService:
                 try:
                     if (t_region, t_account) != (region, account):
                         raise E.QueueDoesNotExist("")
-                    self._get(t_account, t_region, t_name)
+                    target_queue = self._get(t_account, t_region, t_name)
+                    reason = fifo.redrive_mismatch(source_fifo, target_queue.is_fifo)
                 except E.QueueDoesNotExist:
                     reason = "Dead letter target does not exist."
         if reason:
@@ -738,8 +760,11 @@ class QueueService:
         return existing
 
     def _row_to_queue(self, row) -> Queue:
-        return Queue(row.id, row.account_id, row.region, row.name, json.loads(row.attributes),
-                     json.loads(row.tags or "{}"), row.created_at, row.modified_at, row.purged_at)
+        queue = Queue(row.id, row.account_id, row.region, row.name, json.loads(row.attributes),
+                      json.loads(row.tags or "{}"), row.created_at, row.modified_at, row.purged_at)
+        if queue.is_fifo:
+            self._fifo_ids.add(queue.id)
+        return queue
 
     def _get(self, account: str, region: str, name: str) -> Queue:
         q = sqs_queues
@@ -885,9 +910,12 @@ class QueueService:
             raise E.InvalidMessageContents("Invalid binary character was found in the message body, the set of "
                                            "allowed characters is #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to "
                                            "#xFFFD | #x10000 to #x10FFFF")
-        if p.get("MessageDeduplicationId"):
-            raise _bad("The request include parameter MessageDeduplicationId, which is only valid for FIFO "
-                       "queues (not supported by lambdalet).")
+        fifo_send = None
+        if queue.is_fifo:
+            fifo_send = fifo.check_send(queue.attributes, p, body.encode("utf-8"))
+        elif p.get("MessageDeduplicationId"):
+            raise _bad(f"Value {p['MessageDeduplicationId'][:128]} for parameter MessageDeduplicationId is invalid. "
+                       f"Reason: The request include parameter that is not valid for this queue type.")
         delay = _int_param(p, "DelaySeconds", 0, 900, "Must be >= 0 and <= 900, if provided.")
         if delay is None:
             delay = queue.int_attr("DelaySeconds")
@@ -899,7 +927,7 @@ class QueueService:
         limit = queue.int_attr("MaximumMessageSize")
         if len(raw) + _attr_size(attrs) > limit:
             raise _bad(f"One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes.")
-        return _Outgoing(raw, attrs, sys_attrs, delay)
+        return _Outgoing(raw, attrs, sys_attrs, delay, fifo=fifo_send)
 
     def _send_result(self, out: _Outgoing) -> dict:
         res = {"MessageId": out.message_id, "MD5OfMessageBody": _md5(out.body)}
@@ -907,6 +935,8 @@ class QueueService:
             res["MD5OfMessageAttributes"] = md5_of_attributes(out.attrs)
         if out.sys_attrs:
             res["MD5OfMessageSystemAttributes"] = md5_of_attributes(out.sys_attrs)
+        if out.sequence is not None:
+            res["SequenceNumber"] = fifo.sequence_number(out.sequence)
         return res
 
     def _insert(self, queue: Queue, outs: list[_Outgoing], *, sender_id: str) -> None:
@@ -916,14 +946,18 @@ class QueueService:
             rows.append(dict(
                 id=o.message_id, queue_id=queue.id,
                 body_sealed=self.keyring.seal(o.body, _aad(queue.id, o.message_id, "body")),
-                attrs_sealed=(self.keyring.seal(_pack_attrs(o.attrs, o.sys_attrs), _aad(queue.id, o.message_id, "attrs"))
-                              if (o.attrs or o.sys_attrs) else None),
+                attrs_sealed=(self.keyring.seal(_pack_attrs(o.attrs, o.sys_attrs, o.fifo),
+                                                _aad(queue.id, o.message_id, "attrs"))
+                              if (o.attrs or o.sys_attrs or o.fifo) else None),
                 sender_id=sender_id[:128], sent_at=now, visible_at=now + o.delay, receive_count=0,
                 first_received_at=None, dlq_source_arn=None))
         with durable_write(self.db) as conn:
             if conn.execute(sa.select(sqs_queues.c.id).where(sqs_queues.c.id == queue.id)).first() is None:
                 raise E.QueueDoesNotExist("The specified queue does not exist.")
-            conn.execute(sa.insert(sqs_messages), rows)
+            if queue.is_fifo:      # duplicates dropped, the others numbered, all in this transaction
+                rows = fifo.admit(conn, queue.id, outs, rows, self._fifo_keys, now)
+            if rows:
+                conn.execute(sa.insert(sqs_messages), rows)
         self.signals.notify(queue.id)
 
     # ================================================================ internals: receiving
@@ -966,9 +1000,10 @@ class QueueService:
                         sqs_queues.c.region == m.group(1), sqs_queues.c.account_id == m.group(2),
                         sqs_queues.c.name == m.group(3))).first()
                     dlq = self._row_to_queue(row) if row else None
+            claim = fifo.claim_fifo_messages if queue.is_fifo else claim_messages
             for _ in range(100):     # bounded; another pass only to replace redriven rows
-                rows = claim_messages(conn, queue_id, now, n - len(claimed), retention_cutoff=cutoff,
-                                      exclude=[r.id for r, _ in claimed])
+                rows = claim(conn, queue_id, now, n - len(claimed), retention_cutoff=cutoff,
+                             exclude=[r.id for r, _ in claimed])
                 moved = 0
                 taken = []
                 for r in rows:
@@ -994,7 +1029,11 @@ class QueueService:
     def _move_to_dlq(self, conn, source: Queue, dlq: Queue, r, now: float) -> None:
         body = self.keyring.open(r.body_sealed, _aad(source.id, r.id, "body"))
         attrs = self.keyring.open(r.attrs_sealed, _aad(source.id, r.id, "attrs")) if r.attrs_sealed else None
+        # A FIFO message keeps its group and takes its place at the end of the (FIFO) dead-letter queue.
+        in_order = r.group_key is not None and dlq.is_fifo
         conn.execute(sa.update(sqs_messages).where(sqs_messages.c.id == r.id).values(
+            group_key=r.group_key if in_order else None,
+            sequence=fifo.next_sequences(conn, dlq.id, 1) if in_order else None,
             queue_id=dlq.id,
             body_sealed=self.keyring.seal(body, _aad(dlq.id, r.id, "body")),
             attrs_sealed=self.keyring.seal(attrs, _aad(dlq.id, r.id, "attrs")) if attrs is not None else None,
@@ -1002,9 +1041,10 @@ class QueueService:
 
     def _open_message(self, queue: Queue, r, count: int, now: float) -> Message:
         body = self.keyring.open(r.body_sealed, _aad(queue.id, r.id, "body"))
-        attrs, sys_attrs = ({}, {})
+        attrs, sys_attrs, fifo_ids = ({}, {}, {})
         if r.attrs_sealed:
-            attrs, sys_attrs = _unpack_attrs(self.keyring.open(r.attrs_sealed, _aad(queue.id, r.id, "attrs")))
+            attrs, sys_attrs, fifo_ids = _unpack_attrs(self.keyring.open(r.attrs_sealed,
+                                                                         _aad(queue.id, r.id, "attrs")))
         first = r.first_received_at if r.first_received_at is not None else now
         system = {"SenderId": r.sender_id, "SentTimestamp": str(int(r.sent_at * 1000)),
                   "ApproximateReceiveCount": str(count), "ApproximateFirstReceiveTimestamp": str(int(first * 1000))}
@@ -1012,6 +1052,9 @@ class QueueService:
             system["AWSTraceHeader"] = sys_attrs["AWSTraceHeader"]["StringValue"]
         if r.dlq_source_arn:
             system["DeadLetterQueueSourceArn"] = r.dlq_source_arn
+        if fifo_ids and r.sequence is not None:
+            system.update(MessageGroupId=fifo_ids["g"], MessageDeduplicationId=fifo_ids["d"],
+                          SequenceNumber=fifo.sequence_number(r.sequence))
         return Message(r.id, self._make_receipt(queue.id, r.id, count), body, attrs, system, count, r.sent_at,
                        first, queue.arn, r.dlq_source_arn)
 
@@ -1061,6 +1104,8 @@ class QueueService:
         m = sqs_messages
         with self.db.begin() as conn:
             res = conn.execute(sa.delete(m).where(m.c.id == mid, m.c.queue_id == queue_id, m.c.receive_count == count))
+        if res.rowcount and queue_id in self._fifo_ids:
+            self.signals.notify(queue_id)        # the message's group may be free now
         return res.rowcount > 0
 
     def _change_visibility(self, queue_id: str, receipt: str, timeout: int, *, require_inflight: bool) -> None:

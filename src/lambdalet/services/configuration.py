@@ -128,6 +128,10 @@ def apply(params: dict, base: dict, catalogue: RuntimeCatalogue, *, creating: bo
     if "DeadLetterConfig" in params:
         dlc = params["DeadLetterConfig"] or {}
         target = v.target_arn(dlc.get("TargetArn", ""), "deadLetterConfig.targetArn")
+        if target and target.startswith("arn:aws") and ":sqs:" in target and target.endswith(".fifo"):
+            # AWS: a dead-letter queue is a standard SQS queue (or SNS topic), never a FIFO queue.
+            raise InvalidParameterValueException(f"The target {target} is a FIFO queue; Lambda sends asynchronous "
+                                                 f"invocation records only to standard queues.")
         if target:
             cfg["DeadLetterConfig"] = {"TargetArn": target}
         else:
