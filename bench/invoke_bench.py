@@ -11,8 +11,9 @@ What it measures (goals from the performance issue):
       process.        goal: cold p50 - warm p50 <= 15 ms and below the bare interpreter's start
       The server keeps its default pre-isolated slots (sandbox/slots.py); the same rounds then run on a
       second server started with `--sandbox-slots 0` (every environment built from scratch).
-  (c) throughput of a no-op function at concurrency 1, 8, 32 (threads, one boto3 client each), with
-      the CPU used by the server, the environments and this client.     goal: >= 1,000 invokes/s
+  (c) throughput of a no-op function at concurrency 1, 8, 32 (threads, one boto3 client each), for
+      128 MB and 1,769 MB (one full vCPU), with the CPU used by the server, the environments and
+      this client, per second and per invoke (--throughput-only: this alone). goal: >= 1,000 invokes/s
   (d) unique memory (PSS, /proc/<pid>/smaps_rollup) of every process of an idle warm environment,
       found through the environment's cgroup.                           goal: <= 8 MiB
 plus a breakdown of where the time goes (client-side phases from botocore's events, DryRun as the
@@ -246,7 +247,7 @@ class Server:
             parent = self._cgroup_parent(c)
             if parent and parent.is_dir():
                 for d in parent.iterdir():
-                    if d.is_dir():
+                    if d.is_dir() and d.name != "freeze-anchor":   # sandbox/cgroups.py FREEZE_ANCHOR
                         out.setdefault(d.name, {})[c] = d
         return out
 
@@ -345,8 +346,9 @@ def make_role(srv: "Server") -> None:
 
 
 def create_function(lam, name: str, code: bytes, **kw) -> None:
+    kw.setdefault("MemorySize", 128)
     lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
-                        Code={"ZipFile": code}, MemorySize=128, Timeout=10, **kw)
+                        Code={"ZipFile": code}, Timeout=10, **kw)
     lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
 
 
@@ -487,54 +489,67 @@ def bench_cold(lam, rounds: int, update_rounds: int) -> dict:
             "overhead_p50_ms": round(statistics.median(cold) - statistics.median(warm), 2)}
 
 
+THROUGHPUT_MEMORY_MB = (128, 1769)    # 128: the CPU quota bounds c = 1; 1,769: one full vCPU, it does not
+
+
 def bench_throughput(srv: Server, levels: list[int], seconds: float) -> dict:
+    """{memory MB: {concurrency: figures}}; each memory size its own no-op function."""
     lam = srv.client()
-    create_function(lam, "noop", make_zip(NOOP))
     out = {}
-    for c in levels:
-        clients = [srv.client(max_pool_connections=2) for _ in range(c)]
-        # c environments: concurrent invokes until the pool holds enough (each thread one call at a time).
-        for _ in range(2):
-            _run_threads(clients, lambda cl: cl.invoke(FunctionName="noop")["Payload"].read())
-        lat: list[list[float]] = [[] for _ in range(c)]
-        errors: list[str] = []
-        stop = threading.Event()
-
-        def loop(i: int) -> None:
-            cl = clients[i]
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    cl.invoke(FunctionName="noop")["Payload"].read()
-                except Exception as e:           # noqa: BLE001 - counted and shown
-                    errors.append(type(e).__name__)
-                    continue
-                lat[i].append(ms_since(t0))
-
-        env_pids = srv.env_pids()
-        thr0 = throttled(srv.env_groups().values())
-        cpu0 = (proc_cpu_s(srv.pid), sum(proc_cpu_s(p) for p in env_pids), time.process_time(), system_busy_s())
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=loop, args=(i,)) for i in range(c)]
-        for t in threads:
-            t.start()
-        time.sleep(seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        cpu1 = (proc_cpu_s(srv.pid), sum(proc_cpu_s(p) for p in env_pids), time.process_time(), system_busy_s())
-        thr1 = throttled(srv.env_groups().values())
-        alls = [x for xs in lat for x in xs]
-        out[c] = {"invokes_per_s": round(len(alls) / wall, 1), "n": len(alls), "errors": len(errors),
-                  "error_kinds": sorted(set(errors)), "latency_ms": summ(alls) if alls else None,
-                  "server_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / wall, 1),
-                  "envs_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
-                  "client_cpu_pct": round(100 * (cpu1[2] - cpu0[2]) / wall, 1),
-                  "machine_busy_pct": round(100 * (cpu1[3] - cpu0[3]) / wall, 1),
-                  "environments": len(srv.env_groups()),
-                  "env_cfs_throttled_periods": thr1[0] - thr0[0], "env_cfs_throttled_ms": round(thr1[1] - thr0[1], 1)}
+    for mb in THROUGHPUT_MEMORY_MB:
+        name = f"noop{mb}"
+        create_function(lam, name, make_zip(NOOP), MemorySize=mb)
+        out[mb] = {c: _throughput_level(srv, name, c, seconds) for c in levels}
     return out
+
+
+def _throughput_level(srv: Server, name: str, c: int, seconds: float) -> dict:
+    clients = [srv.client(max_pool_connections=2) for _ in range(c)]
+    # c environments: concurrent invokes until the pool holds enough (each thread one call at a time).
+    for _ in range(2):
+        _run_threads(clients, lambda cl: cl.invoke(FunctionName=name)["Payload"].read())
+    lat: list[list[float]] = [[] for _ in range(c)]
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def loop(i: int) -> None:
+        cl = clients[i]
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                cl.invoke(FunctionName=name)["Payload"].read()
+            except Exception as e:           # noqa: BLE001 - counted and shown
+                errors.append(type(e).__name__)
+                continue
+            lat[i].append(ms_since(t0))
+
+    env_pids = srv.env_pids()
+    thr0 = throttled(srv.env_groups().values())
+    cpu0 = (proc_cpu_s(srv.pid), sum(proc_cpu_s(p) for p in env_pids), time.process_time(), system_busy_s())
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(c)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    cpu1 = (proc_cpu_s(srv.pid), sum(proc_cpu_s(p) for p in env_pids), time.process_time(), system_busy_s())
+    thr1 = throttled(srv.env_groups().values())
+    alls = [x for xs in lat for x in xs]
+    n = max(len(alls), 1)
+    # CPU per invoke, ms (clock-tick resolution: 10 ms per process, i.e. +-0.01 ms over ~1,000 calls)
+    per = {k: round(1000 * (cpu1[i] - cpu0[i]) / n, 3) for i, k in enumerate(("server", "envs", "client", "machine"))}
+    return {"invokes_per_s": round(len(alls) / wall, 1), "n": len(alls), "errors": len(errors),
+            "error_kinds": sorted(set(errors)), "latency_ms": summ(alls) if alls else None,
+            "server_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / wall, 1),
+            "envs_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
+            "client_cpu_pct": round(100 * (cpu1[2] - cpu0[2]) / wall, 1),
+            "machine_busy_pct": round(100 * (cpu1[3] - cpu0[3]) / wall, 1),
+            "cpu_ms_per_invoke": per,
+            "environments": len(srv.env_groups()),
+            "env_cfs_throttled_periods": thr1[0] - thr0[0], "env_cfs_throttled_ms": round(thr1[1] - thr0[1], 1)}
 
 
 def _run_threads(clients, fn) -> None:
@@ -703,6 +718,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write every figure to this file")
     ap.add_argument("--patch-nodelay", action="store_true",
                     help="WHAT-IF: run the server with TCP_NODELAY on accepted connections (not the shipped code)")
+    ap.add_argument("--throughput-only", action="store_true", help="only section (c), for quick A/B runs (~25 s)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: the namespace sandbox builds namespaces and cgroups")
@@ -736,6 +752,9 @@ def run_all(args, res: dict, srv: Server, work: Path, problems: list[str]) -> No
         lam = srv.client()
         make_role(srv)
         print(f"server pid {srv.pid} at {srv.env['AWS_ENDPOINT_URL']} (data dir {srv.data_dir})", flush=True)
+        if args.throughput_only:
+            res["throughput"] = bench_throughput(srv, [1, 8, 32], tp_seconds)
+            return
         res["memory"] = bench_memory(srv, lam)
         print("memory done", flush=True)
         res["warm"] = bench_warm(lam, warm_rounds, tail_rounds)
@@ -759,12 +778,35 @@ def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
 
+def print_throughput(r: dict) -> None:
+    print("\n(c) throughput, no-op function         inv/s   p50 ms   p99 ms  server%  envs%  client%  machine%  errors"
+          "   CPU ms/invoke: server  envs  client  machine")
+    best = 0.0
+    for mb, levels in r["throughput"].items():
+        for cc, t in levels.items():
+            lat = t["latency_ms"] or {"p50": float("nan"), "p99": float("nan")}
+            best = max(best, t["invokes_per_s"])
+            per = t["cpu_ms_per_invoke"]
+            print(f"    {mb:>5} MB, concurrency {cc:<10}{t['invokes_per_s']:>8.1f}{lat['p50']:>9.2f}{lat['p99']:>9.2f}"
+                  f"{t['server_cpu_pct']:>9.1f}{t['envs_cpu_pct']:>7.1f}{t['client_cpu_pct']:>9.1f}"
+                  f"{t['machine_busy_pct']:>10.1f}{t['errors']:>8}"
+                  f"{per['server']:>21.3f}{per['envs']:>6.3f}{per['client']:>8.3f}{per['machine']:>9.3f}")
+        print(f"    {mb} MB environments' CPU-quota throttling (periods / ms): "
+              + ", ".join(f"c={cc}: {t['env_cfs_throttled_periods']} / {t['env_cfs_throttled_ms']}" for cc, t in levels.items()))
+    print(f"    best {best:.0f} invokes/s (goal >= 1,000/s: {verdict(best >= 1000)}); % = of one core")
+
+
 def print_summary(r: dict) -> None:
     m = r["machine"]
     print(f"\n== lambdalet invoke bench  ({m['nproc']} x {m['cpu']}, kernel {m['kernel']}, Python {m['python']}, "
           f"boto3 {m['boto3']}; load average at start {' '.join(m['loadavg_at_start'])}; {r['elapsed_s']} s)")
     if r["patched_server_nodelay"]:
         print("!! WHAT-IF RUN: server patched to set TCP_NODELAY on accepted sockets (not the shipped code)")
+    if "warm" not in r:                      # --throughput-only
+        print_throughput(r)
+        if r["problems"]:
+            print("\nPROBLEMS: " + "; ".join(r["problems"]))
+        return
     w = r["warm"]
     floor, inv = w["GetAccountSettings"]["total"], w["Invoke"]["total"]
     print("\n(a) warm, one kept-alive TLS connection, ms         p50      p99      min     n")
@@ -820,17 +862,7 @@ def print_summary(r: dict) -> None:
         print(f"      cold overhead over the warm floor, p50: {n['overhead_p50_ms']:.2f} ms "
               f"(ratio to python3 -S spawn {n['overhead_p50_ms'] / n['spawn_python3_S']['p50']:.2f}x)")
 
-    print("\n(c) throughput, no-op function     inv/s   p50 ms   p99 ms  server%  envs%  client%  machine%  errors")
-    best = 0.0
-    for cc, t in r["throughput"].items():
-        lat = t["latency_ms"] or {"p50": float("nan"), "p99": float("nan")}
-        best = max(best, t["invokes_per_s"])
-        print(f"    concurrency {cc:<20}{t['invokes_per_s']:>8.1f}{lat['p50']:>9.2f}{lat['p99']:>9.2f}"
-              f"{t['server_cpu_pct']:>9.1f}{t['envs_cpu_pct']:>7.1f}{t['client_cpu_pct']:>9.1f}"
-              f"{t['machine_busy_pct']:>10.1f}{t['errors']:>8}")
-    print("    environment CPU-quota throttling during each run (periods / ms): "
-          + ", ".join(f"c={cc}: {t['env_cfs_throttled_periods']} / {t['env_cfs_throttled_ms']}" for cc, t in r["throughput"].items()))
-    print(f"    best {best:.0f} invokes/s (goal >= 1,000/s: {verdict(best >= 1000)}); % = of one core")
+    print_throughput(r)
 
     mem = r["memory"]
     print("\n(d) idle warm environment memory")

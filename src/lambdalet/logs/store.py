@@ -228,6 +228,37 @@ class LogSink:
                 self.dropped += 1
 
 
+_STREAM_UPDATE = log_streams.update().where(log_streams.c.id == sa.bindparam("b_id")).values(
+    next_seq=sa.bindparam("b_next_seq"), first_event_ms=sa.bindparam("b_first"), last_event_ms=sa.bindparam("b_last"),
+    last_ingestion_ms=sa.bindparam("b_ingestion"), stored_bytes=log_streams.c.stored_bytes + sa.bindparam("b_added"))
+_GROUP_GROW = log_groups.update().where(log_groups.c.id == sa.bindparam("b_id")).values(
+    stored_bytes=log_groups.c.stored_bytes + sa.bindparam("b_added"))
+
+
+class _FlushBatch:
+    """One flush's writes, issued together (executemany): every new log batch in one INSERT, every
+    stream's update in one UPDATE, each group (a function's environments share it) looked up and grown
+    once. SQLAlchemy's per-statement cost, not SQLite, was most of the flusher's CPU per invocation."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str, str], list[int]] = {}   # group -> [id, bytes added]
+        self.streams_seen: set[tuple[int, str]] = set()
+        self.batches: list[dict] = []
+        self.streams: list[dict] = []
+
+    def write(self, conn: Connection) -> None:
+        if self.batches:
+            conn.execute(log_batches.insert(), self.batches)
+        if self.streams:
+            conn.execute(_STREAM_UPDATE, self.streams)
+        grown = [{"b_id": gid, "b_added": added} for gid, added in self.groups.values() if added]
+        if grown:
+            conn.execute(_GROUP_GROW, grown)
+        for entry in self.groups.values():
+            entry[1] = 0
+        self.batches, self.streams, self.streams_seen = [], [], set()
+
+
 class LogStore:
     def __init__(self, db: Database, keyring, *, clock: Callable[[], float] = time.time,
                  flush_interval_s: float = FLUSH_INTERVAL_S, max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
@@ -317,8 +348,10 @@ class LogStore:
             ingestion = int(self.clock() * 1000)
             try:
                 with self.db.begin() as conn:
+                    batch = _FlushBatch()
                     for sink, events in work:
-                        self._append(conn, sink.key, events, ingestion)
+                        self._append(conn, sink.key, events, ingestion, batch)
+                    batch.write(conn)
             except Exception:
                 self._log_error("writing function logs failed; will retry")
                 for sink, events in work:
@@ -340,9 +373,20 @@ class LogStore:
                                                  created_ms=now_ms, stored_bytes=0)).inserted_primary_key[0]
         return gid
 
-    def _append(self, conn: Connection, key: StreamKey, events: list[tuple[int, str, int]], ingestion: int) -> None:
+    def _append(self, conn: Connection, key: StreamKey, events: list[tuple[int, str, int]], ingestion: int,
+                batch: "_FlushBatch | None" = None) -> None:
+        """Append to one stream. With `batch` the writes are queued there (the caller writes them once
+        for the whole flush); without, they are written here."""
         s = log_streams
-        gid = self._ensure_group(conn, key, ingestion)
+        own = batch is None
+        batch = _FlushBatch() if own else batch
+        gkey = (key.account_id, key.region, key.group)
+        if gkey not in batch.groups:
+            batch.groups[gkey] = [self._ensure_group(conn, key, ingestion), 0]
+        gid = batch.groups[gkey][0]
+        if (gid, key.stream) in batch.streams_seen:
+            batch.write(conn)       # the same stream twice: its row must show the queued update first
+        batch.streams_seen.add((gid, key.stream))
         row = conn.execute(sa.select(s).where(s.c.group_id == gid, s.c.name == key.stream)).first()
         if row is None:
             sid = conn.execute(s.insert().values(group_id=gid, name=key.stream, created_ms=ingestion, next_seq=0,
@@ -356,20 +400,21 @@ class LogStore:
                                separators=(",", ":")).encode()
             last = seq + len(chunk) - 1
             sealed = self.keyring.seal(zlib.compress(plain, 6), _aad(key, seq, last))
-            conn.execute(log_batches.insert().values(
+            batch.batches.append(dict(
                 group_id=gid, stream_id=row.id, first_seq=seq, last_seq=last, first_ts=chunk[0][0],
                 last_ts=chunk[-1][0], ingestion_ms=ingestion, event_count=len(chunk), plain_bytes=size,
                 data_sealed=sealed))
             seq = last + 1
             total += size
         first_ts, last_ts = events[0][0], events[-1][0]
-        conn.execute(s.update().where(s.c.id == row.id).values(
-            next_seq=seq,
-            first_event_ms=first_ts if row.first_event_ms is None else min(row.first_event_ms, first_ts),
-            last_event_ms=last_ts if row.last_event_ms is None else max(row.last_event_ms, last_ts),
-            last_ingestion_ms=ingestion, stored_bytes=s.c.stored_bytes + total))
-        conn.execute(log_groups.update().where(log_groups.c.id == gid)
-                     .values(stored_bytes=log_groups.c.stored_bytes + total))
+        batch.streams.append(dict(
+            b_id=row.id, b_next_seq=seq,
+            b_first=first_ts if row.first_event_ms is None else min(row.first_event_ms, first_ts),
+            b_last=last_ts if row.last_event_ms is None else max(row.last_event_ms, last_ts),
+            b_ingestion=ingestion, b_added=total))
+        batch.groups[gkey][1] += total
+        if own:
+            batch.write(conn)
 
     # ---------------------------------------------------------------- retention
     def purge(self, now_ms: int | None = None) -> int:

@@ -11,12 +11,14 @@ An executor's prefix is bound at /var/lang by the namespace backend; the interpr
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +54,20 @@ class HostRuntimes:
 
 
 def _probe(argv: list[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    # ETXTBSY: an executable just written is "busy" while any process forked meanwhile (another thread
+    # of this server) still holds the writer's fd until its own exec; that passes in milliseconds.
+    for attempt in range(5):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+        except OSError as e:
+            if e.errno == errno.ETXTBSY and attempt < 4:
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            return None
+        except subprocess.SubprocessError:
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+    return None
 
 
 def _server_python() -> Executor:

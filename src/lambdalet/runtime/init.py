@@ -9,18 +9,16 @@ ends, which (as PID 1) takes the whole namespace down. When the host closes the 
 """
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import select
 import signal
 import socket
-import socketserver
 import threading
 import time
 from dataclasses import dataclass, field
 
-from lambdalet.runtime import api_proxy, bridge, pyfork
+from lambdalet.runtime import api_proxy, bridge, pyfork, runtime_http
 
 MAX_RESPONSE = 6 * 1024 * 1024 + 100   # AWS: 6291556 bytes
 API = "/2018-06-01/runtime"
@@ -74,110 +72,94 @@ class _State:
                 self.send(bridge.LOG, None, data)
 
 
-def _read_body(h: http.server.BaseHTTPRequestHandler, limit: int) -> bytes | None:
-    """Content-Length or chunked; returns None when the body exceeds `limit` (still consumed)."""
-    if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        parts, total = [], 0
+_NOT_FOUND = json.dumps({"errorType": "NotFound", "errorMessage": "unknown path"}).encode()
+_ACCEPTED = b'{"status": "OK"}'
+
+
+def _serve_connection(st: _State, conn: runtime_http.Connection) -> None:
+    """One Runtime API connection (a runtime keeps one alive): requests in order until it closes."""
+    try:
         while True:
-            size = int(h.rfile.readline().split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while h.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                break
-            chunk = h.rfile.read(size)
-            h.rfile.readline()
-            total += size
-            if total <= limit:
-                parts.append(chunk)
-        return b"".join(parts) if total <= limit else None
-    n = int(h.headers.get("Content-Length") or 0)
-    data = h.rfile.read(n) if n else b""
-    return data if n <= limit else None
-
-
-def _make_handler(st: _State):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"   # keep-alive, as awslambdaric's libcurl client expects
-        server_version = "lambdalet-init"
-        disable_nagle_algorithm = True  # headers and body are separate writes: avoid the 40 ms delayed-ACK stall
-        sys_version = ""
-
-        def log_message(self, *a):      # the runtime's traffic is not platform log
-            pass
-
-        def _reply(self, code: int, obj: dict | None = None, body: bytes | None = None, headers=()):
-            data = body if body is not None else json.dumps(obj or {}).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in headers:
-                self.send_header(k, v)
-            self._headers_buffer.append(b"\r\n")
-            self._headers_buffer.append(data)       # one write for head and body
-            self.flush_headers()
-
-        def do_GET(self):
-            if self.path != API + "/invocation/next":
-                return self._reply(404, {"errorType": "NotFound", "errorMessage": "unknown path"})
-            with st.cond:
-                if not st.ready_sent:
-                    st.ready_sent = True
-                    st.timings["runtime_init_ms"] = round((time.monotonic() - st.t_spawn) * 1000, 3)
-                    st.send(bridge.READY, st.timings)
-                while st.pending is None:
-                    st.cond.wait()
-                hdr, payload = st.pending
-                st.pending = None
-                st.current = hdr["request_id"]
-            headers = [("Lambda-Runtime-Aws-Request-Id", hdr["request_id"]),
-                       ("Lambda-Runtime-Deadline-Ms", str(hdr["deadline_ms"])),
-                       ("Lambda-Runtime-Invoked-Function-Arn", hdr["invoked_function_arn"]),
-                       ("Lambda-Runtime-Trace-Id", hdr.get("trace_id") or "")]
-            if hdr.get("client_context"):
-                headers.append(("Lambda-Runtime-Client-Context", hdr["client_context"]))
-            self._reply(200, body=payload, headers=headers)
-
-        def do_POST(self):
-            parts = self.path.split("/")
-            # /2018-06-01/runtime/invocation/{id}/response|error  or  /2018-06-01/runtime/init/error
-            body = _read_body(self, MAX_RESPONSE)
-            if self.path == API + "/init/error":
-                st.drain_logs()
-                st.send(bridge.INIT_ERROR, {"error_type": self.headers.get("Lambda-Runtime-Function-Error-Type", "")},
-                        (body or b"")[:MAX_RESPONSE])
-                return self._reply(202, {"status": "OK"})
-            if len(parts) != 6 or self.path[: len(API) + 12] != API + "/invocation/" or parts[5] not in ("response", "error"):
-                return self._reply(404, {"errorType": "NotFound", "errorMessage": "unknown path"})
-            rid = parts[4]
-            with st.cond:
-                if rid != st.current:
-                    return self._reply(400, {"errorType": "InvalidRequestID", "errorMessage": "Invalid request ID"})
-                st.current = None
-            st.drain_logs()
-            if body is None:
-                msg = f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."
-                st.send(bridge.ERROR, {"request_id": rid, "error_type": "Function.ResponseSizeTooLarge"},
-                        json.dumps({"errorMessage": msg, "errorType": "Function.ResponseSizeTooLarge"}).encode())
-                return self._reply(413, {"errorType": "RequestEntityTooLarge", "errorMessage": msg})
-            if parts[5] == "response":
-                st.send(bridge.RESULT, {"request_id": rid}, body)
+            try:
+                req = conn.read_request(MAX_RESPONSE)
+            except runtime_http.BadRequest as e:
+                conn.keep_alive = False
+                conn.reply(e.code, json.dumps({"errorType": "BadRequest", "errorMessage": str(e)}).encode())
+                return
+            if req is None:
+                return
+            if req.method == "GET":
+                _next(st, conn, req)
+            elif req.method == "POST":
+                _post(st, conn, req)
             else:
-                st.send(bridge.ERROR, {"request_id": rid,
-                                       "error_type": self.headers.get("Lambda-Runtime-Function-Error-Type", "")}, body)
-            self._reply(202, {"status": "OK"})
+                conn.reply(501, json.dumps({"errorType": "NotImplemented",
+                                            "errorMessage": f"unsupported method {req.method[:64]}"}).encode())
+            if not conn.keep_alive:
+                return
+    except OSError:
+        return
+    finally:
+        conn.close()
 
-    return Handler
+
+def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) -> None:
+    if req.path != API + "/invocation/next":
+        return conn.reply(404, _NOT_FOUND)
+    with st.cond:
+        if not st.ready_sent:
+            st.ready_sent = True
+            st.timings["runtime_init_ms"] = round((time.monotonic() - st.t_spawn) * 1000, 3)
+            st.send(bridge.READY, st.timings)
+        while st.pending is None:
+            st.cond.wait()
+        hdr, payload = st.pending
+        st.pending = None
+        st.current = hdr["request_id"]
+    headers = [("Lambda-Runtime-Aws-Request-Id", hdr["request_id"]),
+               ("Lambda-Runtime-Deadline-Ms", str(hdr["deadline_ms"])),
+               ("Lambda-Runtime-Invoked-Function-Arn", hdr["invoked_function_arn"]),
+               ("Lambda-Runtime-Trace-Id", hdr.get("trace_id") or "")]
+    if hdr.get("client_context"):
+        headers.append(("Lambda-Runtime-Client-Context", hdr["client_context"]))
+    conn.reply(200, payload, headers)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 16
+def _post(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) -> None:
+    # /2018-06-01/runtime/invocation/{id}/response|error  or  /2018-06-01/runtime/init/error
+    path, body = req.path, req.body
+    error_type = req.headers.get("lambda-runtime-function-error-type", "")
+    if path == API + "/init/error":
+        st.drain_logs()
+        st.send(bridge.INIT_ERROR, {"error_type": error_type}, (body or b"")[:MAX_RESPONSE])
+        return conn.reply(202, _ACCEPTED)
+    parts = path.split("/")
+    if len(parts) != 6 or path[: len(API) + 12] != API + "/invocation/" or parts[5] not in ("response", "error"):
+        return conn.reply(404, _NOT_FOUND)
+    rid = parts[4]
+    with st.cond:
+        if rid != st.current:
+            return conn.reply(400, json.dumps({"errorType": "InvalidRequestID", "errorMessage": "Invalid request ID"}).encode())
+        st.current = None
+    st.drain_logs()
+    if body is None:
+        msg = f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."
+        st.send(bridge.ERROR, {"request_id": rid, "error_type": "Function.ResponseSizeTooLarge"},
+                json.dumps({"errorMessage": msg, "errorType": "Function.ResponseSizeTooLarge"}).encode())
+        return conn.reply(413, json.dumps({"errorType": "RequestEntityTooLarge", "errorMessage": msg}).encode())
+    if parts[5] == "response":
+        st.send(bridge.RESULT, {"request_id": rid}, body)
+    else:
+        st.send(bridge.ERROR, {"request_id": rid, "error_type": error_type}, body)
+    conn.reply(202, _ACCEPTED)
 
-    def server_bind(self):
-        # HTTPServer's own server_bind resolves getfqdn(): a lazy import and a DNS lookup we don't want
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(16)
+    return sock
 
 
 def _exit_status(status: int) -> str:
@@ -219,14 +201,15 @@ def _reaper(st: _State, cfg: InitConfig, runtime_pid: int) -> None:
 
 def _start_servers(st: _State, host: str, port: int) -> tuple[int, api_proxy.ApiProxy, str | None]:
     """The Runtime API and the API proxy; returns (runtime API port, proxy, proxy URL or None)."""
-    server = _Server((host, port), _make_handler(st))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 3600}, daemon=True).start()
+    listener = _listen(host, port)
+    threading.Thread(target=runtime_http.serve, args=(listener, lambda conn: _serve_connection(st, conn)),
+                     daemon=True).start()
     api = api_proxy.ApiProxy(st.send)      # the function's path to lambdalet's API: 127.0.0.1:9002
     try:
         url = api.start(host, port + 1 if port else 0)
     except OSError:
         url = None
-    return server.server_address[1], api, url
+    return listener.getsockname()[1], api, url
 
 
 def _runtime_env(cfg: InitConfig, port: int, api_url: str | None) -> dict[str, str]:
