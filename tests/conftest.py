@@ -307,15 +307,31 @@ def _finish(srv: LambdaletServer) -> None:
         pytest.fail("server teardown: " + "; ".join(problems), pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    srv = LambdaletServer(tmp_path_factory.mktemp("lambdalet-data"))
+def own_server(tmp_path_factory, *extra_args: str, prefix: str = "lambdalet-data"):
+    """Body of a module- or session-scoped fixture: a server of its own, started, then stopped and
+    checked for leaks (`yield from own_server(...)`)."""
+    srv = LambdaletServer(tmp_path_factory.mktemp(prefix), extra_args)
     try:
         srv.start()
     except ServerStartError as e:
         pytest.fail(str(e), pytrace=False)
     yield srv
     _finish(srv)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    yield from own_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def function_server(request, tmp_path_factory):
+    """A server that can run functions: the shared one as root (namespace sandbox), otherwise a server
+    of the module's own with the unisolated `process` backend (it says so loudly)."""
+    if os.geteuid() == 0:
+        yield request.getfixturevalue("server")
+        return
+    yield from own_server(tmp_path_factory, "--sandbox", "process")
 
 
 @pytest.fixture

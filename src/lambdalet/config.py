@@ -44,12 +44,10 @@ class Settings:
 
     def host_runtimes(self):
         """What this host can run (runtime/hostruntimes.py), probed once per Settings."""
-        from lambdalet.runtime.hostruntimes import default_runtimes_dir, discover
-        from lambdalet.services.runtimes import default_catalogue
+        from lambdalet.runtime.hostruntimes import discover_managed
         cached = self.__dict__.get("_host_runtimes")
         if cached is None:
-            cached = discover(default_catalogue().managed(), runtimes_dir=self.runtimes_dir or default_runtimes_dir(),
-                              interpreters=self.runtime_interpreters)
+            cached = discover_managed(runtimes_dir=self.runtimes_dir, interpreters=self.runtime_interpreters)
             object.__setattr__(self, "_host_runtimes", cached)
         return cached
 

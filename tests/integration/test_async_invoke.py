@@ -45,16 +45,8 @@ def _server_args() -> tuple[str, ...]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    import conftest
-    s = conftest.LambdaletServer(tmp_path_factory.mktemp("lambdalet-async"), _server_args())
-    try:
-        s.start()
-    except conftest.ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield s
-    s.stop()
-    if s.leaked:
-        pytest.fail("server teardown: " + "; ".join(s.leaked), pytrace=False)
+    from conftest import own_server
+    yield from own_server(tmp_path_factory, *_server_args(), prefix="lambdalet-async")
 
 
 @pytest.fixture(scope="module")

@@ -49,18 +49,8 @@ def handler(event, context):
 
 
 @pytest.fixture(scope="module")
-def srv(request, tmp_path_factory):
-    if IS_ROOT:
-        yield request.getfixturevalue("server")
-        return
-    import conftest   # a server of our own with the unisolated backend, as test_invoke.py does
-    s = conftest.LambdaletServer(tmp_path_factory.mktemp("lambdalet-data"), ("--sandbox", "process"))
-    try:
-        s.start()
-    except conftest.ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield s
-    s.stop()
+def srv(function_server):
+    return function_server
 
 
 @pytest.fixture(scope="module")

@@ -92,20 +92,8 @@ def wait_updated(lam, name: str) -> None:
 # ---------------------------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def srv(request, tmp_path_factory):
-    if IS_ROOT:
-        yield request.getfixturevalue("server")
-        return
-    import conftest   # the harness (tests/conftest.py): a server of our own with the unisolated backend
-    s = conftest.LambdaletServer(tmp_path_factory.mktemp("lambdalet-data"), ("--sandbox", "process"))
-    try:
-        s.start()
-    except conftest.ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield s
-    s.stop()
-    if s.leaked:
-        pytest.fail("server teardown: " + "; ".join(s.leaked), pytrace=False)
+def srv(function_server):
+    return function_server
 
 
 @pytest.fixture(scope="module")

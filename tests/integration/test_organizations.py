@@ -36,16 +36,8 @@ def _email() -> str:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    import conftest
-    s = conftest.LambdaletServer(tmp_path_factory.mktemp("lambdalet-orgs"), () if IS_ROOT else ("--sandbox", "process"))
-    try:
-        s.start()
-    except conftest.ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield s
-    s.stop()
-    if s.leaked:
-        pytest.fail("server teardown: " + "; ".join(s.leaked), pytrace=False)
+    from conftest import own_server
+    yield from own_server(tmp_path_factory, *(() if IS_ROOT else ("--sandbox", "process")), prefix="lambdalet-orgs")
 
 
 @pytest.fixture(scope="module")

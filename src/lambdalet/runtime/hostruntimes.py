@@ -150,3 +150,11 @@ def default_runtimes_dir() -> Path | None:
         if (base / "runtimes").is_dir():
             return base / "runtimes"
     return None
+
+
+def discover_managed(*, runtimes_dir: Path | None = None, interpreters: tuple[str, ...] = ()) -> HostRuntimes:
+    """`discover` over every runtime lambdalet has a managed runtime for (the catalogue's
+    lambdalet_runs), with the provisioned runtimes dir defaulting to <repo>/.venv/runtimes."""
+    from lambdalet.services.runtimes import default_catalogue   # the catalogue is service data
+    return discover(default_catalogue().managed(), runtimes_dir=runtimes_dir or default_runtimes_dir(),
+                    interpreters=interpreters)

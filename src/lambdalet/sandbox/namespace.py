@@ -387,9 +387,8 @@ class NamespaceBackend(Backend):
     def runtimes(self):
         """What this host runs (runtime/hostruntimes.HostRuntimes), discovered on first use if not given."""
         if self.host_runtimes is None:
-            from lambdalet.runtime.hostruntimes import default_runtimes_dir, discover
-            from lambdalet.services.runtimes import default_catalogue
-            self.host_runtimes = discover(default_catalogue().managed(), runtimes_dir=default_runtimes_dir())
+            from lambdalet.runtime.hostruntimes import discover_managed
+            self.host_runtimes = discover_managed()
         return self.host_runtimes
 
     def executor(self, runtime: str):
