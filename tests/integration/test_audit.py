@@ -114,3 +114,19 @@ def test_audit_trail_end_to_end(fresh_server):
     report = json.loads(audit_verify(srv, "--json").stdout)
     assert not report["ok"] and (report["first_bad_seq"], report["first_bad_kind"]) == (seq, "changed")
     assert len(report["problems"]) == 1 and report["unsealed_tail"] == 0, report
+
+
+def test_a_forwarded_for_header_does_not_change_the_recorded_source_ip(server):
+    """The server trusts no proxy header (server/run.py): a local client cannot pass off another
+    address in the trail (or in aws:SourceIp) by sending X-Forwarded-For."""
+    lam, ct = server.client("lambda"), server.client("cloudtrail")
+
+    def spoof(request, **_):
+        request.headers["X-Forwarded-For"] = "203.0.113.9"
+        request.headers["X-Forwarded-Proto"] = "http"
+    lam.meta.events.register("before-send.lambda", spoof)
+    name = f"spoofed-{uuid.uuid4().hex[:8]}"
+    with expect_error("ResourceNotFoundException", 404):
+        lam.get_function(FunctionName=name)
+    mine = [e for e in lookup(ct, "GetFunction") if e["requestParameters"].get("functionName") == name]
+    assert len(mine) == 1 and mine[0]["sourceIPAddress"] == "127.0.0.1", mine

@@ -391,3 +391,38 @@ def test_retention_days_and_group_size_cap(db, keyring, clock):
         assert len(store.read_forward(g, store.get_stream(g.id, "s"), 0)) == 10
     finally:
         store.close()
+
+
+def test_a_flush_looks_nothing_up_once_its_streams_are_known(store, db):
+    """The flusher remembers each stream's ids and position (one SELECT per stream on the first flush
+    only); reads see the same events and positions as without it."""
+    sinks = [store.sink(ACCOUNT, REGION, GROUP, f"s{i}") for i in range(3)]
+    for s in sinks:
+        s(b"one\n")
+    store.flush()
+    selects = []
+    sa.event.listen(db.engine, "before_cursor_execute",
+                    lambda conn, cur, stmt, *a: selects.append(stmt) if stmt.lstrip().upper().startswith("SELECT") else None)
+    for s in sinks:
+        s(b"two\nthree\n")
+    store.flush()
+    assert selects == []
+    for i in range(3):
+        assert messages(store, f"s{i}") == ["one\n", "two\n", "three\n"]
+    g = store.get_group(ACCOUNT, REGION, GROUP)
+    assert store.get_stream(g.id, "s1").next_seq == 3
+
+
+def test_a_group_deleted_behind_the_stores_back_is_recreated(store, db):
+    """Another server sharing the database deletes the group: the remembered ids are stale, the
+    flush fails on them, and its retry looks everything up again (nothing is lost)."""
+    sink = store.sink(ACCOUNT, REGION, GROUP, "s1")
+    sink(b"first\n")
+    store.flush()
+    with db.begin() as conn:
+        for t in (log_batches, log_streams, log_groups):
+            conn.execute(t.delete())
+    sink(b"second\n")
+    store.flush()
+    store.flush()
+    assert messages(store) == ["second\n"]

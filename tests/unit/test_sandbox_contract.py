@@ -251,6 +251,40 @@ def test_freeze_thaw(env):
     assert p["count"] == 3
 
 
+TICKER = """
+import threading, time
+ticks = []
+def tick():
+    while True:
+        ticks.append(time.monotonic())
+        time.sleep(0.001)
+def handler(event, context):
+    if not ticks:
+        threading.Thread(target=tick, daemon=True).start()
+        time.sleep(0.05)
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    return {"max_gap_s": max(gaps or [0])}
+"""
+
+
+def test_a_frozen_environment_runs_nothing(env):
+    """freeze() does not wait for the kernel to confirm (namespace: cgroups.py), yet a background thread
+    of the function makes no progress from then until the next invocation thaws it."""
+    sb = env({"app.py": TICKER})
+    call(sb, {})
+    sb.freeze()
+    cg = getattr(sb, "cgroup", None)
+    if cg is not None and cg.version == 1:
+        state = lambda: open(f"{cg.dirs['freezer']}/freezer.state").read().strip()   # noqa: E731
+        end = time.monotonic() + 2
+        while state() != "FROZEN" and time.monotonic() < end:
+            time.sleep(0.001)
+        assert state() == "FROZEN"
+    time.sleep(0.4)
+    r, p = call(sb, {})
+    assert p["max_gap_s"] >= 0.35, p      # the ticker stopped for the whole frozen time
+
+
 def test_destroy_is_idempotent_and_clean(env):
     sb = env({"app.py": APP})
     call(sb, {})

@@ -243,6 +243,7 @@ class _FlushBatch:
     def __init__(self) -> None:
         self.groups: dict[tuple[str, str, str], list[int]] = {}   # group -> [id, bytes added]
         self.streams_seen: set[tuple[int, str]] = set()
+        self.state: dict[StreamKey, tuple[int, int, int, int | None, int | None]] = {}   # what the cache learns
         self.batches: list[dict] = []
         self.streams: list[dict] = []
 
@@ -272,6 +273,11 @@ class LogStore:
         self._lock = threading.Lock()
         self._dirty: dict[int, LogSink] = {}
         self._write_lock = threading.Lock()    # one take+write at a time: keeps each stream's order
+        # Each stream's (group id, stream id, next seq, first/last event ms) as this process last wrote
+        # it: a flush then needs no SELECT per stream. Read and changed only inside write transactions;
+        # a delete here clears it, and so does any failed flush (e.g. another server sharing a
+        # PostgreSQL database deleted the group: the retry looks everything up again).
+        self._streams: dict[StreamKey, tuple[int, int, int, int | None, int | None]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_error_log = 0.0
@@ -352,7 +358,12 @@ class LogStore:
                     for sink, events in work:
                         self._append(conn, sink.key, events, ingestion, batch)
                     batch.write(conn)
+                    self._streams.update(batch.state)      # in the transaction: a delete cannot interleave
+                    for sink, _ in work:
+                        if sink.closed:                    # the environment is gone: nothing more to write
+                            self._streams.pop(sink.key, None)
             except Exception:
+                self._streams.clear()
                 self._log_error("writing function logs failed; will retry")
                 for sink, events in work:
                     sink._put_back(events)
@@ -377,22 +388,18 @@ class LogStore:
                 batch: "_FlushBatch | None" = None) -> None:
         """Append to one stream. With `batch` the writes are queued there (the caller writes them once
         for the whole flush); without, they are written here."""
-        s = log_streams
         own = batch is None
         batch = _FlushBatch() if own else batch
         gkey = (key.account_id, key.region, key.group)
-        if gkey not in batch.groups:
-            batch.groups[gkey] = [self._ensure_group(conn, key, ingestion), 0]
-        gid = batch.groups[gkey][0]
-        if (gid, key.stream) in batch.streams_seen:
-            batch.write(conn)       # the same stream twice: its row must show the queued update first
-        batch.streams_seen.add((gid, key.stream))
-        row = conn.execute(sa.select(s).where(s.c.group_id == gid, s.c.name == key.stream)).first()
-        if row is None:
-            sid = conn.execute(s.insert().values(group_id=gid, name=key.stream, created_ms=ingestion, next_seq=0,
-                                                 stored_bytes=0)).inserted_primary_key[0]
-            row = conn.execute(sa.select(s).where(s.c.id == sid)).first()
-        seq = row.next_seq
+        known = batch.state.get(key) or self._streams.get(key)
+        if known is not None:
+            gid, sid, seq, first_ms, last_ms = known
+            batch.groups.setdefault(gkey, [gid, 0])
+        else:
+            if gkey not in batch.groups:
+                batch.groups[gkey] = [self._ensure_group(conn, key, ingestion), 0]
+            gid = batch.groups[gkey][0]
+            sid, seq, first_ms, last_ms = self._stream_row(conn, gid, key.stream, ingestion)
         total = 0
         for chunk in _chunks(events):
             size = sum(e[2] for e in chunk)
@@ -401,20 +408,34 @@ class LogStore:
             last = seq + len(chunk) - 1
             sealed = self.keyring.seal(zlib.compress(plain, 6), _aad(key, seq, last))
             batch.batches.append(dict(
-                group_id=gid, stream_id=row.id, first_seq=seq, last_seq=last, first_ts=chunk[0][0],
+                group_id=gid, stream_id=sid, first_seq=seq, last_seq=last, first_ts=chunk[0][0],
                 last_ts=chunk[-1][0], ingestion_ms=ingestion, event_count=len(chunk), plain_bytes=size,
                 data_sealed=sealed))
             seq = last + 1
             total += size
-        first_ts, last_ts = events[0][0], events[-1][0]
-        batch.streams.append(dict(
-            b_id=row.id, b_next_seq=seq,
-            b_first=first_ts if row.first_event_ms is None else min(row.first_event_ms, first_ts),
-            b_last=last_ts if row.last_event_ms is None else max(row.last_event_ms, last_ts),
-            b_ingestion=ingestion, b_added=total))
+        first_ms = events[0][0] if first_ms is None else min(first_ms, events[0][0])
+        last_ms = events[-1][0] if last_ms is None else max(last_ms, events[-1][0])
+        if (gid, key.stream) in batch.streams_seen:
+            batch.write(conn)       # the same stream twice: one UPDATE per stream and executemany
+        batch.streams_seen.add((gid, key.stream))
+        batch.streams.append(dict(b_id=sid, b_next_seq=seq, b_first=first_ms, b_last=last_ms,
+                                  b_ingestion=ingestion, b_added=total))
+        batch.state[key] = (gid, sid, seq, first_ms, last_ms)
         batch.groups[gkey][1] += total
         if own:
             batch.write(conn)
+
+    @staticmethod
+    def _stream_row(conn: Connection, gid: int, name: str, now_ms: int) -> tuple[int, int, int | None, int | None]:
+        """(id, next seq, first event ms, last event ms) of a stream, created if missing."""
+        s = log_streams
+        row = conn.execute(sa.select(s.c.id, s.c.next_seq, s.c.first_event_ms, s.c.last_event_ms)
+                           .where(s.c.group_id == gid, s.c.name == name)).first()
+        if row is None:
+            sid = conn.execute(s.insert().values(group_id=gid, name=name, created_ms=now_ms, next_seq=0,
+                                                 stored_bytes=0)).inserted_primary_key[0]
+            return sid, 0, None, None
+        return row.id, row.next_seq, row.first_event_ms, row.last_event_ms
 
     # ---------------------------------------------------------------- retention
     def purge(self, now_ms: int | None = None) -> int:
@@ -507,6 +528,7 @@ class LogStore:
             conn.execute(log_batches.delete().where(log_batches.c.group_id == found.id))
             conn.execute(log_streams.delete().where(log_streams.c.group_id == found.id))
             conn.execute(g.delete().where(g.c.id == found.id))
+            self._streams.clear()
         return True
 
     def set_retention(self, account_id: str, region: str, name: str, days: int | None) -> bool:
@@ -539,6 +561,7 @@ class LogStore:
                 return False
             conn.execute(log_batches.delete().where(log_batches.c.stream_id == sid))
             conn.execute(s.delete().where(s.c.id == sid))
+            self._streams.clear()
             self._recount(conn, group_id)
         return True
 

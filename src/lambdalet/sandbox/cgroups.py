@@ -190,12 +190,16 @@ class Cgroup:
         except FileNotFoundError:
             return []
 
-    def freeze(self, timeout_s: float = 2.0) -> None:
+    def freeze(self, timeout_s: float = 2.0, *, wait: bool = True) -> None:
+        """Freeze every member. With wait=False only the request is written: the kernel stops each
+        task before it next returns to user space, so nothing runs once this returns either way; the
+        wait (v1 passes through FREEZING, ~0.3 ms here) only confirms it, which kill_all needs and an
+        idle environment going back to its pool does not."""
         if self.version == 2:
-            self._set_frozen("cgroup.freeze", "1", "cgroup.events", "frozen 1", timeout_s)
+            self._set_frozen("cgroup.freeze", "1", "cgroup.events", "frozen 1", timeout_s, wait)
         else:
             _ensure_freeze_anchor(os.path.dirname(self.dirs["freezer"]))
-            self._set_frozen("freezer.state", "FROZEN", "freezer.state", "FROZEN", timeout_s)
+            self._set_frozen("freezer.state", "FROZEN", "freezer.state", "FROZEN", timeout_s, wait)
 
     def thaw(self) -> None:
         if self.version == 2:
@@ -218,7 +222,7 @@ class Cgroup:
             except OSError:
                 pass
 
-    def _set_frozen(self, ctl: str, value: str, status: str, want: str, timeout_s: float) -> None:
+    def _set_frozen(self, ctl: str, value: str, status: str, want: str, timeout_s: float, wait: bool) -> None:
         if self.version == 2:
             d = self.dirs["unified"]
             _write(f"{d}/{ctl}", value)
@@ -227,6 +231,8 @@ class Cgroup:
             os.pwrite(self._fd(ctl), value.encode(), 0)
             status_fd = self._fd(status)
             state = lambda: os.pread(status_fd, 256, 0).decode()     # noqa: E731
+        if not wait:
+            return
         end = time.monotonic() + timeout_s
         while want not in state():     # v1 passes through FREEZING
             if time.monotonic() > end:

@@ -151,7 +151,7 @@ class NamespaceSandbox(BridgedSandbox):
         self._cg.set_cpu_quota(self._limits.cpu_quota_us)
 
     def _do_freeze(self) -> None:
-        self._cg.freeze()
+        self._cg.freeze(wait=False)     # off the invoke's path: the request stops the tasks (cgroups.py)
 
     def _do_thaw(self) -> None:
         self._cg.thaw()

@@ -29,6 +29,7 @@ from lambdalet.config import Settings
 from lambdalet.iam.identity import BOOTSTRAP_ACCOUNT
 from lambdalet.kms import KmsBinding
 from lambdalet.runtime.api_proxy import InProcessApi
+from lambdalet.server.http_protocol import CoalescingHttpToolsProtocol
 from lambdalet.server.platform import build_platform, wire_execution_roles
 from lambdalet.server.tls import ensure_tls, server_context
 
@@ -125,8 +126,10 @@ def serve(settings: Settings) -> None:
     api_path = InProcessApi(app.asgi)    # functions reach this API through their environment's init only
     if platform.invoker is not None:
         platform.invoker.api_forwarder = api_path
+    # proxy_headers off: no X-Forwarded-For is trusted, so aws:SourceIp and the audit trail name the
+    # real peer (uvicorn's default trusts it from 127.0.0.1, i.e. from any local process).
     config = uvicorn.Config(api_path.wrap(app.asgi), log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, http=CoalescingHttpToolsProtocol, proxy_headers=False)
     config.load()
     if settings.insecure_http:
         print("WARNING: --insecure-http: the API is served WITHOUT TLS. Credentials and code cross the "

@@ -1,0 +1,52 @@
+"""uvicorn's httptools protocol, with a response's writes coalesced into one.
+
+uvicorn writes a response's head and its body separately; under TLS each write is its own TLS record
+and its own send(2), and the client wakes up twice. The transport here gathers what one loop
+iteration writes (the head and a whole body are written in the same iteration when nothing is
+paused) and hands it on in one write at the end of that iteration. Nothing is held longer: the
+flush is the next callback of the same loop, and close() flushes first.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class _CoalescingTransport:
+    """Delegates everything to the real transport except write(), which is gathered per iteration."""
+
+    __slots__ = ("_t", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._t = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def writelines(self, lines) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._t.is_closing():
+            self._t.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._t.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._t, name)
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
