@@ -64,9 +64,9 @@ def snake_case(name: str) -> str:
 class ApiApp:
     """The ASGI app. AWS API requests are served by `_serve` straight from the ASGI scope; Starlette
     keeps what needs routing (the internal routes: code download, function URLs) and the lifespan.
-    Taking API requests past Starlette's middleware, router and Request/Response objects, and hopping
-    to a worker thread with `WorkerThreads` instead of anyio, halved the server's own CPU per warm
-    Invoke that was not TLS or HTTP parsing."""
+    Starlette's middleware, router and Request/Response objects, and anyio's thread hop (replaced by
+    `WorkerThreads`), were about a third of the server's GIL time on a warm Invoke (py-spy; see
+    docs/benchmarks.md, "Throughput, second pass")."""
 
     def __init__(self, services: dict[str, ServiceBinding],
                  lookup_key: Callable[[str, str | None], tuple[Caller, str] | None],

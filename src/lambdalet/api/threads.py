@@ -26,6 +26,7 @@ class WorkerThreads:
         self._idle = 0          # threads waiting for work and not yet promised to a queued call
         self._threads = 0
         self._backlog = 0       # calls queued at the limit, owed the next thread that comes free
+        self._closed = False
 
     async def run(self, fn: Callable[[], Any]) -> Any:
         """fn() in a worker thread; its result or exception here. Not cancellable once queued (like
@@ -33,6 +34,8 @@ class WorkerThreads:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the worker threads are closed")
             if self._idle:
                 self._idle -= 1
             elif self._threads < self.limit:
@@ -44,9 +47,10 @@ class WorkerThreads:
         return await fut
 
     def close(self) -> None:
-        """Idle threads exit; busy ones finish their call first."""
+        """Idle threads exit; busy ones finish their call first. Later calls are refused."""
         with self._lock:
-            n = self._threads
+            self._closed = True
+            n, self._idle = self._threads, 0
         for _ in range(n):
             self._q.put(_STOP)
 
@@ -60,18 +64,22 @@ class WorkerThreads:
             loop, fut, fn = item
             try:
                 result, error = fn(), None
+            except StopIteration as exc:       # a future cannot hold one (asyncio refuses it)
+                result, error = None, RuntimeError("a worker-thread call raised StopIteration")
+                error.__cause__ = exc
             except BaseException as exc:       # handed to the awaiting coroutine, which re-raises it
                 result, error = None, exc
-            try:
-                loop.call_soon_threadsafe(_settle, fut, result, error)
-            except RuntimeError:               # the loop is closed (server exit): nobody is waiting
-                pass
-            del item, fut, fn, result, error
+            # Idle before the caller can resume: its next call must find this thread, not start one.
             with self._lock:
                 if self._backlog:
                     self._backlog -= 1
                 else:
                     self._idle += 1
+            try:
+                loop.call_soon_threadsafe(_settle, fut, result, error)
+            except RuntimeError:               # the loop is closed (server exit): nobody is waiting
+                pass
+            del item, fut, fn, result, error
 
 
 def _settle(fut: asyncio.Future, result: Any, error: BaseException | None) -> None:

@@ -207,10 +207,10 @@ class Cgroup:
         else:
             os.pwrite(self._fd("freezer.state"), b"THAWED", 0)
 
-    def _fd(self, name: str) -> int:
+    def _fd(self, name: str, controller: str = "freezer") -> int:
         fd = self._fds.get(name)
         if fd is None:     # (one sandbox's freeze/thaw are serialised by its own lock)
-            d = self.dirs["freezer"]
+            d = self.dirs[controller]
             fd = self._fds[name] = os.open(f"{d}/{name}", os.O_RDWR | os.O_CLOEXEC)
         return fd
 
@@ -240,10 +240,12 @@ class Cgroup:
             time.sleep(0.0002)
 
     def max_memory_mb(self) -> int:
-        d = self.dirs.get("unified") or self.dirs["memory"]
-        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
         try:
-            return -(-int(_read(f"{d}/{name}")) // (1024 * 1024))
+            if self.version == 2:
+                peak = _read(f"{self.dirs['unified']}/memory.peak")
+            else:       # read after every invocation (REPORT): the file stays open, one pread
+                peak = os.pread(self._fd("memory.max_usage_in_bytes", "memory"), 64, 0)
+            return -(-int(peak) // (1024 * 1024))
         except (OSError, ValueError):
             return 0
 

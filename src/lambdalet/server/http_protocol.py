@@ -4,7 +4,9 @@ uvicorn writes a response's head and its body separately; under TLS each write i
 and its own send(2), and the client wakes up twice. The transport here gathers what one loop
 iteration writes (the head and a whole body are written in the same iteration when nothing is
 paused) and hands it on in one write at the end of that iteration. Nothing is held longer: the
-flush is the next callback of the same loop, and close() flushes first.
+flush is the next callback of the same loop, close() flushes first, and once 64 KiB are pending
+they go at once, so a large or streamed body still meets the real transport's flow control (its
+pause_writing) as soon as it would without this.
 """
 from __future__ import annotations
 
@@ -12,16 +14,19 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+FLUSH_AT = 64 * 1024
+
 
 class _CoalescingTransport:
     """Delegates everything to the real transport except write(), which is gathered per iteration."""
 
-    __slots__ = ("_t", "_loop", "_pending")
+    __slots__ = ("_t", "_loop", "_pending", "_size")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self._t = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -29,19 +34,26 @@ class _CoalescingTransport:
         if not self._pending:
             self._loop.call_soon(self._flush)
         self._pending.append(data)
+        self._size += len(data)
+        if self._size >= FLUSH_AT:
+            self._flush()
 
     def writelines(self, lines) -> None:
         for data in lines:
             self.write(data)
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._size = self._pending, [], 0
         if pending and not self._t.is_closing():
             self._t.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self) -> None:
         self._flush()
         self._t.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._t.write_eof()
 
     def __getattr__(self, name: str):
         return getattr(self._t, name)
