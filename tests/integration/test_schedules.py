@@ -104,8 +104,11 @@ def test_restart_fires_missed_occurrences_once_and_never_twice(srv):
     srv.stop()
     stopped_at = time.time()
     time.sleep(8)                                      # ~4 occurrences missed
-    srv.start()
+    # Down from stop()'s return to start()'s call: start() itself returns only after the server has
+    # come up and `lambdalet env` has run (over a second on a busy machine), while the schedule
+    # already fires live occurrences again.
     restarted_at = time.time()
+    srv.start()
     sqs, sch = srv.client("sqs"), srv.client("scheduler")
     _fired(sqs, url, seen, wait_s=9)
     assert len(set(seen)) == len(seen), f"an occurrence fired twice: {seen}"
