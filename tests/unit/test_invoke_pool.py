@@ -54,8 +54,52 @@ def test_new_revision_destroys_old_idle_environments(pool):
     a, _ = pool.acquire(key(rev="r1"), FakeSandbox)
     pool.release(a)
     b, cold = pool.acquire(key(rev="r2"), FakeSandbox)
-    assert cold and b is not a and a.destroyed == 1
+    assert cold and b is not a
+    _wait_for(lambda: a.destroyed == 1)
     pool.release(b)
+
+
+class SlowToDie(FakeSandbox):
+    """destroy() blocks until let go (a real one kills, waits for exits, unmounts: milliseconds)."""
+    def __init__(self):
+        super().__init__()
+        self.dying, self.let_go = threading.Event(), threading.Event()
+
+    def destroy(self):
+        self.dying.set()
+        assert self.let_go.wait(5)
+        super().destroy()
+
+
+def test_the_invoke_that_finds_a_stale_environment_does_not_wait_for_its_destruction(pool):
+    old, _ = pool.acquire(key(rev="r1"), SlowToDie)
+    pool.release(old)
+    new, cold = pool.acquire(key(rev="r2"), FakeSandbox)     # returns while the old one is still dying
+    assert cold and new is not old
+    assert old.dying.wait(2) and not old.destroyed           # the reaper thread is destroying it
+    old.let_go.set()
+    _wait_for(lambda: old.destroyed == 1)
+    pool.release(new)
+
+
+def test_close_destroys_environments_still_waiting_to_be_destroyed():
+    p = EnvironmentPool(idle_ttl_s=60, max_lifetime_s=600, reap_interval_s=3600)
+    p._work.set = lambda: None          # the reaper never gets to them: close() must
+    a, _ = p.acquire(key(rev="r1"), FakeSandbox)
+    p.release(a)
+    b, _ = p.acquire(key(rev="r2"), FakeSandbox)
+    assert not a.destroyed
+    p.release(b)
+    del p._work.set                     # (so close() also wakes the reaper, which then exits)
+    p.close()
+    assert a.destroyed == 1 and b.destroyed == 1
+
+
+def _wait_for(cond, timeout_s: float = 2.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
 
 
 def test_dead_environments_are_not_reused_and_idle_ones_are_reaped():

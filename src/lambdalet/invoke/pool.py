@@ -43,6 +43,11 @@ class EnvironmentPool:
         self._busy: dict[int, tuple[PoolKey, _Entry]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        # Environments that can never be used again (their version moved on, or they died idle),
+        # destroyed by the reaper thread: a kill and its clean-up take milliseconds that the invoke
+        # which found them must not wait for.
+        self._doomed: list[Sandbox] = []
+        self._work = threading.Event()
         self._reaper = threading.Thread(target=self._reap_loop, args=(reap_interval_s,), name="env-reaper",
                                          daemon=True)
         self._reaper.start()
@@ -63,8 +68,10 @@ class EnvironmentPool:
                     entry = candidate
                 else:
                     stale.append(candidate)
-        for old in stale:
-            _destroy(old.sandbox)
+        if stale:
+            with self._lock:
+                self._doomed += [old.sandbox for old in stale]
+            self._work.set()
         cold = entry is None
         if entry is not None:
             try:
@@ -121,22 +128,38 @@ class EnvironmentPool:
         for e in doomed:
             _destroy(e.sandbox)
 
+    def _destroy_doomed(self) -> None:
+        with self._lock:
+            doomed, self._doomed = self._doomed, []
+        for sandbox in doomed:
+            _destroy(sandbox)
+
     def _reap_loop(self, interval: float) -> None:
-        while not self._closed.wait(interval):
+        next_reap = time.monotonic() + interval
+        while not self._closed.is_set():
+            self._work.wait(max(0.0, next_reap - time.monotonic()))
+            self._work.clear()
+            if self._closed.is_set():
+                break
             try:
-                self._reap_once()
+                self._destroy_doomed()
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + interval
+                    self._reap_once()
             except Exception:
                 log.exception("reaper")
 
     def close(self) -> None:
         """Destroy every environment (server shutdown): idle ones now, busy ones when released."""
         self._closed.set()
+        self._work.set()
         with self._lock:
             idle = [e for entries in self._idle.values() for e in entries]
             busy = [e for _, e in self._busy.values()]
             self._idle.clear()
         for e in idle + busy:
             _destroy(e.sandbox)
+        self._destroy_doomed()
 
 
 def _destroy(sandbox: Sandbox) -> None:
