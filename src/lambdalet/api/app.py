@@ -33,6 +33,8 @@ log = logging.getLogger("lambdalet.api")
 
 # The largest request AWS accepts for a direct zip upload (CreateFunction / UpdateFunctionCode).
 MAX_REQUEST_BYTES = 70_167_211
+# Operations run in worker threads and long polls (SQS ReceiveMessage, up to 20 s) sleep in theirs,
+# so there must be far more than anyio's default of 40 or they would starve every other call.
 WORKER_THREADS = 512
 
 
