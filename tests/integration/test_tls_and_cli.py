@@ -9,6 +9,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 import warnings
 from urllib.parse import urlsplit
 
@@ -164,3 +165,21 @@ def test_insecure_http_warns_and_serves(lambdalet_server_factory):
     assert "AWS_CA_BUNDLE" not in srv.env or not srv.env["AWS_CA_BUNDLE"]
     lam = srv.client()
     assert "Functions" in lam.list_functions()
+
+
+def test_clients_that_hang_up_mid_request_cost_nothing(server):
+    """Bodies cut short by the client (declared longer than sent, then gone) and heads that never
+    end: the server answers nothing to nobody, logs no internal error and keeps serving."""
+    host, port = _host_port(server.url)
+    ctx = ssl.create_default_context(cafile=str(server.ca))
+    for head in (b"POST /2015-03-31/functions/x/invocations HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n{\"a\":",
+                 b"POST /2015-03-31/functions/x/invocations HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":",
+                 b"GET /2015-03-31/functions/ HTTP/1.1\r\nHost: h\r\nX-Half: "):
+        for _ in range(20):
+            with socket.create_connection((host, port), timeout=10) as sock:
+                with ctx.wrap_socket(sock, server_hostname=host) as tls:
+                    tls.sendall(head)
+    lam = server.client("lambda")
+    assert "Functions" in lam.list_functions()
+    time.sleep(0.5)
+    assert "internal error" not in server.log_text(20000)
