@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -148,6 +149,11 @@ def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
     platform.start()                 # pollers: queued Event invocations, event source mappings
+    # Everything built so far (botocore service models, imports, the platform) lives as long as the
+    # server: moved out of the collector's view, a full collection scans only what requests made
+    # since, instead of pausing every thread for 40-70 ms a few times a second under load.
+    gc.collect()
+    gc.freeze()
     _write_endpoint(settings, url, ca)
     log.info("lambdalet serving the Lambda API at %s (data dir %s)", url, settings.data_dir)
     try:
