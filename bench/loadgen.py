@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import hashlib
 import hmac
 import json
@@ -208,6 +209,7 @@ async def _worker_main(pipe, cfg: dict, n: int) -> dict:
 
 
 def _worker(pipe, cfg: dict, n: int) -> None:
+    gc.freeze()          # a fork of the (boto3-laden) bench: its inherited heap must not cost GC pauses here
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
             pipe.send(("done", runner.run(_worker_main(pipe, cfg, n))))
