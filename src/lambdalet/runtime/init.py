@@ -228,26 +228,41 @@ def _spawn_failed(st: _State, cfg: InitConfig, e: OSError) -> None:
     os._exit(0)
 
 
+def _output_pipe(st: _State) -> tuple[int, int]:
+    """The runtime's stdout/stderr pipe (its read end is the log pump's) and /dev/null for its stdin."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    st.log_fd = r
+    return w, os.open("/dev/null", os.O_RDONLY)
+
+
+def _exec_runtime(st: _State, cfg: InitConfig, env: dict, devnull: int, w: int) -> int:
+    """Spawn an exec'd runtime (a `provided` bootstrap, node, another python) with stdin from
+    /dev/null and its output into the log pipe; a failure is the runtime's init error (never returns)."""
+    try:
+        return os.posix_spawn(cfg.argv[0], cfg.argv, env, file_actions=[
+            (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+    except OSError as e:
+        _spawn_failed(st, cfg, e)
+        raise                               # (unreached: _spawn_failed ends the process)
+
+
 def main(cfg: InitConfig, sock: socket.socket, reader: bridge.FrameReader | None = None) -> None:
     """Never returns: ends the process when the runtime exits or the host goes away."""
     st = _State(sock)
     st.timings = dict(cfg.timings)
     t = time.monotonic()
     port, api, api_url = _start_servers(st, cfg.host, cfg.port)
-    r, w = os.pipe()
-    os.set_blocking(r, False)
-    st.log_fd = r
+    w, devnull = _output_pipe(st)
     env = _runtime_env(cfg, port, api_url)
-    devnull = os.open("/dev/null", os.O_RDONLY)
     st.t_spawn = time.monotonic()
-    try:
-        if cfg.python_fork:                 # our python_bootstrap: forked from this pre-imported process
+    if cfg.python_fork:                     # our python_bootstrap: forked from this pre-imported process
+        try:
             runtime_pid = pyfork.spawn(cfg.argv, cfg.cwd, env, devnull, w)
-        else:
-            runtime_pid = os.posix_spawn(cfg.argv[0], cfg.argv, env, file_actions=[
-                (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
-    except OSError as e:
-        _spawn_failed(st, cfg, e)
+        except OSError as e:
+            _spawn_failed(st, cfg, e)
+    else:
+        runtime_pid = _exec_runtime(st, cfg, env, devnull, w)
     os.close(w)
     os.close(devnull)
     st.timings["init_server_ms"] = round((st.t_spawn - t) * 1000, 3)
@@ -267,10 +282,7 @@ def serve_slot(sock: socket.socket, reader: bridge.FrameReader, python_fork: boo
     st = _State(sock)
     t = time.monotonic()
     port, api, api_url = _start_servers(st, SLOT_HOST, SLOT_PORT)
-    r, w = os.pipe()
-    os.set_blocking(r, False)
-    st.log_fd = r
-    devnull = os.open("/dev/null", os.O_RDONLY)
+    w, devnull = _output_pipe(st)
     t_fork = time.monotonic()
     runtime = pyfork.prespawn(devnull, w, f"{SLOT_HOST}:{port}") if python_fork else None
     threading.Thread(target=_log_pump, args=(st,), daemon=True).start()
@@ -297,11 +309,7 @@ def serve_slot(sock: socket.socket, reader: bridge.FrameReader, python_fork: boo
     if runtime is not None:
         pyfork.release(runtime[1], cfg.argv, cfg.cwd, env)
     else:
-        try:
-            runtime_pid = os.posix_spawn(cfg.argv[0], cfg.argv, env, file_actions=[
-                (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
-        except OSError as e:
-            _spawn_failed(st, cfg, e)
+        runtime_pid = _exec_runtime(st, cfg, env, devnull, w)
         os.close(w)
         os.close(devnull)
         threading.Thread(target=_reaper, args=(st, cfg, runtime_pid), daemon=True).start()
