@@ -19,6 +19,8 @@ import pytest
 from lambdalet.sandbox import open_backend
 from lambdalet.sandbox.testing import make_request, make_spec, namespace_unavailable_reason, write_code
 
+from test_hostile import TMP_FILL  # same directory (pytest prepends it): the /tmp filler, here in a claimed slot
+
 pytestmark = pytest.mark.root
 UID_BASE, UID_COUNT = 320_000, 200
 
@@ -160,19 +162,6 @@ def test_mounts_never_propagate_out_of_a_slot(backend, tmp_path):
     finally:
         sb.destroy()
     assert not [m for m in _host_mounts(zygote) if m.startswith(slot_dir)] and not os.path.exists(slot_dir)
-
-
-TMP_FILL = r'''
-import os
-def handler(event, context):
-    n = 0
-    try:
-        with open("/tmp/fill", "wb") as f:
-            while True:
-                f.write(b"x" * (1 << 20)); f.flush(); n += 1
-    except OSError as e:
-        return {"mb": n, "errno": e.errno}
-'''
 
 
 @pytest.mark.parametrize("ephemeral_mb", [32, 600])
