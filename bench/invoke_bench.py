@@ -511,27 +511,15 @@ def _loadgen_level(srv: Server, name: str, c: int, seconds: float) -> dict:
     sys.path.insert(0, str(REPO / "bench"))
     import loadgen
     env = srv.env
-    env_pids = srv.env_pids()
-    thr0 = throttled(srv.env_groups().values())
-    cpu0 = (proc_cpu_s(srv.pid), sum(proc_cpu_s(p) for p in env_pids), system_busy_s())
-    r = loadgen.run_load(env["AWS_ENDPOINT_URL"], env.get("AWS_CA_BUNDLE"), env["AWS_ACCESS_KEY_ID"],
-                         env["AWS_SECRET_ACCESS_KEY"], env["AWS_DEFAULT_REGION"], name, c, seconds,
-                         expect=b"null")
-    wall = r["wall_s"]
-    env_pids = sorted(set(env_pids) | set(srv.env_pids()))   # environments the warm-up added
-    cpu1 = (proc_cpu_s(srv.pid), sum(proc_cpu_s(p) for p in env_pids), system_busy_s())
-    thr1 = throttled(srv.env_groups().values())
-    n = max(r["n"], 1)
-    per = {"server": round(1000 * (cpu1[0] - cpu0[0]) / n, 3), "envs": round(1000 * (cpu1[1] - cpu0[1]) / n, 3),
-           "client": round(1000 * r["client_cpu_s"] / n, 3), "machine": round(1000 * (cpu1[2] - cpu0[2]) / n, 3)}
-    return {"invokes_per_s": r["invokes_per_s"], "n": r["n"], "errors": r["errors"],
-            "error_kinds": r["error_kinds"], "latency_ms": r["latency_ms"] if r["n"] else None,
-            "server_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / wall, 1),
-            "envs_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
-            "client_cpu_pct": round(100 * r["client_cpu_s"] / wall, 1),
-            "machine_busy_pct": round(100 * (cpu1[2] - cpu0[2]) / wall, 1),
-            "cpu_ms_per_invoke": per, "environments": len(srv.env_groups()), "client_processes": r["processes"],
-            "env_cfs_throttled_periods": thr1[0] - thr0[0], "env_cfs_throttled_ms": round(thr1[1] - thr0[1], 1)}
+
+    def drive() -> dict:
+        r = loadgen.run_load(env["AWS_ENDPOINT_URL"], env.get("AWS_CA_BUNDLE"), env["AWS_ACCESS_KEY_ID"],
+                             env["AWS_SECRET_ACCESS_KEY"], env["AWS_DEFAULT_REGION"], name, c, seconds,
+                             expect=b"null")
+        return {"n": r["n"], "errors": r["errors"], "error_kinds": r["error_kinds"],
+                "latency_ms": r["latency_ms"] if r["n"] else None, "wall_s": r["wall_s"],
+                "client_cpu_s": r["client_cpu_s"], "client_processes": r["processes"]}
+    return _measured(srv, drive)
 
 
 def _throughput_level(srv: Server, name: str, c: int, seconds: float) -> dict:
@@ -554,31 +542,43 @@ def _throughput_level(srv: Server, name: str, c: int, seconds: float) -> dict:
                 continue
             lat[i].append(ms_since(t0))
 
+    def drive() -> dict:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        threads = [threading.Thread(target=loop, args=(i,)) for i in range(c)]
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        alls = [x for xs in lat for x in xs]
+        return {"n": len(alls), "errors": len(errors), "error_kinds": sorted(set(errors)),
+                "latency_ms": summ(alls) if alls else None, "wall_s": time.perf_counter() - t0,
+                "client_cpu_s": time.process_time() - cpu0}
+    return _measured(srv, drive)
+
+
+def _measured(srv: Server, drive) -> dict:
+    """Run one throughput window (`drive()` -> n, errors, error_kinds, latency_ms, wall_s, client_cpu_s)
+    with the server's, the environments' and the machine's CPU and the environments' quota throttling
+    measured around it."""
     env_pids = srv.env_pids()
     thr0 = throttled(srv.env_groups().values())
-    cpu0 = (proc_cpu_s(srv.pid), sum(proc_cpu_s(p) for p in env_pids), time.process_time(), system_busy_s())
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(c)]
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    cpu1 = (proc_cpu_s(srv.pid), sum(proc_cpu_s(p) for p in env_pids), time.process_time(), system_busy_s())
+    cpu0 = (proc_cpu_s(srv.pid), sum(proc_cpu_s(p) for p in env_pids), system_busy_s())
+    r = drive()
+    env_pids = sorted(set(env_pids) | set(srv.env_pids()))   # and any environments the window added
+    cpu1 = (proc_cpu_s(srv.pid), sum(proc_cpu_s(p) for p in env_pids), system_busy_s())
     thr1 = throttled(srv.env_groups().values())
-    alls = [x for xs in lat for x in xs]
-    n = max(len(alls), 1)
+    wall, n = r.pop("wall_s"), max(r["n"], 1)
+    used = {"server": cpu1[0] - cpu0[0], "envs": cpu1[1] - cpu0[1], "client": r.pop("client_cpu_s"),
+            "machine": cpu1[2] - cpu0[2]}
     # CPU per invoke, ms (clock-tick resolution: 10 ms per process, i.e. +-0.01 ms over ~1,000 calls)
-    per = {k: round(1000 * (cpu1[i] - cpu0[i]) / n, 3) for i, k in enumerate(("server", "envs", "client", "machine"))}
-    return {"invokes_per_s": round(len(alls) / wall, 1), "n": len(alls), "errors": len(errors),
-            "error_kinds": sorted(set(errors)), "latency_ms": summ(alls) if alls else None,
-            "server_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / wall, 1),
-            "envs_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
-            "client_cpu_pct": round(100 * (cpu1[2] - cpu0[2]) / wall, 1),
-            "machine_busy_pct": round(100 * (cpu1[3] - cpu0[3]) / wall, 1),
-            "cpu_ms_per_invoke": per,
+    return {"invokes_per_s": round(r["n"] / wall, 1), **r,
+            "server_cpu_pct": round(100 * used["server"] / wall, 1),
+            "envs_cpu_pct": round(100 * used["envs"] / wall, 1),
+            "client_cpu_pct": round(100 * used["client"] / wall, 1),
+            "machine_busy_pct": round(100 * used["machine"] / wall, 1),
+            "cpu_ms_per_invoke": {k: round(1000 * v / n, 3) for k, v in used.items()},
             "environments": len(srv.env_groups()),
             "env_cfs_throttled_periods": thr1[0] - thr0[0], "env_cfs_throttled_ms": round(thr1[1] - thr0[1], 1)}
 
