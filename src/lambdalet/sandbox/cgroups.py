@@ -117,6 +117,7 @@ class Cgroup:
         self.version = version
         self.dirs = dirs                 # controller (or "unified") -> directory
         self._fds: dict[str, int] = {}   # freeze/thaw control files, kept open: they are written per invoke
+        self._destroyed = False          # after destroy() nothing (re)opens a descriptor: _fd() refuses
 
     @classmethod
     def create(cls, name: str, limits: Limits, parent: str = "lambdalet", version: int | None = None) -> "Cgroup":
@@ -210,6 +211,8 @@ class Cgroup:
     def _fd(self, name: str, controller: str = "freezer") -> int:
         fd = self._fds.get(name)
         if fd is None:     # (one sandbox's freeze/thaw are serialised by its own lock)
+            if self._destroyed:
+                raise OSError(errno.ENOENT, f"cgroup destroyed: no {name}")
             d = self.dirs[controller]
             fd = self._fds[name] = os.open(f"{d}/{name}", os.O_RDWR | os.O_CLOEXEC)
         return fd
@@ -285,10 +288,18 @@ class Cgroup:
             time.sleep(0.0005)
 
     def destroy(self, timeout_s: float = 5.0) -> None:
-        """Idempotent: kill members, then rmdir (retrying while the kernel still holds them)."""
-        self._close_fds()
-        if any(os.path.isdir(d) for d in self.dirs.values()):
-            self.kill_all(timeout_s)
+        """Idempotent: kill members (through the descriptors kept open), close those descriptors
+        exactly once, then rmdir (retrying while the kernel still holds them). Nothing reopens one
+        afterwards: each discarded environment leaked one while kill_all ran after the close."""
+        if self._destroyed:         # a second call (the first failed): path-based, no descriptor kept
+            kill_and_remove(self.dirs, timeout_s)
+            return
+        try:
+            if any(os.path.isdir(d) for d in self.dirs.values()):
+                self.kill_all(timeout_s)
+        finally:
+            self._destroyed = True
+            self._close_fds()
         end = time.monotonic() + timeout_s
         for d in self.dirs.values():
             while True:
