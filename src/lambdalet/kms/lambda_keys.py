@@ -18,6 +18,7 @@ import json
 
 from lambdalet.crypto.envelope import sealed_key_id
 from lambdalet.crypto.errors import DecryptionError
+from lambdalet.kms import condition_keys as CK
 from lambdalet.kms import errors as KE
 from lambdalet.kms.service import DISABLED, ENABLED, PENDING_DELETION, KmsService, key_id_of_kek, parse_key_arn
 from lambdalet.models.context import RequestContext
@@ -78,8 +79,14 @@ class FunctionKeys:
 
     def _usable_by(self, ctx: RequestContext, kms_key_arn: str, action: str, lead: str) -> str:
         kek = self.kek_id(kms_key_arn, lead)
+        # Lambda calls KMS for the caller: kms:ViaService says so (a key policy may allow only that path).
+        keys = {"kms:ViaService": CK.via_service("lambda", ctx.region)}
+        if action == "kms:CreateGrant":
+            keys["kms:GrantIsForAWSResource"] = True       # Lambda's grant on the key
+        else:
+            keys.update(CK.cryptographic(None))
         try:
-            key = self.kms.key_for(ctx, kms_key_arn, action, cross_account=True)
+            key = self.kms.key_for(ctx, kms_key_arn, action, cross_account=True, keys=keys)
         except KE.NotFoundException as e:
             raise KMSNotFoundException(f"{lead}the KMS key was not found.{_CHECK} KMS Exception: "
                                        f"NotFoundException; KMS Message: {e.message}") from None

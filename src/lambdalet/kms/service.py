@@ -23,7 +23,9 @@ rule: the key policy must allow the caller, either by naming it (its ARN or "*")
 account (`arn:aws:iam::<account>:root`, the default "Enable IAM User Permissions" statement), in
 which case the caller's IAM identity policies must allow the action too (when the service has an
 `authorizer`; without one, naming the account suffices). Explicit Deny wins; conditions are
-evaluated by the IAM policy engine. Cross-account use is only for the cryptographic operations and
+evaluated by the IAM policy engine over the global keys plus KMS's own (kms/condition_keys.py:
+kms:EncryptionContext:<key>, kms:EncryptionContextKeys, kms:CallerAccount, kms:EncryptionAlgorithm,
+kms:RequestAlias, kms:ViaService, ...). Cross-account use is only for the cryptographic operations and
 DescribeKey, by key ARN, when the key policy allows it. Grants do not exist (CreateGrant is refused).
 """
 from __future__ import annotations
@@ -46,6 +48,7 @@ from lambdalet.crypto.errors import DecryptionError
 from lambdalet.iam.authz import principal_of, request_context
 from lambdalet.iam.policy import (ADMINISTRATOR_ACCESS, MalformedPolicy, Request, build_context, evaluate,
                                   parse_policy)
+from lambdalet.kms import condition_keys as CK
 from lambdalet.kms import errors as E
 from lambdalet.kms.tables import kms_aliases, kms_keys
 from lambdalet.models.context import RequestContext
@@ -253,10 +256,22 @@ class KmsService:
             raise _not_found(key.arn)
         return key
 
-    def _decide(self, ctx: RequestContext, key: Key, action: str, policy: str | None = None):
+    @staticmethod
+    def _context(ctx: RequestContext, key: Key, keys: dict | None) -> dict:
+        """Global keys, KMS's keys for this key and caller (kms/condition_keys.py), the operation's own."""
+        out = request_context(ctx)
+        out.update(CK.resource_tags(key.tags))
+        out.update(CK.key_properties(key.key_spec, key.key_usage))
+        out.update(CK.caller_keys(ctx.caller.account_id))
+        out.update(keys or {})
+        return out
+
+    def _decide(self, ctx: RequestContext, key: Key, action: str, policy: str | None = None,
+                keys: dict | None = None):
         policy = key.policy if policy is None else policy
+        context = self._context(ctx, key, keys)
         if self.authorizer is not None:
-            return self.authorizer.authorize(ctx.caller, action, key.arn, request_context(ctx), policy,
+            return self.authorizer.authorize(ctx.caller, action, key.arn, context, policy,
                                              resource_account=key.account_id, resource_policy_required=True)
         # No IAM wired in: an account-level grant in the key policy suffices (identity allows all).
         who = principal_of(ctx.caller)
@@ -264,35 +279,40 @@ class KmsService:
             parsed = parse_policy(policy, "resource", label="key-policy")
         except MalformedPolicy:
             parsed = None
-        return evaluate(Request(who, action, key.arn, build_context(who, request_context(ctx))),
+        return evaluate(Request(who, action, key.arn, build_context(who, context)),
                         (parse_policy(ADMINISTRATOR_ACCESS, label="identity"),), parsed, key.account_id,
                         resource_policy_required=True)
 
-    def _authorize(self, ctx: RequestContext, key: Key, action: str) -> None:
+    def _authorize(self, ctx: RequestContext, key: Key, action: str, keys: dict | None = None) -> None:
         if key.account_id != ctx.account_id and action not in _CRYPTO_ACTIONS:
             raise _not_found(key.arn)
-        decision = self._decide(ctx, key, action)
+        decision = self._decide(ctx, key, action, keys=keys)
         if not decision.allowed:
             raise E.AccessDeniedException(decision.message(ctx.caller.principal_arn, action, key.arn))
 
-    def _authorize_account(self, ctx: RequestContext, action: str) -> None:
+    def _authorize_account(self, ctx: RequestContext, action: str, keys: dict | None = None) -> None:
         """Operations on no key (CreateKey, ListKeys, ListAliases, GenerateRandom): IAM policies only."""
         if self.authorizer is None:
             return
-        decision = self.authorizer.authorize(ctx.caller, action, "*", request_context(ctx),
-                                             resource_account=ctx.account_id)
+        context = request_context(ctx)
+        context.update(CK.caller_keys(ctx.caller.account_id))
+        context.update(keys or {})
+        decision = self.authorizer.authorize(ctx.caller, action, "*", context, resource_account=ctx.account_id)
         if not decision.allowed:
             raise E.AccessDeniedException(decision.message(ctx.caller.principal_arn, action, "*"))
 
-    def _key(self, ctx: RequestContext, ref: Any, action: str, *, cross_account: bool = False) -> Key:
+    def _key(self, ctx: RequestContext, ref: Any, action: str, *, cross_account: bool = False,
+             keys: dict | None = None) -> Key:
         with self._db.read() as conn:
             key = self._resolve(conn, ctx, ref, cross_account=cross_account)
-        self._authorize(ctx, key, action)
+        self._authorize(ctx, key, action, {**CK.request_alias(ref), **(keys or {})})
         return key
 
-    def key_for(self, ctx: RequestContext, ref: Any, action: str, *, cross_account: bool = False) -> Key:
-        """Internal (Lambda): resolve `ref` for the caller and check the key policy allows `action`."""
-        return self._key(ctx, ref, action, cross_account=cross_account)
+    def key_for(self, ctx: RequestContext, ref: Any, action: str, *, cross_account: bool = False,
+                keys: dict | None = None) -> Key:
+        """Internal (Lambda): resolve `ref` for the caller and check the key policy allows `action`;
+        `keys` are the operation's condition keys (kms:ViaService, kms:EncryptionContext:..., ...)."""
+        return self._key(ctx, ref, action, cross_account=cross_account, keys=keys)
 
     @staticmethod
     def _require_usable(key: Key) -> None:
@@ -334,7 +354,8 @@ class KmsService:
             parse_policy(policy, "resource", label="key-policy")
         except MalformedPolicy as e:
             raise E.MalformedPolicyDocumentException(f"The new key policy contains a syntax error: {e}") from None
-        if not bypass and not self._decide(ctx, key, "kms:PutKeyPolicy", policy).allowed:
+        if not bypass and not self._decide(ctx, key, "kms:PutKeyPolicy", policy,
+                                           keys={"kms:BypassPolicyLockoutSafetyCheck": False}).allowed:
             raise E.MalformedPolicyDocumentException(
                 "The new key policy will not allow you to update the key policy in the future.")
         return policy
@@ -365,10 +386,13 @@ class KmsService:
 
     # ------------------------------------------------------------ keys
     def create_key(self, ctx: RequestContext, params: dict) -> dict:
-        self._authorize_account(ctx, "kms:CreateKey")
-        self._maybe_purge()
         usage = params.get("KeyUsage", "ENCRYPT_DECRYPT")
         spec = params.get("KeySpec") or params.get("CustomerMasterKeySpec") or SYMMETRIC_DEFAULT
+        keys = CK.key_properties(spec, usage, origin=params.get("Origin") or "AWS_KMS",
+                                 multi_region=bool(params.get("MultiRegion")))
+        keys["kms:BypassPolicyLockoutSafetyCheck"] = bool(params.get("BypassPolicyLockoutSafetyCheck"))
+        self._authorize_account(ctx, "kms:CreateKey", keys)
+        self._maybe_purge()
         if params.get("KeySpec") and params.get("CustomerMasterKeySpec"):
             raise E.ValidationException("You cannot specify KeySpec and CustomerMasterKeySpec in the same request.")
         if spec != SYMMETRIC_DEFAULT or usage != "ENCRYPT_DECRYPT":
@@ -492,7 +516,8 @@ class KmsService:
 
     def put_key_policy(self, ctx: RequestContext, params: dict) -> dict:
         self._policy_name(params)
-        key = self._key(ctx, _string(params, "KeyId"), "kms:PutKeyPolicy")
+        key = self._key(ctx, _string(params, "KeyId"), "kms:PutKeyPolicy", keys={
+            "kms:BypassPolicyLockoutSafetyCheck": bool(params.get("BypassPolicyLockoutSafetyCheck"))})
         if key.state == PENDING_DELETION:
             raise E.KMSInvalidStateException(f"{key.arn} is pending deletion.")
         policy = self._check_policy(ctx, key, _string(params, "Policy"),
@@ -630,14 +655,15 @@ class KmsService:
                 "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have "
                 f"length less than or equal to {MAX_PLAINTEXT} and greater than or equal to 1")
         self._algorithm(params)
-        key = self._key(ctx, _string(params, "KeyId"), "kms:Encrypt", cross_account=True)
+        key = self._key(ctx, _string(params, "KeyId"), "kms:Encrypt", cross_account=True,
+                        keys=CK.cryptographic(params.get("EncryptionContext"), params.get("EncryptionAlgorithm")))
         self._require_usable(key)
         self._dry_run(params)
         blob = self._seal(key, plaintext, params.get("EncryptionContext"))
         return {"CiphertextBlob": blob, "KeyId": key.arn, "EncryptionAlgorithm": SYMMETRIC_DEFAULT}
 
     def _open(self, ctx: RequestContext, blob: Any, encryption_context: dict | None, key_ref: Any,
-              action: str) -> tuple[Key, bytes]:
+              action: str, algorithm: str | None = None) -> tuple[Key, bytes]:
         if not isinstance(blob, (bytes, bytearray)) or not blob:
             raise E.ValidationException("CiphertextBlob must be 1 to 6144 bytes.")
         try:
@@ -658,7 +684,9 @@ class KmsService:
         if named is not None and named.id != key.id:
             raise E.IncorrectKeyException("The key ID in the request does not identify a KMS key that can "
                                           "perform this operation.")
-        self._authorize(ctx, key, action)
+        # The request's context is the one the ciphertext must be bound to, so conditions see the real one.
+        self._authorize(ctx, key, action, {**CK.request_alias(key_ref),
+                                           **CK.cryptographic(encryption_context, algorithm)})
         self._require_usable(key)
         try:
             return key, self._keyring.open(bytes(blob), aad=context_aad(encryption_context))
@@ -670,7 +698,7 @@ class KmsService:
         if params.get("Recipient"):
             raise E.UnsupportedOperationException("lambdalet does not support Nitro Enclaves recipients.")
         key, plaintext = self._open(ctx, params.get("CiphertextBlob"), params.get("EncryptionContext"),
-                                    params.get("KeyId"), "kms:Decrypt")
+                                    params.get("KeyId"), "kms:Decrypt", params.get("EncryptionAlgorithm"))
         self._dry_run(params)
         return {"KeyId": key.arn, "Plaintext": plaintext, "EncryptionAlgorithm": SYMMETRIC_DEFAULT}
 
@@ -678,8 +706,11 @@ class KmsService:
         self._algorithm(params, "SourceEncryptionAlgorithm")
         self._algorithm(params, "DestinationEncryptionAlgorithm")
         source, plaintext = self._open(ctx, params.get("CiphertextBlob"), params.get("SourceEncryptionContext"),
-                                       params.get("SourceKeyId"), "kms:ReEncryptFrom")
-        dest = self._key(ctx, _string(params, "DestinationKeyId"), "kms:ReEncryptTo", cross_account=True)
+                                       params.get("SourceKeyId"), "kms:ReEncryptFrom",
+                                       params.get("SourceEncryptionAlgorithm"))
+        dest = self._key(ctx, _string(params, "DestinationKeyId"), "kms:ReEncryptTo", cross_account=True,
+                         keys=CK.cryptographic(params.get("DestinationEncryptionContext"),
+                                               params.get("DestinationEncryptionAlgorithm")))
         self._require_usable(dest)
         self._dry_run(params)
         blob = self._seal(dest, plaintext, params.get("DestinationEncryptionContext"))
@@ -708,7 +739,8 @@ class KmsService:
         if params.get("Recipient"):
             raise E.UnsupportedOperationException("lambdalet does not support Nitro Enclaves recipients.")
         size = self._data_key_size(params)
-        key = self._key(ctx, _string(params, "KeyId"), "kms:GenerateDataKey", cross_account=True)
+        key = self._key(ctx, _string(params, "KeyId"), "kms:GenerateDataKey", cross_account=True,
+                        keys=CK.cryptographic(params.get("EncryptionContext")))
         self._require_usable(key)
         self._dry_run(params)
         plaintext = os.urandom(size)
@@ -717,7 +749,8 @@ class KmsService:
 
     def generate_data_key_without_plaintext(self, ctx: RequestContext, params: dict) -> dict:
         size = self._data_key_size(params)
-        key = self._key(ctx, _string(params, "KeyId"), "kms:GenerateDataKeyWithoutPlaintext", cross_account=True)
+        key = self._key(ctx, _string(params, "KeyId"), "kms:GenerateDataKeyWithoutPlaintext", cross_account=True,
+                        keys=CK.cryptographic(params.get("EncryptionContext")))
         self._require_usable(key)
         self._dry_run(params)
         return {"CiphertextBlob": self._seal(key, os.urandom(size), params.get("EncryptionContext")),
