@@ -69,7 +69,7 @@ def test_valid_package_with_nested_dirs_and_internal_symlinks():
         ("lib", "->pkg"),
         ("pkg/sub/up.py", "->../../handler.py"),       # climbs, but stays inside
         ("dangling", "->not/there"),
-        ("win\\style.py", b"pass"),                     # a literal backslash name is harmless
+        ("Handler.py", b"pass"),                        # case-only differences are two files on Linux too
     ])
     info = inspect_zip(data)
     assert isinstance(info, PackageInfo)
@@ -78,6 +78,26 @@ def test_valid_package_with_nested_dirs_and_internal_symlinks():
     assert info.unzipped_size == sum(len(c) if isinstance(c, bytes) else len(c) - 2 for c in (
         b"def handler(e, c):\n    return 1\n", b"X = 1\n" * 100, b"pass", "->sub/mod.py", "->pkg",
         "->../../handler.py", "->not/there"))
+
+
+def test_backslash_names_are_refused():
+    # One tool's separator, another's character: inspection and extraction once read such a name
+    # differently (the zip escape of issue 10), so no reading gets a choice.
+    for name in ("win\\style.py", "l\\1", "a/b\\c"):
+        rejected(make_zip([("fine.py", b"1"), (name, b"x")]), "unsafe path")
+
+
+def test_unicode_normalisation_collisions_are_refused():
+    # "é" precomposed (NFC) and as e + combining acute (NFD): one name to a user, two to the kernel.
+    rejected(make_zip([("caf\u00e9.py", b"1"), ("cafe\u0301.py", b"2")]), "duplicate")
+    rejected(make_zip([("d\u00e9/", None), ("de\u0301", b"2")]), "duplicate")
+
+
+def test_archive_level_ratio_bomb_of_small_files():
+    # Many entries, each under the per-entry floor, add up to a bomb: 40 x 768 KiB of zeros.
+    data = make_zip([(f"f{i}", b"\0" * (768 << 10)) for i in range(40)])
+    assert len(data) < 100_000
+    rejected(data, "suspicious compression ratio")
 
 
 def test_empty_zip_and_all_methods_accepted():
@@ -220,13 +240,13 @@ def test_streaming_aborts_when_real_bytes_exceed_declared():
     info = zipfile.ZipInfo("x")
     info.file_size, info.compress_size = 1000, 1000
     with pytest.raises(InvalidParameterValueException, match="Could not unzip"):
-        zipcheck._read_entry(_FakeZip(10_000_000), info, 10**9, ZipLimits(), 0)
+        zipcheck._read_entry(_FakeZip(10_000_000), info, 10**9, ZipLimits())
     info.file_size = 10_000_000
     with pytest.raises(InvalidParameterValueException, match="Unzipped size"):
-        zipcheck._read_entry(_FakeZip(10_000_000), info, 500_000, ZipLimits(), 0)
+        zipcheck._read_entry(_FakeZip(10_000_000), info, 500_000, ZipLimits())
     info.compress_size = 10
     with pytest.raises(InvalidParameterValueException, match="compression ratio"):
-        zipcheck._read_entry(_FakeZip(10_000_000), info, 10**9, ZipLimits(), 0)
+        zipcheck._read_entry(_FakeZip(10_000_000), info, 10**9, ZipLimits())
 
 
 def test_too_many_entries():

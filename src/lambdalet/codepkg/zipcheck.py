@@ -3,34 +3,33 @@
 Checks what AWS checks (readable zip, unzipped size) plus what an extractor on our hosts needs:
 no path leaves the package root (names or symlinks), no decompression bomb, no duplicate or
 shadowed paths. Every entry is really decompressed, in chunks, so lying headers are caught.
+Names, kinds and link targets are read by archive.py, the one reading that unpacking (unpack.py)
+and the code-signing digest use too.
 """
 from __future__ import annotations
 
 import io
-import re
-import stat
 import zipfile
-from collections import deque
 from dataclasses import dataclass, field
 
+from lambdalet.codepkg.archive import check_links, link_target, read_archive, show
 from lambdalet.models.errors import AwsError, InvalidParameterValueException, RequestTooLargeException
 
 ZIPPED_UPLOAD_LIMIT = 52_428_800           # 50 MB zipped, direct upload
 UNZIPPED_LIMIT = 262_144_000               # 250 MB unzipped (function + layers)
 UNZIP_FAILED = "Could not unzip uploaded file. Please check your file, then try to upload again."
 _CHUNK = 64 * 1024
-_MAX_LINK_TARGET = 4096                    # PATH_MAX
-_MAX_LINK_HOPS = 40                        # Linux's ELOOP limit
 _CD_SIGNATURE = b"PK\x01\x02"              # starts every central directory record
-_DRIVE = re.compile(r"[A-Za-z]:")
 
 
 @dataclass(frozen=True)
 class ZipLimits:
     max_unzipped: int = UNZIPPED_LIMIT
     max_entries: int = 20_000
-    max_ratio: int = 1000                  # uncompressed:compressed, only checked above ratio_min_size
-    ratio_min_size: int = 4 * 1024 * 1024
+    max_ratio: int = 1000                  # uncompressed:compressed, per entry above ratio_min_size
+    ratio_min_size: int = 1024 * 1024
+    max_archive_ratio: int = 200           # the whole archive, once over min_bomb_size unzipped (deflate
+    min_bomb_size: int = 16 * 1024 * 1024  # tops out near 1032:1, so many small entries evade a per-entry 1000)
     max_zipped: int = ZIPPED_UPLOAD_LIMIT
 
 
@@ -49,12 +48,8 @@ def _invalid(message: str) -> InvalidParameterValueException:
     return InvalidParameterValueException(message)
 
 
-def _show(name: str) -> str:
-    return repr(name if len(name) <= 200 else name[:200] + "...")
-
-
 def _ratio_error(info: zipfile.ZipInfo) -> InvalidParameterValueException:
-    return _invalid(f"Uploaded zip contains an entry with a suspicious compression ratio: {_show(info.filename)}.")
+    return _invalid(f"Uploaded zip contains an entry with a suspicious compression ratio: {show(info.filename)}.")
 
 
 def _too_big(limits: ZipLimits) -> InvalidParameterValueException:
@@ -70,35 +65,9 @@ def check_zipped_size(size: int, operation: str = "CreateFunction", limit: int =
             f"Request must be smaller than {request_limit} bytes for the {operation} operation")
 
 
-def _is_absolute(path: str) -> bool:
-    return path.startswith(("/", "\\")) or bool(_DRIVE.match(path))
-
-
-def _has_dotdot(path: str) -> bool:
-    # Backslash counts as a separator here too, so Windows-style traversal is refused as well.
-    return ".." in re.split(r"[/\\]", path)
-
-
-def _entry_key(info: zipfile.ZipInfo) -> tuple[str, ...]:
-    """The entry's path as components after checking it is safe; raises for unsafe names."""
-    raw = info.orig_filename
-    if not raw or "\x00" in raw or _is_absolute(raw) or _has_dotdot(raw):
-        raise _invalid(f"Uploaded zip contains an entry with an unsafe path: {_show(raw)}. "
-                       "Paths must be relative and must not contain '..'.")
-    parts = tuple(p for p in raw.split("/") if p not in ("", "."))
-    if not parts and not info.is_dir():
-        raise _invalid(f"Uploaded zip contains an entry with an invalid name: {_show(raw)}.")
-    return parts
-
-
-def _is_symlink(info: zipfile.ZipInfo) -> bool:
-    return stat.S_ISLNK(info.external_attr >> 16)
-
-
-def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, limits: ZipLimits,
-                keep: int) -> tuple[int, bytes]:
-    """Decompress one entry counting real bytes; abort early on bombs. -> (real size, first `keep` bytes)."""
-    real, kept = 0, bytearray()
+def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, limits: ZipLimits) -> int:
+    """Decompress one entry counting real bytes; abort early on bombs. -> the real size."""
+    real = 0
     with zf.open(info) as stream:
         while chunk := stream.read(_CHUNK):
             real += len(chunk)
@@ -108,41 +77,9 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, limits:
                 raise _too_big(limits)
             if _ratio_bomb(real, info, limits):
                 raise _ratio_error(info)
-            if len(kept) < keep:
-                kept += chunk[:keep - len(kept)]
     if real != info.file_size:
         raise _invalid(UNZIP_FAILED)
-    return real, bytes(kept)
-
-
-def _check_link(key: tuple[str, ...], target: str, links: dict[tuple[str, ...], str]) -> None:
-    """Resolve `target` the way the kernel would (following the package's other links) and refuse
-    it if it is absolute or climbs above the package root at any point."""
-    where = _show("/".join(key))
-    if not target or "\x00" in target:
-        raise _invalid(f"Uploaded zip contains a symbolic link with an invalid target: {where}.")
-    if _is_absolute(target) or ("\\" in target and _has_dotdot(target)):
-        raise _invalid(f"Uploaded zip contains a symbolic link that points outside the package: {where}.")
-    stack, queue, hops = list(key[:-1]), deque(target.split("/")), 0
-    while queue:
-        part = queue.popleft()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not stack:
-                raise _invalid(f"Uploaded zip contains a symbolic link that points outside the package: {where}.")
-            stack.pop()
-            continue
-        stack.append(part)
-        next_target = links.get(tuple(stack))
-        if next_target is not None:
-            hops += 1
-            if hops > _MAX_LINK_HOPS:
-                raise _invalid(f"Uploaded zip contains a symbolic link loop: {where}.")
-            stack.pop()
-            if _is_absolute(next_target):
-                raise _invalid(f"Uploaded zip contains a symbolic link that points outside the package: {where}.")
-            queue.extendleft(reversed(next_target.split("/")))
+    return real
 
 
 def _inspect(data: bytes, limits: ZipLimits) -> PackageInfo:
@@ -156,35 +93,20 @@ def _inspect(data: bytes, limits: ZipLimits) -> PackageInfo:
                            f"The maximum is {limits.max_entries}.")
         if sum(i.file_size for i in infos) > limits.max_unzipped:
             raise _too_big(limits)
-        entries = [(_entry_key(info), info) for info in infos]
-        keys: dict[tuple[str, ...], zipfile.ZipInfo] = {}
-        for key, info in entries:
-            if key and key in keys:
-                raise _invalid(f"Uploaded zip contains duplicate entries: {_show(info.filename)}.")
-            keys[key] = info
-            if _ratio_bomb(info.file_size, info, limits):
-                raise _ratio_error(info)
-        # Nothing may sit below a file or a symlink: writing "link/x" would follow the link.
-        for key in keys:
-            for n in range(1, len(key)):
-                parent = keys.get(key[:n])
-                if parent is not None and not (parent.is_dir() and not _is_symlink(parent)):
-                    raise _invalid("Uploaded zip contains a path below a file or symbolic link: "
-                                   f"{_show('/'.join(key))}.")
+        entries = read_archive(zf)             # names, kinds, duplicates, paths below files/links
+        for entry in entries:
+            if _ratio_bomb(entry.info.file_size, entry.info, limits):
+                raise _ratio_error(entry.info)
         total, links = 0, {}
-        for key, info in entries:
-            link = _is_symlink(info)
-            keep = _MAX_LINK_TARGET + 1 if link else 0      # a link's content is its target
-            size, head = _read_entry(zf, info, limits.max_unzipped - total, limits, keep)
-            total += size
-            if link:
-                if size > _MAX_LINK_TARGET:
-                    raise _invalid("Uploaded zip contains a symbolic link with an invalid target: "
-                                   f"{_show(info.filename)}.")
-                links[key] = head.decode("utf-8", "surrogateescape")
-        for key, target in links.items():
-            _check_link(key, target, links)
-        files = sum(1 for i in infos if _is_symlink(i) or not i.is_dir())
+        for entry in entries:
+            total += _read_entry(zf, entry.info, limits.max_unzipped - total, limits)
+            if entry.kind == "link":
+                links[entry.path] = link_target(zf, entry)
+        check_links(links)
+        if total > limits.min_bomb_size and total > limits.max_archive_ratio * len(data):
+            raise _invalid("Uploaded zip has a suspicious compression ratio: "
+                           f"{total} bytes unzipped from {len(data)}.")
+        files = sum(1 for e in entries if e.kind != "dir")
         return PackageInfo(file_count=files, unzipped_size=total, names=[i.filename for i in infos])
 
 

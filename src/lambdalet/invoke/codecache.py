@@ -1,8 +1,9 @@
 """Unpacked code for environments, keyed by CodeSha256, on tmpfs under the run dir.
 
 Code is at rest only encrypted (blobs/); plain files exist only here, in memory-backed storage,
-while environments may use them. Extraction keeps file modes (an executable `bootstrap`) and
-the package's internal symlinks, which upload validation already proved stay inside.
+while environments may use them. Extraction (codepkg/unpack.py: an unprivileged child writing
+relative to directory descriptors, never through a link, reading the archive exactly as upload
+inspection did) keeps file modes (an executable `bootstrap`) and the package's internal symlinks.
 
 A package sealed under a SourceKMSKeyArn gets its own entry (per key and function: what that key
 opened, never shared with a platform-key copy of the same zip), and its keys are checked on every
@@ -12,23 +13,23 @@ key is disabled but starts no new ones; an unpacked entry must not be a way arou
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
-import stat
 import threading
 import uuid
-import zipfile
 from pathlib import Path
 from typing import Callable
+
+from lambdalet.codepkg.unpack import UNPACK_UID, unpack
 
 
 class CodeCache:
     keys = None    # kms.FunctionKeys (set by the wiring): opens and checks SourceKMSKeyArn packages
 
-    def __init__(self, root: Path, blobs):
+    def __init__(self, root: Path, blobs, *, unpack_uid: int | None = UNPACK_UID):
         self.root = root
         self.blobs = blobs
+        self.unpack_uid = unpack_uid
         self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True, mode=0o711)
 
@@ -43,8 +44,8 @@ class CodeCache:
             self.keys.check_code_keys(source_kms_key_arn, kms_key_arn)
             sealer = self.keys.code_sealer(source_kms_key_arn, function_arn)
             name = f"{sha256_hex}-{hashlib.sha256(sealer.scope.encode()).hexdigest()[:16]}"
-        return build_once(self.root / name, self._lock, lambda tmp: _extract(
-            self.blobs.get(sha256_hex, sealer) if sealer else self.blobs.get(sha256_hex), tmp))
+        return build_once(self.root / name, self._lock, lambda tmp: unpack(
+            [self.blobs.get(sha256_hex, sealer) if sealer else self.blobs.get(sha256_hex)], tmp, uid=self.unpack_uid))
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -65,29 +66,3 @@ def build_once(target: Path, lock: threading.Lock, build: Callable[[Path], None]
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _extract(data: bytes, dest: Path) -> None:
-    dest.mkdir(mode=0o755)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for info in zf.infolist():
-            name = info.filename.replace("\\", "/").lstrip("/")
-            if not name or any(p == ".." for p in name.split("/")):
-                continue   # refused at upload; never trust it twice
-            path = dest / name
-            mode = (info.external_attr >> 16) & 0xFFFF
-            if info.is_dir():
-                path.mkdir(parents=True, exist_ok=True, mode=0o755)
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-            if stat.S_ISLNK(mode):
-                os.symlink(zf.read(info).decode(), path)
-                continue
-            with zf.open(info) as src, open(path, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-            # Lambda keeps the zip's permission bits; everything must be world-readable for the sandbox uid.
-            perm = (mode & 0o777) or 0o644
-            os.chmod(path, perm | 0o444 | (0o111 if perm & 0o100 else 0))
-    for dirpath, dirnames, _ in os.walk(dest):
-        for d in dirnames:
-            os.chmod(os.path.join(dirpath, d), 0o755)

@@ -36,6 +36,7 @@ RequestTooLargeException = _error("RequestTooLargeException", 413)
 TooManyRequestsException = _error("TooManyRequestsException", 429)
 CodeStorageExceededException = _error("CodeStorageExceededException", 400)
 InvalidRuntimeException = _error("InvalidRuntimeException", 502)
+InvalidZipFileException = _error("InvalidZipFileException", 502)
 ServiceQuotaExceededException = _error("ServiceQuotaExceededException", 400)
 
 # Authentication failures: not in the Lambda model, but every AWS service answers these shapes.

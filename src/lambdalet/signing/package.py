@@ -26,6 +26,9 @@ import json
 import stat
 import zipfile
 
+from lambdalet.codepkg.archive import read_archive
+from lambdalet.models.errors import InvalidParameterValueException
+
 SIGNATURE_ENTRY = ".lambdalet-signature.json"
 DIGEST_SCHEME = "lambdalet-tree/1"
 MAX_SIGNATURE_BYTES = 64 * 1024
@@ -56,36 +59,35 @@ def _open(data: bytes) -> zipfile.ZipFile:
 
 
 def tree_records(data: bytes) -> list[list[str]]:
-    """The sorted [path, kind, sha256] records the digest covers."""
+    """The sorted [path, kind, sha256] records the digest covers, read through codepkg/archive.py
+    (the reading upload inspection and unpacking use, so a signature covers what runs)."""
     with _open(data) as zf:
+        try:
+            entries = read_archive(zf)
+        except InvalidParameterValueException as e:
+            raise PackageError(f"ambiguous entry in package: {e.message}") from None
         records: dict[str, list[str]] = {}
         dirs: set[str] = set()
-        for info in zf.infolist():
-            if _is_signature(info):
+        for entry in entries:
+            if _is_signature(entry.info):
                 continue
-            path = _path(info.filename)
-            if info.is_dir():
+            path = entry.name
+            if entry.kind == "dir":
                 if path:
                     dirs.add(path)
                 continue
-            if not path or path in records:
-                raise PackageError(f"ambiguous entry in package: {info.filename!r}")
-            mode = _mode(info)
-            kind = "link" if stat.S_ISLNK(mode) else ("exec" if mode & 0o100 else "file")
+            kind = "link" if entry.kind == "link" else ("exec" if entry.perm & 0o100 else "file")
             h = hashlib.sha256()
             try:
-                with zf.open(info) as stream:
+                with zf.open(entry.info) as stream:
                     while chunk := stream.read(_CHUNK):
                         h.update(chunk)
             except Exception as e:      # BadZipFile (CRC), zlib.error, NotImplementedError, ...
-                raise PackageError(f"cannot read {info.filename!r}: {e}") from None
+                raise PackageError(f"cannot read {entry.info.filename!r}: {e}") from None
             records[path] = [path, kind, h.hexdigest()]
         parents = {"/".join(p.split("/")[:n]) for p in list(records) + list(dirs) for n in range(1, p.count("/") + 1)}
-        for d in dirs:
-            if d in records:
-                raise PackageError(f"ambiguous entry in package: {d!r} is both a file and a directory")
-            if d not in parents:
-                records[d] = [d, "dir", ""]
+        for d in dirs - parents:
+            records[d] = [d, "dir", ""]
     return [records[k] for k in sorted(records)]
 
 
