@@ -93,3 +93,59 @@ def test_invocations_keep_working_past_a_low_descriptor_limit(lambdalet_server_f
             crash(lam, name)
     finally:
         resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# ------------------------------------------------------------------------------ dead idle environments
+
+def _own_pid_ns() -> str:
+    return os.readlink("/proc/self/ns/pid")
+
+
+def _host_pids(info: dict) -> tuple[list[int], int]:
+    """(every host pid of the environment, the host pid of its runtime) from what WHO returned: under
+    the namespace sandbox the processes of its own host uid; under `process`, its process group."""
+    pids, runtime = [], None
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            status = dict(line.split(":", 1) for line in open(f"/proc/{d}/status").read().splitlines() if ":" in line)
+            pgid = os.getpgid(int(d))
+        except (OSError, ValueError):
+            continue
+        if status["State"].split()[0] in ("Z", "X"):
+            continue
+        mine = (int(status["Uid"].split()[0]) == info["uid"] if info["ns"] != _own_pid_ns()
+                else pgid == info["pgid"])
+        if mine:
+            pids.append(int(d))
+            if int(status["NSpid"].split()[-1]) == info["pid"]:
+                runtime = int(d)
+    assert pids and runtime, f"the environment's processes were not found: {info}"
+    return pids, runtime
+
+
+WHO_NS = WHO.replace("'pid': os.getpid()}", "'pid': os.getpid(), 'pgid': os.getpgid(0), "
+                                            "'ns': os.readlink('/proc/self/ns/pid')}")
+
+
+@pytest.mark.parametrize("victims", ["all", "runtime"])
+def test_an_environment_killed_while_idle_does_not_fail_the_next_call(function_server, victims):
+    """SIGKILL the processes of a frozen (idle) environment: all of them, or only its runtime. The next
+    Invoke must run on a fresh environment and succeed: it never ran in the dead one (it answered
+    Runtime.ExitError)."""
+    lam = function_server.client()
+    name = create(lam, WHO_NS, f"idle-{victims}")
+    resp, first = invoke(lam, name)
+    assert "FunctionError" not in resp, first
+    resp, again = invoke(lam, name)
+    assert again["env"] == first["env"], "no warm environment: the test would prove nothing"
+    time.sleep(0.2)                                      # released: frozen in the pool
+    pids, runtime = _host_pids(again)
+    for pid in (pids if victims == "all" else [runtime]):
+        os.kill(pid, 9)
+    for _ in range(3):
+        resp, after = invoke(lam, name)
+        assert resp["StatusCode"] == 200 and "FunctionError" not in resp, after
+        assert after["env"] != first["env"]
+    assert len({invoke(lam, name)[1]["env"] for _ in range(2)}) == 1   # the fresh one is kept warm

@@ -24,7 +24,8 @@ from lambdalet.models.errors import (
     RequestTooLargeException,
     ServiceException,
 )
-from lambdalet.sandbox.api import Backend, EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult, SandboxError
+from lambdalet.sandbox.api import (Backend, EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult, NotDelivered,
+                                   SandboxError)
 
 log = logging.getLogger("lambdalet.invoke")
 
@@ -115,25 +116,34 @@ class Invoker:
             f"{target.function_arn}:{target.version}" if target.version != "$LATEST" else target.function_arn)
         with self.limiter.slot(target.account_id, target.function_name, target.reserved_concurrency,
                                target.total_reserved):
-            try:
-                sandbox, cold = self._acquire(key, target)
-            except InitFailed as failed:
-                return _as_unhandled(failed.result)
-            except SandboxError as e:
-                log.error("environment for %s could not start: %s", qualified, e)
-                raise ServiceException("The execution environment could not be started.") from None
-            try:
-                deadline_ms = int(time.time() * 1000) + target.timeout_s * 1000
-                result = sandbox.invoke(InvokeRequest(request_id, payload, deadline_ms, qualified, client_context,
-                                                      _trace_id()))
-            except SandboxError as e:
-                self.pool.discard(sandbox)
-                log.error("environment for %s failed: %s", qualified, e)
-                raise ServiceException("The execution environment failed.") from None
-            except BaseException:
-                self.pool.discard(sandbox)
-                raise
-            self.pool.release(sandbox)
+            for attempt in (1, 2):    # a second one only when the first environment was dead on arrival
+                try:
+                    sandbox, cold = self._acquire(key, target)
+                except InitFailed as failed:
+                    return _as_unhandled(failed.result)
+                except SandboxError as e:
+                    log.error("environment for %s could not start: %s", qualified, e)
+                    raise ServiceException("The execution environment could not be started.") from None
+                try:
+                    deadline_ms = int(time.time() * 1000) + target.timeout_s * 1000
+                    result = sandbox.invoke(InvokeRequest(request_id, payload, deadline_ms, qualified,
+                                                          client_context, _trace_id()))
+                except NotDelivered as e:     # nothing ran there: safe to run it on a fresh environment
+                    self.pool.discard(sandbox)
+                    log.warning("environment for %s: %s", qualified, e)
+                    if attempt == 1:
+                        continue
+                    result = e.result         # twice: the function's own doing, answered as its exit
+                    break
+                except SandboxError as e:
+                    self.pool.discard(sandbox)
+                    log.error("environment for %s failed: %s", qualified, e)
+                    raise ServiceException("The execution environment failed.") from None
+                except BaseException:
+                    self.pool.discard(sandbox)
+                    raise
+                self.pool.release(sandbox)
+                break
         if len(result.payload) > MAX_SYNC_PAYLOAD:
             result.payload = json.dumps({
                 "errorMessage": f"Response payload size ({len(result.payload)} bytes) exceeded maximum allowed "

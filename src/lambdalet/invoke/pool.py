@@ -80,6 +80,10 @@ class EnvironmentPool:
                 log.exception("thaw failed; replacing environment")
                 _destroy(entry.sandbox)
                 entry, cold = None, True
+            else:
+                if not entry.sandbox.alive:      # it died while idle (the thaw found its bridge hung up)
+                    _destroy(entry.sandbox)
+                    entry, cold = None, True
         if entry is None:
             entry = _Entry(create(), time.monotonic())   # create() starts it; InitFailed propagates
         with self._lock:

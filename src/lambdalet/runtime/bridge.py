@@ -18,7 +18,8 @@ RESULT = 11       # /response: body is the payload
 ERROR = 12        # /error: header error_type, body the JSON error document
 INIT_ERROR = 13   # /init/error
 LOG = 14          # body: bytes the runtime wrote to stdout/stderr
-EXIT = 15         # runtime process ended: header {"status": "exit status 1" | "signal: killed"}
+EXIT = 15         # runtime process ended: header {"status": "exit status 1" | "signal: killed", "taken": bool}
+                  # (taken: an event was handed to the runtime and not answered)
 SETUP_ERROR = 16  # the sandbox could not be built (a platform failure, not the function's)
 SLOT_READY = 17   # a pre-isolated slot is built and waits for its CONFIG (header: its build timings)
 # the function's calls to this server's API (runtime/api_proxy.py); numbered apart from the rest

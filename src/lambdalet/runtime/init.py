@@ -195,7 +195,9 @@ def _reaper(st: _State, cfg: InitConfig, runtime_pid: int) -> None:
         if pid == runtime_pid:
             time.sleep(0.002)           # let the pipe's last writes land (other writers may hold it open)
             st.drain_logs()
-            st.send(bridge.EXIT, {"status": _exit_status(status)})
+            with st.cond:               # "taken": an event was handed to the runtime and not answered.
+                taken = st.current is not None   # False: whatever the host sent never ran (it may retry)
+            st.send(bridge.EXIT, {"status": _exit_status(status), "taken": taken})
             os._exit(0)
 
 

@@ -9,8 +9,10 @@ Rules (the shared suite in tests/unit/test_sandbox_contract.py checks them again
   error the triggering Invoke should return, and the sandbox is dead.
 - `invoke()` runs ONE invocation at a time (callers serialize; a second concurrent call raises).
   A frozen sandbox is thawed first. Timeouts, runtime exits and OOM end the environment: the
-  result carries `error_type` and `alive` becomes False. Never raises for function failures.
-- `freeze()`/`thaw()` stop/resume every process of the environment between invocations.
+  result carries `error_type` and `alive` becomes False. Never raises for function failures; raises
+  `NotDelivered` when the environment turns out dead before its runtime took the event.
+- `freeze()`/`thaw()` stop/resume every process of the environment between invocations; a thaw that
+  finds the environment dead (its bridge hung up) destroys it and leaves `alive` False.
 - `destroy()` is idempotent and leaves nothing behind: processes, cgroups, mounts, temp files.
 - Crashes: every environment dies with the server process, even on SIGKILL; a backend opened on the
   same resources (cgroup parent, root dir) cleans up whatever a crashed predecessor left
@@ -66,6 +68,15 @@ class InvokeResult:
 
 class SandboxError(Exception):
     """The platform failed (not the function): the caller answers ServiceException."""
+
+
+class NotDelivered(SandboxError):
+    """The environment died before its runtime took the invocation (killed while idle): nothing of
+    it ran, so the caller may run it on a fresh environment. The sandbox is dead. `.result` is what
+    the invocation would answer otherwise (Runtime.ExitError)."""
+    def __init__(self, message: str, result: InvokeResult):
+        super().__init__(message)
+        self.result = result
 
 
 class InitFailed(SandboxError):

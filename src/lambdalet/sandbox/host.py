@@ -11,13 +11,15 @@ import abc
 import json
 import logging
 import math
+import select
 import socket
 import threading
 import time
 from typing import Callable
 
 from lambdalet.runtime import api_proxy, bridge
-from lambdalet.sandbox.api import EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult, Sandbox, SandboxError
+from lambdalet.sandbox.api import (EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult, NotDelivered, Sandbox,
+                                   SandboxError)
 
 log = logging.getLogger(__name__)
 LOG_TAIL = 4096
@@ -25,12 +27,17 @@ INIT_TIMEOUT_S = 10.0                    # AWS's init phase limit for on-demand 
 
 
 class _Died(Exception):
-    def __init__(self, status: str):
+    def __init__(self, status: str, taken: bool | None = None):
         self.status = status
+        self.taken = taken        # from init's EXIT frame; None: init itself went without a word
 
 
 class BridgedSandbox(Sandbox):
     api_forwarder = None                  # set by the invoker: the function's calls to the API (runtime/api_proxy.py)
+    # True where nothing inside the environment can end init (PID 1 of its own PID namespace): then a
+    # bridge that closes before init said anything during an invocation means it was killed from
+    # outside before it handed the event on. Under the process backend the function can kill init.
+    init_outlives_tenant = False
 
     def __init__(self, spec: EnvironmentSpec, log_sink: Callable[[bytes], None] | None = None,
                  init_timeout_s: float = INIT_TIMEOUT_S):
@@ -48,6 +55,7 @@ class BridgedSandbox(Sandbox):
         self._send_lock = threading.Lock()   # INVOKE and API responses (relay threads) share the socket
         self._relay: api_proxy.HostRelay | None = None
         self._last_mem = 0
+        self._hangup: select.poll | None = None   # the bridge, watched for a hang-up at thaw
 
     # --- what a backend provides ---------------------------------------------------------------
     @abc.abstractmethod
@@ -126,8 +134,12 @@ class BridgedSandbox(Sandbox):
             raise SandboxError("sandbox is busy: one invocation at a time")
         try:
             if self._state == "frozen":
-                self._do_thaw()
-                self._state = "ready"
+                self._thaw_checked()
+            if self._state == "dead":
+                msg = "Runtime exited without providing a reason"
+                raise NotDelivered("the environment died while idle", InvokeResult(
+                    payload=_doc("Runtime.ExitError", f"RequestId: {req.request_id} Error: {msg}"),
+                    function_error="Unhandled", error_type="Runtime.ExitError"))
             if self._state != "ready":
                 raise SandboxError(f"invoke() on a {self._state} sandbox")
             return self._invoke(req)
@@ -143,8 +155,21 @@ class BridgedSandbox(Sandbox):
     def thaw(self) -> None:
         with self._lock:
             if self._state == "frozen":
-                self._do_thaw()
-                self._state = "ready"
+                self._thaw_checked()
+
+    def _thaw_checked(self) -> None:
+        """Thaw; an environment whose bridge hung up while it was idle (its init is gone) is torn down
+        instead of being handed an invocation. One poll(0): no cost worth measuring on the warm path.
+        (Processes killed while frozen under cgroup v1 die only once thawed, after this check: the
+        invocation then finds out, see NotDelivered in _invoke.)"""
+        self._do_thaw()
+        self._state = "ready"
+        if self._hangup is None and self._sock is not None:
+            self._hangup = select.poll()
+            self._hangup.register(self._sock, select.POLLHUP | select.POLLERR)   # not POLLIN: logs may wait
+        if self._hangup is not None and self._hangup.poll(0):
+            log.warning("environment %s died while idle; not used again", self.spec.env_id)
+            self._teardown()
 
     def destroy(self) -> None:
         self._teardown()
@@ -210,7 +235,7 @@ class BridgedSandbox(Sandbox):
                 frame = self._reader.next_frame()
             except bridge.ProtocolError as e:
                 log.warning("environment %s sent a bad frame: %s", self.spec.env_id, e)
-                raise _Died("signal: killed") from None
+                raise _Died("signal: killed", taken=True) from None    # it said something: never "not delivered"
             if frame is not None:
                 return frame
             left = deadline - time.monotonic()
@@ -236,10 +261,13 @@ class BridgedSandbox(Sandbox):
         t0 = time.monotonic()
         deadline = t0 + max(req.deadline_ms / 1000.0 - time.time(), 0.0)
         payload, ferr, etype = b"", None, None
+        undelivered = False
+        heard = False                      # any frame from the environment since INVOKE
         try:
             self._send(bridge.INVOKE, hdr, req.payload)
             while True:
                 frame = self._next_frame(deadline)
+                heard = True
                 if frame is None:
                     secs = self.spec.timeout_s
                     self._teardown()
@@ -262,12 +290,14 @@ class BridgedSandbox(Sandbox):
                         etype = etype or fh.get("error_type") or "Unhandled"
                     break
                 elif kind == bridge.EXIT:
-                    raise _Died(str(fh.get("status", "")))
+                    raise _Died(str(fh.get("status", "")), fh.get("taken") is not False)
         except (_Died, OSError) as d:
             status = d.status if isinstance(d, _Died) else ""
-            if self._oom_killed():
+            oom = self._oom_killed()
+            if oom:
                 status = "signal: killed"
             self._teardown()
+            undelivered = self._never_taken(d, heard, oom)
             msg = f"Runtime exited with error: {status}" if status else "Runtime exited without providing a reason"
             self._emit(f"{_now()} {rid} Error: {msg}\n".encode())
             payload, ferr, etype = _doc("Runtime.ExitError", f"RequestId: {rid} Error: {msg}"), "Unhandled", "Runtime.ExitError"
@@ -282,8 +312,23 @@ class BridgedSandbox(Sandbox):
         if etype in ("Sandbox.Timedout", "Runtime.ExitError"):
             report += f"Status: {'timeout' if etype == 'Sandbox.Timedout' else 'error'}\t"
         self._emit(f"END RequestId: {rid}\n{report}\n".encode())
-        return InvokeResult(payload=payload, function_error=ferr, error_type=etype, log_tail=bytes(self._log[-LOG_TAIL:]),
-                            duration_ms=round(dur, 3), max_memory_mb=mem, init_duration_ms=init_ms)
+        result = InvokeResult(payload=payload, function_error=ferr, error_type=etype,
+                              log_tail=bytes(self._log[-LOG_TAIL:]),
+                              duration_ms=round(dur, 3), max_memory_mb=mem, init_duration_ms=init_ms)
+        if undelivered:
+            raise NotDelivered(f"environment {self.spec.env_id} was dead before its runtime took the event", result)
+        return result
+
+    def _never_taken(self, d: Exception, heard: bool, oom: bool) -> bool:
+        """Did the environment die before its runtime was handed the event? Init's EXIT frame says so
+        (taken=False); a send refused because the bridge was already closed, or (where init outlives the
+        tenant) a bridge closing before init said anything, mean init was gone or killed from outside
+        before it could hand the event on."""
+        if isinstance(d, _Died) and d.taken is not None:
+            return d.taken is False
+        if heard or oom:
+            return False
+        return isinstance(d, OSError) or self.init_outlives_tenant
 
 
 def _doc(error_type: str, message: str) -> bytes:

@@ -52,6 +52,8 @@ class Family:
 
 
 class NamespaceSandbox(BridgedSandbox):
+    init_outlives_tenant = True          # init is PID 1 of the environment's PID namespace: signals from inside miss it
+
     def __init__(self, spec: EnvironmentSpec, log_sink, backend: "NamespaceBackend"):
         super().__init__(spec, log_sink)
         self._b = backend
