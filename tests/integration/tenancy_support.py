@@ -81,3 +81,24 @@ def eventually(check, timeout: float = 20.0, interval: float = 0.2):
         if got or time.monotonic() >= deadline:
             return got
         time.sleep(interval)
+
+
+# ---- the roles AWS asks for, as a tenant would make them (used by the event tests too)
+BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+SQS_QUEUE_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"
+
+
+def mapping_role(iam) -> str:
+    """An execution role an SQS event source mapping accepts (AWSLambdaSQSQueueExecutionRole)."""
+    return make_role(iam, LAMBDA_TRUST, managed=(SQS_QUEUE_EXECUTION,))
+
+
+def destinations_role(iam) -> str:
+    """An execution role that may send destination records and dead-letter messages anywhere."""
+    return make_role(iam, LAMBDA_TRUST, allow(["sqs:SendMessage", "lambda:InvokeFunction"]),
+                     managed=(BASIC_EXECUTION,))
+
+
+def scheduler_role(iam) -> str:
+    """A Scheduler execution role: invokes functions, writes dead-letter queues."""
+    return make_role(iam, SCHEDULER_TRUST, allow(["lambda:InvokeFunction", "sqs:SendMessage"]))

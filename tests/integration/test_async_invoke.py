@@ -21,7 +21,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .e2e_support import ROLE, WAIT, delete_quietly, expect_error, make_zip, unique
+from .tenancy_support import destinations_role
+from .e2e_support import WAIT, delete_quietly, expect_error, make_zip, unique
 
 IS_ROOT = os.geteuid() == 0
 SCALE_ARGS = ("--async-retry-scale", "0.01")
@@ -59,13 +60,19 @@ def sqs(srv):
     return srv.client("sqs")
 
 
+@pytest.fixture(scope="module")
+def role(srv):
+    """The functions' execution role: destinations and dead-letter queues are written with its authority."""
+    return destinations_role(srv.client("iam"))
+
+
 @pytest.fixture
-def fns(lam):
+def fns(lam, role):
     made: list[str] = []
 
     def make(**kw) -> str:
         name = unique("async")
-        lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+        lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=role,
                             Code={"ZipFile": ZIP}, **kw)
         lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
         made.append(name)
@@ -262,7 +269,7 @@ def test_event_invoke_of_missing_function_is_404(lam):
 
 # ------------------------------------------------------------------------------------------ config API
 
-def test_event_invoke_config_crud_and_validation(lam, fns, queues, srv):
+def test_event_invoke_config_crud_and_validation(lam, fns, queues, srv, role):
     raw = srv.client(config=Config(parameter_validation=False))     # the server validates, not botocore
     name = fns()
     _, q_arn = queues()
@@ -307,7 +314,7 @@ def test_event_invoke_config_crud_and_validation(lam, fns, queues, srv):
         lam.delete_function_event_invoke_config(FunctionName=name, Qualifier="1")
     # deleting the function deletes its configs: a new function of that name starts clean
     lam.delete_function(FunctionName=name)
-    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=role,
                         Code={"ZipFile": ZIP})
     with expect_error("ResourceNotFoundException", 404):
         lam.get_function_event_invoke_config(FunctionName=name)
@@ -334,8 +341,8 @@ def test_kill_9_mid_burst_loses_no_acknowledged_event(tmp_path_factory):
     try:
         lam, sqs = srv.client(), srv.client("sqs")
         name = unique("crash")
-        lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
-                            Code={"ZipFile": ZIP})
+        lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler",
+                            Role=destinations_role(srv.client("iam")), Code={"ZipFile": ZIP})
         lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
         qname = unique("crashdest")
         sqs.create_queue(QueueName=qname)

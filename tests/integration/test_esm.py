@@ -19,7 +19,8 @@ import uuid
 
 import pytest
 
-from .e2e_support import ROLE, WAIT, make_zip
+from .e2e_support import WAIT, make_zip
+from .tenancy_support import mapping_role
 
 IS_ROOT = os.geteuid() == 0
 N_MESSAGES = 1000
@@ -63,13 +64,19 @@ def sqs(srv):
     return srv.client("sqs")
 
 
+@pytest.fixture(scope="module")
+def role(srv):
+    """The execution role AWS asks of an SQS mapping (ReceiveMessage, DeleteMessage, GetQueueAttributes)."""
+    return mapping_role(srv.client("iam"))
+
+
 def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def _function(lam, code: str, **kw) -> str:
+def _function(lam, code: str, role: str, **kw) -> str:
     name = _name("esm")
-    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=role,
                         Code={"ZipFile": make_zip({"app.py": code})}, **kw)
     lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
     return name
@@ -92,8 +99,8 @@ def _drain(sqs, url: str) -> list[str]:
                                                         for i, m in enumerate(got)])
 
 
-def test_esm_drains_1000_messages_exactly_with_partial_batch_failures(lam, sqs, srv):
-    fn = _function(lam, HANDLER, Timeout=2)
+def test_esm_drains_1000_messages_exactly_with_partial_batch_failures(lam, sqs, srv, role):
+    fn = _function(lam, HANDLER, role, Timeout=2)
     dlq_url = sqs.create_queue(QueueName=_name("esm-dlq"))["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     url = sqs.create_queue(QueueName=_name("esm-src"), Attributes={
@@ -151,8 +158,8 @@ def test_esm_drains_1000_messages_exactly_with_partial_batch_failures(lam, sqs, 
         sqs.delete_queue(QueueUrl=u)
 
 
-def test_esm_api_filters_and_update(lam, sqs, srv):
-    fn = _function(lam, "def handler(event, context):\n    return None\n", Timeout=1)
+def test_esm_api_filters_and_update(lam, sqs, srv, role):
+    fn = _function(lam, "def handler(event, context):\n    return None\n", role, Timeout=1)
     url = sqs.create_queue(QueueName=_name("esm-api"), Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 

@@ -17,7 +17,8 @@ import uuid
 
 import pytest
 
-from .e2e_support import ROLE, WAIT, make_zip
+from .e2e_support import WAIT, make_zip
+from .tenancy_support import mapping_role
 
 N_MESSAGES = 200
 EXTERNAL_REGION = "eu-west-1"
@@ -85,7 +86,8 @@ def test_external_sqs_endpoint_mapping(lambdalet_server_factory):
         assert not resp.get("Failed")
 
     fn = _name("esm-ext")
-    lam.create_function(FunctionName=fn, Runtime="python3.11", Handler="app.handler", Role=ROLE, Timeout=2,
+    lam.create_function(FunctionName=fn, Runtime="python3.11", Handler="app.handler", Timeout=2,
+                        Role=mapping_role(home.client("iam")),
                         Code={"ZipFile": make_zip({"app.py": HANDLER})})
     lam.get_waiter("function_active_v2").wait(FunctionName=fn, WaiterConfig=WAIT)
 

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from .e2e_support import ROLE, WAIT, make_zip, unique
+from .e2e_support import WAIT, make_zip, unique
+from .tenancy_support import destinations_role, scheduler_role
 
 HANDLER = "def handler(event, context):\n    return {'got': event}\n"
 
@@ -21,11 +22,22 @@ def srv(lambdalet_server_factory):
     return lambdalet_server_factory("--schedule-test-seconds", "--async-retry-scale", "0.01")
 
 
+def _role(srv) -> str:
+    """The schedules' execution role (trusts scheduler.amazonaws.com), one per server's data dir."""
+    role = _ROLES.get(srv.data_dir)
+    if role is None:
+        role = _ROLES[srv.data_dir] = scheduler_role(srv.client("iam"))
+    return role
+
+
+_ROLES: dict = {}
+
+
 def _setup(srv):
     lam, sqs = srv.client("lambda"), srv.client("sqs")
     fn = unique("sched")
-    lam.create_function(FunctionName=fn, Runtime="python3.11", Handler="app.handler", Role=ROLE,
-                        Code={"ZipFile": make_zip({"app.py": HANDLER})})
+    lam.create_function(FunctionName=fn, Runtime="python3.11", Handler="app.handler",
+                        Role=destinations_role(srv.client("iam")), Code={"ZipFile": make_zip({"app.py": HANDLER})})
     lam.get_waiter("function_active_v2").wait(FunctionName=fn, WaiterConfig=WAIT)
     url = sqs.create_queue(QueueName=unique("sched-out"))["QueueUrl"]
     qarn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -52,7 +64,7 @@ def test_rate_schedule_fires_disable_stops_it_delete(srv):
     name = unique("every2s")
     arn = sch.create_schedule(
         Name=name, ScheduleExpression="rate(2 seconds)", FlexibleTimeWindow={"Mode": "OFF"},
-        Target={"Arn": srv.function_arn(fn), "RoleArn": ROLE,
+        Target={"Arn": srv.function_arn(fn), "RoleArn": _role(srv),
                 "Input": json.dumps({"at": "<aws.scheduler.scheduled-time>", "who": "<aws.scheduler.schedule-arn>"})},
     )["ScheduleArn"]
     assert arn.endswith(f":schedule/default/{name}")
@@ -81,11 +93,11 @@ def test_rate_schedule_fires_disable_stops_it_delete(srv):
         sch.get_schedule(Name=name)
     with pytest.raises(sch.exceptions.ValidationException):
         sch.create_schedule(Name=name, ScheduleExpression="cron(0 10 * * *)", FlexibleTimeWindow={"Mode": "OFF"},
-                            Target={"Arn": srv.function_arn(fn), "RoleArn": ROLE})
+                            Target={"Arn": srv.function_arn(fn), "RoleArn": _role(srv)})
     with pytest.raises(sch.exceptions.ConflictException):
         for _ in range(2):
             sch.create_schedule(Name=name, ScheduleExpression="cron(0 10 * * ? *)", FlexibleTimeWindow={"Mode": "OFF"},
-                                Target={"Arn": srv.function_arn(fn), "RoleArn": ROLE})
+                                Target={"Arn": srv.function_arn(fn), "RoleArn": _role(srv)})
     sch.delete_schedule(Name=name)
 
 
@@ -94,7 +106,7 @@ def test_restart_fires_missed_occurrences_once_and_never_twice(srv):
     sch = srv.client("scheduler")
     name = unique("restart")
     sch.create_schedule(Name=name, ScheduleExpression="rate(2 seconds)", FlexibleTimeWindow={"Mode": "OFF"},
-                        Target={"Arn": srv.function_arn(fn), "RoleArn": ROLE,
+                        Target={"Arn": srv.function_arn(fn), "RoleArn": _role(srv),
                                 "Input": json.dumps({"at": "<aws.scheduler.scheduled-time>"})})
     seen: list[str] = []
     deadline = time.monotonic() + 30
@@ -134,13 +146,13 @@ def test_aws_cli_as_documented(srv):
         return json.loads(res.stdout) if res.stdout.strip() else {}
 
     name = unique("cli")
-    target = json.dumps({"Arn": fn_arn, "RoleArn": ROLE, "Input": json.dumps({"ping": True})})
+    target = json.dumps({"Arn": fn_arn, "RoleArn": _role(srv), "Input": json.dumps({"ping": True})})
     aws("create-schedule", "--name", name, "--schedule-expression", "rate(5 minutes)",
         "--flexible-time-window", "Mode=OFF", "--target", target)
     once = unique("once")
     aws("create-schedule", "--name", once, "--schedule-expression", "at(2099-01-01T00:00:00)",
         "--schedule-expression-timezone", "Europe/Paris", "--action-after-completion", "DELETE",
-        "--flexible-time-window", "Mode=OFF", "--target", json.dumps({"Arn": fn_arn, "RoleArn": ROLE}))
+        "--flexible-time-window", "Mode=OFF", "--target", json.dumps({"Arn": fn_arn, "RoleArn": _role(srv)}))
     names = [s["Name"] for s in aws("list-schedules")["Schedules"]]
     assert name in names and once in names
     got = aws("get-schedule", "--name", name)

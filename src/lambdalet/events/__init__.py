@@ -65,7 +65,10 @@ def build_async_events(db, keyring, queues, invoker, resolver, settings) -> Asyn
     region = getattr(settings, "region", "us-east-1")
     invocations = AsyncInvocations(db, keyring, queues, invoker.resolve, region)
     configs = EventInvokeConfigs(db, queues)
-    destinations = Destinations(queues, invocations.enqueue)
+    def role_of(msg: EventMessage) -> str:
+        return resolver.resolve_version(msg.account_id, msg.function_name, msg.qualifier, msg.region).role
+
+    destinations = Destinations(queues, invocations.enqueue, role_of)
 
     def dead_letter_of(msg: EventMessage) -> str | None:
         return resolver.resolve_version(msg.account_id, msg.function_name, msg.qualifier,

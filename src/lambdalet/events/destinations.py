@@ -5,6 +5,11 @@ attributes). Targets: a queue of lambdalet's queue service (SendMessage, durable
 
 A destination that cannot take the record (deleted, another account, too large) is reported in the
 server log and the event is acknowledged: retrying would not make it deliverable.
+
+Authority: as in AWS, records are sent with the function's execution role (the version that was
+invoked): sqs:SendMessage on a queue, lambda:InvokeFunction on a function, decided by
+events/authority.py at delivery time. A role that may not (permission removed, role deleted) gets the
+record dropped and logged, never delivered with the platform's own authority.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import json
 import logging
 import time
 import uuid
+from typing import Callable
 
 from lambdalet.events.invoke_config import LAMBDA_ARN, SQS_ARN
 from lambdalet.events.messages import EventMessage
@@ -74,26 +80,45 @@ def error_message_of(response: bytes | str | None, fallback: str) -> str:
 
 
 class Destinations:
-    def __init__(self, queues, enqueue_event):
+    def __init__(self, queues, enqueue_event, role_of: Callable[[EventMessage], str] | None = None):
         self.queues = queues
         self.enqueue_event = enqueue_event          # AsyncInvocations.enqueue
+        self.role_of = role_of                      # msg -> the invoked version's execution role ARN
+        self.authority = None                       # events/authority.RoleAuthority (set by the wiring)
 
-    def send_record(self, msg: EventMessage, arn: str, record: dict) -> bool:
-        return self._send(msg, arn, json.dumps(record, separators=(",", ":")), None, "destination")
+    def send_record(self, msg: EventMessage, arn: str, record: dict, role: str | None = None) -> bool:
+        return self._send(msg, arn, json.dumps(record, separators=(",", ":")), None, "destination", role)
 
-    def send_dead_letter(self, msg: EventMessage, arn: str, payload: bytes, error_code: int, error_message: str) -> bool:
+    def send_dead_letter(self, msg: EventMessage, arn: str, payload: bytes, error_code: int, error_message: str,
+                         role: str | None = None) -> bool:
         attrs = {"RequestID": {"DataType": "String", "StringValue": msg.request_id},
                  "ErrorCode": {"DataType": "Number", "StringValue": str(error_code)},
                  "ErrorMessage": {"DataType": "String", "StringValue": error_message[:ERROR_MESSAGE_MAX] or "error"}}
-        return self._send(msg, arn, payload.decode("utf-8", "replace"), attrs, "dead-letter queue")
+        return self._send(msg, arn, payload.decode("utf-8", "replace"), attrs, "dead-letter queue", role)
 
-    def _send(self, msg: EventMessage, arn: str, body: str, attrs: dict | None, what: str) -> bool:
+    def _authorize(self, msg: EventMessage, arn: str, action: str, role: str | None) -> None:
+        """PermissionError unless the function's execution role may perform `action` on `arn`."""
+        if self.authority is None:
+            return
+        if role is None:
+            try:
+                role = self.role_of(msg) if self.role_of is not None else ""
+            except AwsError:
+                role = ""          # the function is gone: nobody's authority remains to send with
+        decision = self.authority.role_may(role or "", action, arn, session_name=msg.function_name,
+                                           region=msg.region)
+        if not decision.allowed:
+            raise PermissionError(f"the function's execution role {role or '(none)'} may not {action} on {arn}")
+
+    def _send(self, msg: EventMessage, arn: str, body: str, attrs: dict | None, what: str,
+              role: str | None = None) -> bool:
         try:
             m = SQS_ARN.match(arn)
             if m:
                 region, account, name = m.groups()
                 if account != msg.account_id:
                     raise PermissionError("the queue belongs to another account")
+                self._authorize(msg, arn, "sqs:SendMessage", role)
                 self.queues.enqueue(account, name, body.encode(), attrs, region=region,
                                     sender_id=f"lambda:{msg.function_name}")
                 return True
@@ -102,6 +127,7 @@ class Destinations:
                 region, account, name, qualifier = m.groups()
                 if account != msg.account_id or region != msg.region:
                     raise PermissionError("the function belongs to another account or region")
+                self._authorize(msg, arn, "lambda:InvokeFunction", role)
                 self.enqueue_event(EventMessage(account, region, name, qualifier, str(uuid.uuid4()), time.time(),
                                                 payload=body))
                 return True

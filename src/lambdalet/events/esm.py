@@ -21,6 +21,12 @@ What AWS does and this does too
   FunctionResponseTypes [ReportBatchItemFailures], ScalingConfig.MaximumConcurrency 2-1000.
   A FIFO queue takes no batching window ("Batching window is not supported for FIFO queues"), hence at
   most 10 records per batch; its poller keeps each message group in order (esm_poller.py).
+- Authority (events/authority.py): the poller reads and deletes as the function's execution role. Create,
+  and Update when it changes the function or enables the mapping, refuse a role that may not
+  sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on the queue ("The provided execution
+  role does not have permissions to call ReceiveMessage on SQS"); the poller asks again before every
+  receive and every delete, so a role that loses the permission stops the mapping reading (it stays
+  Enabled; LastProcessingResult says "PROBLEM: ..." and it resumes once the permission is back).
 Records live in `event_source_mappings` (migration 0005); times are epoch seconds.
 """
 from __future__ import annotations
@@ -37,6 +43,7 @@ import sqlalchemy as sa
 
 from lambdalet.events.esm_poller import (InvokerCaller, LambdaletQueues, MappingPoller, MappingSpec, WORKER_CAP,
                                          parse_sqs_arn, service_context)
+from lambdalet.events.authority import RoleAuthority
 from lambdalet.events.sources import EventSources
 from lambdalet.events.filters import compile_filter_criteria
 from lambdalet.models.context import RequestContext
@@ -73,6 +80,8 @@ WINDOW_MAX = 300
 CONCURRENCY_MIN, CONCURRENCY_MAX = 2, 1000
 NOT_FOUND = "The resource you requested does not exist."
 USER_INITIATED = "USER_INITIATED"
+NO_RECORDS = "No records processed"
+POLLER_ACTIONS = ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")   # what AWS asks of the role
 JOIN_TIMEOUT_S = 960.0        # longest a stopping poller may still be finishing a batch (900 s timeout + margin)
 
 # Members of the model that only apply to streams, Kafka, MQ or DocumentDB sources.
@@ -111,6 +120,7 @@ class EventSourceMappings:
         self.clock = clock
         self.poll_wait_s = poll_wait_s
         self.vis_margin_s = vis_margin_s
+        self.authority: RoleAuthority | None = None     # set by the wiring (events/authority.wire)
         self._lock = threading.RLock()
         self._pollers: dict[str, MappingPoller] = {}
         self._joiners: list[threading.Thread] = []
@@ -160,8 +170,9 @@ class EventSourceMappings:
         if not params.get("EventSourceArn"):
             raise InvalidParameterValueException("EventSourceArn is required for an SQS event source mapping.")
         source_arn = self._check_source(scope, params["EventSourceArn"])
-        name, qualifier, timeout = self._check_function(ctx, params["FunctionName"], "CreateEventSourceMapping")
+        name, qualifier, timeout, role = self._check_function(ctx, params["FunctionName"], "CreateEventSourceMapping")
         cfg = self._config({}, params, fifo_source=_is_fifo(source_arn))
+        self._check_role(scope, role, source_arn)
         self._check_visibility(scope, source_arn, timeout)
         enabled = params.get("Enabled", True)
         if not isinstance(enabled, bool):
@@ -207,7 +218,12 @@ class EventSourceMappings:
         name, qualifier = row.function_name, row.qualifier
         timeout = None
         if params.get("FunctionName") is not None:
-            name, qualifier, timeout = self._check_function(ctx, params["FunctionName"], "UpdateEventSourceMapping")
+            name, qualifier, timeout, role = self._check_function(ctx, params["FunctionName"],
+                                                                  "UpdateEventSourceMapping")
+            self._check_role(scope, role, row.event_source_arn)
+        elif params.get("Enabled") is True and not row.enabled:     # re-enabling: the role must still read it
+            self._check_role(scope, self._check_function(ctx, _ref(name, qualifier), "UpdateEventSourceMapping")[3],
+                             row.event_source_arn)
         cfg = self._config(json.loads(row.config), params, fifo_source=_is_fifo(row.event_source_arn))
         if timeout is not None:
             self._check_visibility(scope, row.event_source_arn, timeout)
@@ -343,12 +359,32 @@ class EventSourceMappings:
             raise InvalidParameterValueException(
                 f"Queue visibility timeout: {vt} seconds is less than Function timeout: {function_timeout} seconds")
 
-    def _check_function(self, ctx: RequestContext, value: Any, action: str) -> tuple[str, str | None, int]:
+    def _check_function(self, ctx: RequestContext, value: Any, action: str) -> tuple[str, str | None, int, str]:
+        """(name, qualifier, timeout, execution role ARN) of the function version the mapping names."""
         scope = Scope.of(ctx)
         ref = parse_function_ref(scope, value, caller_arn=ctx.caller.principal_arn, action=action)
         with self.db.read() as conn:
             _, version, _ = records.resolve(conn, scope, ref.name, ref.qualifier)
-        return ref.name, ref.qualifier, int(records.config_of(version).get("Timeout", 3))
+        cfg = records.config_of(version)
+        return ref.name, ref.qualifier, int(cfg.get("Timeout", 3)), str(cfg.get("Role") or "")
+
+    def role_refusal(self, role: str, source_arn: str, region: str,
+                     actions: tuple[str, ...] = POLLER_ACTIONS) -> str | None:
+        """The first of `actions` the execution role may not perform on the queue, as AWS words it; None
+        when it may do them all (or when no authority is wired)."""
+        if self.authority is None:
+            return None
+        external = self.sources.is_external(source_arn)
+        for op in actions:
+            decision = self.authority.role_may(role, f"sqs:{op}", source_arn, region=region, same_account=external)
+            if not decision.allowed:
+                return f"The provided execution role does not have permissions to call {op} on SQS"
+        return None
+
+    def _check_role(self, scope: Scope, role: str, source_arn: str) -> None:
+        refusal = self.role_refusal(role, source_arn, scope.region)
+        if refusal is not None:
+            raise InvalidParameterValueException(refusal)
 
     def _config(self, cfg: dict, params: dict, *, fifo_source: bool = False) -> dict:
         """Merge the request's settable members into a stored configuration, validating the result."""
@@ -423,6 +459,8 @@ class EventSourceMappings:
         for name in ("FilterCriteria", "ScalingConfig") + _ECHOED:
             if name in cfg:
                 out[name] = cfg[name]
+        poller = self._pollers.get(row.uuid)       # the running poller's last outcome (kept in memory)
+        out["LastProcessingResult"] = poller.stats.last_result if poller is not None else NO_RECORDS
         return out
 
     # ============================================================ pollers
@@ -447,9 +485,15 @@ class EventSourceMappings:
         if self.vis_margin_s is not None:
             kw["vis_margin_s"] = self.vis_margin_s
         source = self.sources.for_arn(row.event_source_arn, row.account_id)
-        poller = MappingPoller(self._spec(row), source, self.caller, worker_cap=self.worker_cap, **kw)
+        poller = MappingPoller(self._spec(row), source, self.caller, worker_cap=self.worker_cap,
+                               permission=self._poller_permission, **kw)
         self._pollers[row.uuid] = poller
         poller.start()
+
+    def _poller_permission(self, spec: MappingSpec, role: str, op: str) -> str | None:
+        """Delivery time: may the function's role (as resolved for this batch) still do `op`?"""
+        refusal = self.role_refusal(role, spec.event_source_arn, spec.region, (op,))
+        return None if refusal is None else f"PROBLEM: {refusal}"
 
     def _apply(self, mapping_uuid: str) -> None:
         """Make the running pollers match the stored mapping, and settle its State."""
@@ -505,6 +549,10 @@ class EventSourceMappings:
         t = threading.Thread(target=finish, name=f"esm-stop-{mapping_uuid[:8]}", daemon=True)
         self._joiners = [j for j in self._joiners if j.is_alive()] + [t]
         t.start()
+
+
+def _ref(name: str, qualifier: str | None) -> str:
+    return f"{name}:{qualifier}" if qualifier else name
 
 
 def _is_fifo(queue_arn: str) -> bool:

@@ -23,6 +23,10 @@ messages is in flight, so batches of a group never overlap and arrive in order; 
 deleted either (with ReportBatchItemFailures: "stop processing after the first failure and return all
 failed and unprocessed messages"), and an event the payload limit split is not continued past a
 failed part; they come back, in order, after the visibility timeout.
+Authority: with a `permission` check (events/esm.py wires the function's execution role through
+events/authority.py), a batch is received only while the role may ReceiveMessage, DeleteMessage and
+GetQueueAttributes on the queue, and deleted only while it still may DeleteMessage; otherwise the
+mapping reads nothing (LastProcessingResult "PROBLEM: ...") and tries again after PROBLEM_BACKOFF_S.
 Configuration changes (`update`) apply from the next batch on; `stop` ends the workers after the
 batch each is processing.
 """
@@ -71,6 +75,11 @@ class MappingSpec:
     @property
     def fifo(self) -> bool:
         return self.event_source_arn.endswith(".fifo")
+
+
+# (spec, execution role ARN, SQS operation) -> None when allowed, else the LastProcessingResult text
+Permission = Callable[[MappingSpec, str, str], "str | None"]
+RECEIVE_NEEDS = ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")
 
 
 class FunctionCaller(Protocol):
@@ -224,8 +233,9 @@ class PollerStats:
 class MappingPoller:
     def __init__(self, spec: MappingSpec, source: QueueSource, caller: FunctionCaller, *,
                  worker_cap: int = WORKER_CAP, poll_wait_s: float = POLL_WAIT_S, vis_margin_s: int = VIS_MARGIN_S,
-                 sleep: Callable[[float], None] | None = None):
+                 sleep: Callable[[float], None] | None = None, permission: Permission | None = None):
         self._spec = spec
+        self.permission = permission
         self.source = source
         self.caller = caller
         self.worker_cap = max(1, worker_cap)
@@ -333,6 +343,11 @@ class MappingPoller:
         except AwsError as e:
             self._problem(spec, f"PROBLEM: Function call failed: {e.code}: {e.message}")
             return "problem"
+        for op in RECEIVE_NEEDS:
+            problem = self._denied(spec, target, op)
+            if problem:
+                self._problem(spec, problem)
+                return "problem"
         try:
             queue_vt = self.source.visibility_timeout(spec.event_source_arn)
             visibility = max(queue_vt, int(target.timeout_s) + spec.window_s + self.vis_margin_s)
@@ -419,11 +434,21 @@ class MappingPoller:
         else:
             failed = set()
         done = [r["receiptHandle"] for r in chunk if r["messageId"] not in failed]
+        problem = self._denied(spec, target, "DeleteMessage")     # revoked while the function ran?
+        if problem:
+            self._problem(spec, problem)
+            self.stats.failed += len(chunk)
+            return "failed"
         self._ack_many(done)
         self.stats.failed += len(chunk) - len(done)
         self.stats.deleted += len(done)
         self.stats.last_result = "OK"
         return "partial" if failed else "ok"
+
+    def _denied(self, spec: MappingSpec, target, op: str) -> str | None:
+        if self.permission is None:
+            return None
+        return self.permission(spec, str(getattr(target, "role", "") or ""), op)
 
     def _fail(self, chunk: list[dict], why: str) -> None:
         # Records stay in flight until their visibility timeout ends, then come back (or are redriven).

@@ -1,5 +1,10 @@
 """Event invoke configuration (Put/Get/Update/Delete/ListFunctionEventInvokeConfigs), stored per
-function + qualifier, and the effective settings the pollers read (cached briefly in memory)."""
+function + qualifier, and the effective settings the pollers read (cached briefly in memory).
+
+A destination is accepted only if the function's execution role (of the version or alias configured)
+may deliver to it, as AWS checks: sqs:SendMessage on a queue, lambda:InvokeFunction on a function;
+otherwise InvalidParameterValueException "The function's execution role does not have permissions to
+call SendMessage on <arn>". Delivery checks again (destinations.py)."""
 from __future__ import annotations
 
 import re
@@ -47,13 +52,14 @@ class EventInvokeConfigs:
         self.db = db
         self.queues = queues
         self.clock = clock
+        self.authority = None       # events/authority.RoleAuthority (set by the wiring)
         self._cache: dict[tuple, tuple[float, EffectiveConfig]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ operations
     def put_function_event_invoke_config(self, ctx: RequestContext, params: dict) -> dict:
         scope, name, qualifier = self._target(ctx, params)
-        values = self._validated(ctx, params, require_one=True)
+        values = self._validated(ctx, params, require_one=True, role=self._role(scope, name, qualifier))
         with self.db.begin() as conn:
             fn = self._require(conn, scope, name, qualifier)
             conn.execute(sa.delete(event_invoke_configs).where(event_invoke_configs.c.function_id == fn.id,
@@ -67,7 +73,7 @@ class EventInvokeConfigs:
 
     def update_function_event_invoke_config(self, ctx: RequestContext, params: dict) -> dict:
         scope, name, qualifier = self._target(ctx, params)
-        values = self._validated(ctx, params, require_one=False)
+        values = self._validated(ctx, params, require_one=False, role=self._role(scope, name, qualifier))
         with self.db.begin() as conn:
             fn = self._require(conn, scope, name, qualifier)
             current = self._row(conn, fn.id, qualifier)
@@ -159,12 +165,18 @@ class EventInvokeConfigs:
         fn, _, _ = records.resolve(conn, scope, name, None if qualifier == records.LATEST else qualifier)
         return fn
 
+    def _role(self, scope: Scope, name: str, qualifier: str) -> str:
+        """The execution role of the version `qualifier` names (the alias's version for an alias)."""
+        with self.db.read() as conn:
+            _, version, _ = records.resolve(conn, scope, name, None if qualifier == records.LATEST else qualifier)
+        return str(records.config_of(version).get("Role") or "")
+
     @staticmethod
     def _row(conn, function_id: str, qualifier: str):
         t = event_invoke_configs
         return conn.execute(sa.select(t).where(t.c.function_id == function_id, t.c.qualifier == qualifier)).first()
 
-    def _validated(self, ctx: RequestContext, params: dict, *, require_one: bool) -> dict:
+    def _validated(self, ctx: RequestContext, params: dict, *, require_one: bool, role: str = "") -> dict:
         out: dict = {}
         if params.get("MaximumRetryAttempts") is not None:
             out["max_retry_attempts"] = _int_range(params["MaximumRetryAttempts"], "maximumRetryAttempts", *RETRY_RANGE)
@@ -176,14 +188,16 @@ class EventInvokeConfigs:
             for member, column in (("OnSuccess", "on_success"), ("OnFailure", "on_failure")):
                 if member in dc:
                     arn = (dc.get(member) or {}).get("Destination") or ""
-                    out[column] = self.check_destination(ctx, arn, f"destinationConfig.{member[0].lower()}{member[1:]}")
+                    out[column] = self.check_destination(ctx, arn, f"destinationConfig.{member[0].lower()}{member[1:]}",
+                                                         role=role)
         if require_one and not out:
             raise InvalidParameterValueException(
                 "You must specify at least one of error handling or destination setting.")
         return out
 
-    def check_destination(self, ctx: RequestContext, arn: str, field: str) -> str | None:
-        """Format like AWS, plus existence for lambdalet's own resources (same account)."""
+    def check_destination(self, ctx: RequestContext, arn: str, field: str, *, role: str | None = None) -> str | None:
+        """Format like AWS, existence for lambdalet's own resources (same account), and (with `role`)
+        the execution role's permission to deliver there."""
         if arn == "":
             return None
         if len(arn) > 350 or not ANY_ARN.match(arn):
@@ -203,6 +217,7 @@ class EventInvokeConfigs:
                 self.queues.queue_arn(account, name, region=region)
             except Exception:
                 raise InvalidParameterValueException(f"The destination queue {arn} does not exist.") from None
+            self._check_role(role, "sqs:SendMessage", arn, ctx.region)
             return arn
         m = LAMBDA_ARN.match(arn)
         if m:
@@ -217,11 +232,20 @@ class EventInvokeConfigs:
                 except ResourceNotFoundException:
                     raise InvalidParameterValueException(
                         f"The destination function {arn} does not exist.") from None
+            self._check_role(role, "lambda:InvokeFunction", arn, ctx.region)
             return arn
         service = ANY_ARN.match(arn).group(2)
         raise InvalidParameterValueException(
             f"lambdalet cannot deliver to '{service}' destinations ({arn}); use an SQS queue ARN or a Lambda "
             f"function ARN.")
+
+
+    def _check_role(self, role: str | None, action: str, arn: str, region: str) -> None:
+        if self.authority is None or role is None:
+            return
+        if not self.authority.role_may(role, action, arn, region=region).allowed:
+            raise InvalidParameterValueException(
+                f"The function's execution role does not have permissions to call {action.split(':')[1]} on {arn}")
 
 
 def fifo_refusal(arn: str) -> str:

@@ -298,7 +298,7 @@ class EventPoller:
             if cfg.on_success:
                 record = invocation_record(msg, payload, SUCCESS, attempts, executed_version=target.version,
                                            response=result.payload)
-                self.destinations.send_record(msg, cfg.on_success, record)
+                self.destinations.send_record(msg, cfg.on_success, record, role=target.role)
             self.stats.add("succeeded")
             acks.ack(m.receipt, msg.payload_ref)
             return SUCCESS
@@ -310,15 +310,17 @@ class EventPoller:
             acks.ack(m.receipt)           # the retry message carries the payload (reference) on
             return "retried"
         self._fail(acks, m, msg, payload, cfg, RETRIES_EXHAUSTED, attempts, target.version,
-                   result.function_error, result.payload)
+                   result.function_error, result.payload, role=target.role)
         return RETRIES_EXHAUSTED
 
     def _fail(self, acks, m, msg: EventMessage, payload: bytes, cfg: EffectiveConfig, condition: str, invoke_count: int,
-              executed_version: str | None, function_error: str | None, response) -> None:
+              executed_version: str | None, function_error: str | None, response, role: str | None = None) -> None:
+        """`role`: the invoked version's execution role (None: Destinations looks it up), whose authority
+        the record and the dead-letter message are sent with."""
         if cfg.on_failure:
             record = invocation_record(msg, payload, condition, invoke_count, executed_version=executed_version,
                                        function_error=function_error, response=response)
-            self.destinations.send_record(msg, cfg.on_failure, record)
+            self.destinations.send_record(msg, cfg.on_failure, record, role=role)
         try:
             dlq = self.dead_letter_of(msg)
         except (ResourceNotFoundException, InvalidParameterValueException):
@@ -326,7 +328,7 @@ class EventPoller:
         if dlq:
             fallback = ("Event age exceeded MaximumEventAgeInSeconds" if condition == EVENT_AGE_EXCEEDED
                         else "Function error")
-            self.destinations.send_dead_letter(msg, dlq, payload, 200, error_message_of(response, fallback))
+            self.destinations.send_dead_letter(msg, dlq, payload, 200, error_message_of(response, fallback), role=role)
         if not cfg.on_failure and not dlq:
             log.info("event %s of %s discarded (%s) after %d attempt(s); no destination or dead-letter queue",
                      msg.request_id, msg.qualified_arn, condition, invoke_count)

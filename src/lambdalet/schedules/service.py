@@ -21,6 +21,14 @@ Firing (Scheduler.run_once, every tick):
 - delivery is at most once per occurrence: the UPDATE commits before the event is queued, so a
   crash between the two (milliseconds) loses that occurrence instead of firing it twice.
 - one-time at(...) schedules with ActionAfterCompletion DELETE are deleted once fired.
+
+Authority (events/authority.py), as EventBridge Scheduler: Target.RoleArn must name an existing role
+of the schedule's account that trusts scheduler.amazonaws.com (else ValidationException "The execution
+role you provide must allow AWS EventBridge Scheduler to assume the role."), and the caller needs
+iam:PassRole on it (iam:PassedToService = scheduler.amazonaws.com; AccessDeniedException otherwise).
+Each occurrence is fired as that role: it must still be assumable and may lambda:InvokeFunction on the
+target, else the occurrence fails with AccessDeniedException (and goes to the dead-letter queue, which
+is written only if the role may sqs:SendMessage on it; otherwise it is logged and dropped).
 """
 from __future__ import annotations
 
@@ -39,7 +47,9 @@ import sqlalchemy as sa
 
 from lambdalet.api.protocol import RestJsonProtocol
 from lambdalet.models.context import RequestContext
-from lambdalet.models.errors import AwsError, InvalidParameterValueException, _error
+from lambdalet.events.authority import SCHEDULER_PRINCIPAL, parse_role_arn
+from lambdalet.iam.authz import request_context
+from lambdalet.models.errors import AccessDeniedException, AwsError, InvalidParameterValueException, _error
 from lambdalet.schedules.expressions import UTC, At, Cron, ExpressionError, Rate, parse_expression, zone
 from lambdalet.schedules.tables import schedule_groups, schedules
 
@@ -61,6 +71,7 @@ _OTHER_TARGET_PARAMS = ("EcsParameters", "EventBridgeParameters", "EventBridgePu
 MAX_SCHEDULES_PER_ACCOUNT = 10_000
 DUE_BATCH = 100
 MISSED_LOOKBACK_S = 3 * 86400
+ROLE_NOT_ASSUMABLE = "The execution role you provide must allow AWS EventBridge Scheduler to assume the role."
 
 
 class SchedulerProtocol(RestJsonProtocol):
@@ -147,6 +158,7 @@ class SchedulerService:
         self.test_seconds = test_seconds
         self.clock = clock
         self.listeners: list[Callable[[], None]] = []     # woken when a schedule changes
+        self.authority = None       # events/authority.RoleAuthority (set by the wiring)
 
     # ================================================================ schedules
 
@@ -361,8 +373,8 @@ class SchedulerService:
         description = params.get("Description")
         if description is not None and len(description) > 512:
             raise ValidationException("Description must be at most 512 characters.")
-        target = self._validated_target(ctx, params.get("Target"))
         arn = schedule_arn(ctx.region, ctx.account_id, group, name)
+        target = self._validated_target(ctx, params.get("Target"), arn)
         now = self.clock()
         anchor = start if start is not None else now
         nxt = next_occurrence(expr, now, anchor=anchor, tz=tz, start=start, end=end)
@@ -372,12 +384,13 @@ class SchedulerService:
                     target_sealed=self.keyring.seal(json.dumps(target).encode(), arn.encode()),
                     target_arn=target["Arn"], anchor=anchor, next_fire_at=nxt)
 
-    def _validated_target(self, ctx: RequestContext, target: Any) -> dict:
+    def _validated_target(self, ctx: RequestContext, target: Any, schedule: str = "") -> dict:
         if not isinstance(target, dict):
             raise ValidationException("Target is required.")
         arn, role = target.get("Arn"), target.get("RoleArn")
         if not isinstance(role, str) or not role:
             raise ValidationException("Target.RoleArn is required.")
+        self._check_role(ctx, role, schedule)
         m = _FUNCTION_ARN.match(arn or "") if isinstance(arn, str) else None
         if m is None:
             raise ValidationException(
@@ -416,6 +429,32 @@ class SchedulerService:
                 raise ValidationException("DeadLetterConfig.Arn must be an SQS queue ARN of this account.")
             out["DeadLetterConfig"] = {"Arn": dlc["Arn"]}
         return out
+
+    def _check_role(self, ctx: RequestContext, role: str, schedule: str) -> None:
+        """The role exists in this account and trusts the Scheduler; the caller may pass it."""
+        if self.authority is None:
+            return
+        parsed = parse_role_arn(role)
+        if parsed is None or parsed[0] != ctx.account_id or not self.authority.trusts(
+                role, SCHEDULER_PRINCIPAL, source_account=ctx.account_id, source_arn=schedule or None):
+            raise ValidationException(ROLE_NOT_ASSUMABLE)
+        decision = self.authority.pass_role(ctx.caller, role, SCHEDULER_PRINCIPAL, associated_arn=schedule or None,
+                                            context=request_context(ctx))
+        if not decision.allowed:
+            raise AccessDeniedException(decision.message(ctx.caller.principal_arn, "iam:PassRole", role))
+
+    def fire_refusal(self, occ: "Occurrence", action: str, resource: str) -> AwsError | None:
+        """Fire time: None if the schedule's role may still `action` on `resource`, else the error."""
+        if self.authority is None:
+            return None
+        role = str(occ.target.get("RoleArn") or "")
+        if not self.authority.trusts(role, SCHEDULER_PRINCIPAL, source_account=occ.account_id, source_arn=occ.arn):
+            return AccessDeniedException(f"{ROLE_NOT_ASSUMABLE} ({role})")
+        decision = self.authority.role_may(role, action, resource, session_name="scheduler", region=occ.region)
+        if not decision.allowed:
+            return AccessDeniedException(decision.message(self.authority.principal_of(role, "scheduler"), action,
+                                                          resource))
+        return None
 
     def _target(self, row) -> dict:
         arn = schedule_arn(row.region, row.account_id, row.group_name, row.name)
@@ -568,6 +607,9 @@ def build_scheduler(platform, *, test_seconds: bool = False, tick_s: float | Non
     service = SchedulerService(platform.db, platform.keyring, test_seconds=test_seconds)
 
     def submit(occ: Occurrence, payload: str, execution_id: str) -> None:
+        refusal = service.fire_refusal(occ, "lambda:InvokeFunction", occ.target["Arn"])
+        if refusal is not None:
+            raise refusal            # the occurrence fails: dead-letter queue, as any failed invocation
         m = _FUNCTION_ARN.match(occ.target["Arn"])
         ctx = internal_context(occ.account_id, occ.region, execution_id)
         target = platform.invoker.resolve(ctx, m["name"], m["qualifier"])
@@ -576,7 +618,12 @@ def build_scheduler(platform, *, test_seconds: bool = False, tick_s: float | Non
             payload=payload))
 
     def dead_letter(occ: Occurrence, payload: str, execution_id: str, err: AwsError) -> None:
-        q = _SQS_ARN.match(occ.target["DeadLetterConfig"]["Arn"])
+        dlq = occ.target["DeadLetterConfig"]["Arn"]
+        refusal = service.fire_refusal(occ, "sqs:SendMessage", dlq)
+        if refusal is not None:
+            log.error("schedule %s: not sent to its dead-letter queue %s: %s", occ.arn, dlq, refusal.message)
+            return
+        q = _SQS_ARN.match(dlq)
         attrs = {k: {"DataType": "String", "StringValue": v} for k, v in {
             "ERROR_CODE": err.code, "ERROR_MESSAGE": err.message[:1000] or err.code,
             "EXECUTION_ID": execution_id, "SCHEDULE_ARN": occ.arn, "TARGET_ARN": occ.target["Arn"],
