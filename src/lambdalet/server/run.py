@@ -31,6 +31,7 @@ from lambdalet.iam.identity import BOOTSTRAP_ACCOUNT
 from lambdalet.kms import KmsBinding
 from lambdalet.runtime.api_proxy import InProcessApi
 from lambdalet.server.http_protocol import CoalescingHttpToolsProtocol
+from lambdalet.events.authority import wire as wire_authority
 from lambdalet.server.platform import build_platform, wire_execution_roles
 from lambdalet.server.tls import ensure_tls, server_context
 
@@ -82,6 +83,7 @@ def serve(settings: Settings) -> None:
 
     iam_service, sts_service, _directory, authorizer = build_iam(platform)
     wire_execution_roles(platform, _directory, authorizer)   # Role checks; role sessions for environments
+    wire_authority(platform, _directory, authorizer)   # mappings, destinations, schedules act as tenants' roles
     platform.kms.authorizer = authorizer     # key policies naming the account defer to IAM policies
     organizations = build_organizations(platform, _directory, authorizer)   # also feeds aws:PrincipalOrgID
     platform.lambda_service.deps.authorizer = authorizer     # a function's Layers: lambda:GetLayerVersion on each
