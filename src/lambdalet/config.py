@@ -41,6 +41,13 @@ class Settings:
     lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",)   # trust-policy principals meaning "Lambda"
     runtimes_dir: Path | None = None     # provisioned runtimes (node22/ from `make install`); None: <repo>/.venv/runtimes if any
     runtime_interpreters: tuple[str, ...] = ()   # extra pythonX.Y / node binaries to offer as runtimes
+    # What a client can make the API hold before its signature is verified (api/app.py, server/http_protocol.py).
+    max_connections: int = 1000          # open connections; past it requests answer 503
+    max_unverified_body_mb: int = 256    # bodies buffered, all connections together, before their signature is checked
+    request_head_timeout_s: float = 10.0 # a request's line and headers must arrive within this
+    request_body_timeout_s: float = 120.0   # and its body within this
+    audit_digest_interval_s: float = 3600.0      # a signed audit digest at least this often, even idle
+    audit_digest_dir: Path | None = None         # digests also written here (another mount), audit/digest_files.py
 
     def host_runtimes(self):
         """What this host can run (runtime/hostruntimes.py), probed once per Settings."""

@@ -5,10 +5,12 @@ Nothing here knows what a function is: services are plain objects with one metho
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
@@ -24,8 +26,10 @@ from lambdalet.models.context import Caller, RequestContext
 from lambdalet.models.errors import (
     AwsError,
     InvalidParameterValueException,
+    InvalidRequestContentException,
     ResourceNotFoundException,
     ServiceException,
+    TooManyRequestsException,
     UnknownOperationException,
 )
 
@@ -40,6 +44,26 @@ WORKER_THREADS = 512
 
 class RequestEntityTooLargeException(AwsError):
     code, status, sender_fault = "RequestEntityTooLargeException", 413, True
+
+
+class RequestTimeoutException(AwsError):
+    code, status, sender_fault = "RequestTimeoutException", 408, True
+
+
+class SerializationException(AwsError):
+    code, status, sender_fault = "SerializationException", 400, True
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What a client can make the API hold before its signature is verified (docs/threat-model.md).
+    A body over `precheck_above` bytes (or of unknown length) is read only after the Authorization
+    header, the date and the key have been checked: an unauthenticated client is refused without the
+    server buffering its body. Bodies read before verification share one byte budget (past it: 429,
+    which every AWS SDK retries), and each must arrive within `body_timeout_s`."""
+    precheck_above: int = 64 * 1024        # uvicorn holds this much of an unread body anyway
+    unverified_body_bytes: int = 256 << 20
+    body_timeout_s: float = 120.0
 
 
 class ServiceBinding:
@@ -73,13 +97,16 @@ class ApiApp:
     def __init__(self, services: dict[str, ServiceBinding],
                  lookup_key: Callable[[str, str | None], tuple[Caller, str] | None],
                  *, max_skew_s: int = 300, internal_routes: list[BaseRoute] | None = None,
-                 authorize: Callable[[str, str, dict, RequestContext], RequestContext] | None = None):
+                 authorize: Callable[[str, str, dict, RequestContext], RequestContext] | None = None,
+                 limits: RequestLimits = RequestLimits()):
         self.services = services
         self.lookup_key = lookup_key
         # (service, operation, params, ctx) -> the ctx to run with, or AccessDeniedException
         # (iam/request_map.py). None only for harnesses that test routing alone.
         self.authorize = authorize
         self.max_skew_s = max_skew_s
+        self.limits = limits
+        self._unverified = 0           # body bytes held by requests not yet answered (event loop only)
         self.internal_routes = list(internal_routes or [])
         self._route_hints = [_route_hint(r) for r in self.internal_routes]
         self.workers = WorkerThreads(WORKER_THREADS)
@@ -117,25 +144,34 @@ class ApiApp:
         finally:
             self.workers.close()
 
-    @staticmethod
-    async def _read_body(receive, headers: dict[str, str]) -> bytes:
+    async def _read_body(self, receive, headers: dict[str, str], held: list[int]) -> bytes:
+        """The whole body, within the size cap, the unverified-bytes budget and the body deadline.
+        `held[0]` counts what this request took from the budget (given back by the caller)."""
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
             raise RequestEntityTooLargeException(
                 f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the operation")
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_REQUEST_BYTES:
-                raise RequestEntityTooLargeException(
-                    f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the operation")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _ClientGone()
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > MAX_REQUEST_BYTES:
+                        raise RequestEntityTooLargeException(
+                            f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the operation")
+                    if self._unverified + len(chunk) > self.limits.unverified_body_bytes:
+                        raise TooManyRequestsException("Rate exceeded", extra={"Reason": "ServerBusy"})
+                    self._unverified += len(chunk)
+                    held[0] += len(chunk)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except TimeoutError:
+            raise RequestTimeoutException("The request body did not arrive in time.") from None
 
     async def _serve(self, scope, receive, send) -> None:
         request_id = str(uuid.uuid4())
@@ -147,8 +183,15 @@ class ApiApp:
             headers[k] = f"{headers[k]},{v}" if k in headers else v
         client = scope.get("client")
         source_ip = client[0] if client else ""
+        held, body_read = [0], False
         try:
-            body = await self._read_body(receive, headers)
+            declared = headers.get("content-length")
+            if "transfer-encoding" in headers or (
+                    declared and (not declared.isdigit() or int(declared) > self.limits.precheck_above)):
+                # A large (or chunked) body is read only for a signed request from a known key.
+                await self.workers.run(lambda: self._check_head(headers))
+            body = await self._read_body(receive, headers, held)
+            body_read = True
             raw_path = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or scope["path"]
             query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
             wire = WireRequest(scope["method"], raw_path, query, headers, body)
@@ -186,6 +229,9 @@ class ApiApp:
             out = binding.protocol.serialize(op, result)
         except _ClientGone:
             return                     # nobody to answer (nothing ran: the body was still arriving)
+        except RecursionError as exc:  # a body nested deeper than any parser here follows: AWS answers 400
+            error = exc
+            out = _error_response(binding, _too_deep(service or _claimed_service(headers)), service)
         except AwsError as err:
             error = err
             out = _error_response(binding, err, service)
@@ -194,14 +240,25 @@ class ApiApp:
             log.exception("internal error in request %s", request_id)
             out = _error_response(binding, ServiceException("An internal error occurred. Request ID: " + request_id),
                                       service)
+        finally:
+            self._unverified -= held[0]
         self._audit(source_ip, headers.get("user-agent", ""), ctx, service, wire, op, params, result, error,
                     request_id)
         out.headers["x-amzn-RequestId"] = request_id
+        if not body_read:
+            out.headers["Connection"] = "close"    # the unread body is not worth reading: end the connection
         raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in out.headers.items()
                if k.lower() != "content-length"]
         raw.append((b"content-length", str(len(out.body)).encode()))
         await send({"type": "http.response.start", "status": out.status, "headers": raw})
         await send({"type": "http.response.body", "body": out.body})
+
+    def _check_head(self, headers: dict[str, str]) -> None:
+        """sigv4.check_head with this server's keys (a worker thread: a session key is a database read)."""
+        def secret(sreq: sigv4.SignedRequest) -> str | None:
+            found = self.lookup_key(sreq.access_key_id, sreq.session_token)
+            return found[1] if found else None
+        sigv4.check_head(headers, secret, self.max_skew_s)
 
     def _call(self, service: str, op, method: Callable | None, ctx: RequestContext, params: dict):
         """Authorization, then the operation: one worker-thread hop for both."""
@@ -222,6 +279,18 @@ class ApiApp:
                                              if wire is not None else (None, None, None, None))
             audit_hook.record(None, service, op_name, None, None, error, source_ip, user_agent, key,
                               request_id=request_id, region=region)
+
+
+def _claimed_service(headers: dict[str, str]) -> str | None:
+    try:
+        return sigv4.parse_authorization(headers)[0].service
+    except AwsError:
+        return None
+
+
+def _too_deep(service: str | None) -> AwsError:
+    message = "Could not parse request body into json: the document is nested too deeply."
+    return InvalidRequestContentException(message) if service == "lambda" else SerializationException(message)
 
 
 def _route_hint(route: BaseRoute) -> tuple[BaseRoute, str, tuple[str, ...] | None]:

@@ -93,10 +93,12 @@ def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return k
 
 
-def verify(method: str, raw_path: str, query: list[tuple[str, str]], headers: dict[str, str], body: bytes,
-           lookup_secret: Callable[[SignedRequest], str | None], max_skew_s: int = 300,
-           now: float | None = None) -> SignedRequest:
-    """Return who signed the request, or raise the AWS error a real endpoint would answer."""
+def check_head(headers: dict[str, str], lookup_secret: Callable[[SignedRequest], str | None],
+               max_skew_s: int = 300, now: float | None = None) -> tuple[SignedRequest, list[str], str, str, str]:
+    """Everything that can be checked before the body arrives: the Authorization header, the date
+    and its skew, and that the key exists. -> (request, signed headers, signature, amz date, secret).
+    The API calls this before reading a large body, so an unauthenticated client is refused
+    without the server buffering what it sends."""
     sreq, signed_headers, signature = parse_authorization(headers)
     amz_date = _amz_date(headers)
     try:
@@ -113,10 +115,17 @@ def verify(method: str, raw_path: str, query: list[tuple[str, str]], headers: di
                 f"Signature expired: {amz_date} is now earlier than {fmt(now - max_skew_s)} ({fmt(now)} - 5 min.)")
         raise InvalidSignatureException(
             f"Signature not yet current: {amz_date} is still later than {fmt(now + max_skew_s)} ({fmt(now)} + 5 min.)")
-
     secret = lookup_secret(sreq)
     if secret is None:
         raise UnrecognizedClientException("The security token included in the request is invalid.")
+    return sreq, signed_headers, signature, amz_date, secret
+
+
+def verify(method: str, raw_path: str, query: list[tuple[str, str]], headers: dict[str, str], body: bytes,
+           lookup_secret: Callable[[SignedRequest], str | None], max_skew_s: int = 300,
+           now: float | None = None) -> SignedRequest:
+    """Return who signed the request, or raise the AWS error a real endpoint would answer."""
+    sreq, signed_headers, signature, amz_date, secret = check_head(headers, lookup_secret, max_skew_s, now)
 
     body_hash = hashlib.sha256(body).hexdigest()
     declared = headers.get("x-amz-content-sha256")

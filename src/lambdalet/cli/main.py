@@ -58,6 +58,19 @@ def main() -> None:
 @click.option("--database-url", default=None, metavar="URL",
               help="SQLAlchemy URL of the state database (default: SQLite in the data dir), e.g. "
                    "postgresql+psycopg://user@host/db; prefer the env var LAMBDALET_DATABASE_URL for a password.")
+@click.option("--max-connections", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
+              help="Open client connections; past it requests answer 503.")
+@click.option("--max-unverified-body-mb", type=click.IntRange(1, 65_536), default=256, show_default=True,
+              help="Request bodies buffered (all connections) before their SigV4 signature is verified; past it 429.")
+@click.option("--request-head-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds for a request's line and headers to arrive (slow clients are dropped).")
+@click.option("--request-body-timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
+              help="Seconds for a request's body to arrive.")
+@click.option("--audit-digest-interval", type=click.FloatRange(0.1), default=3600.0, show_default=True,
+              help="Seconds between signed audit digests, written even when idle (CloudTrail: hourly).")
+@click.option("--audit-digest-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write every audit digest here, one 0600 file each (use another mount), so whoever "
+                   "can rewrite the database cannot erase them; check with `audit verify --digest-dir`.")
 @click.option("--schedule-test-seconds", is_flag=True, hidden=True,
               help="TEST ONLY: accept rate(N seconds) schedule expressions and tick the scheduler every 0.2 s.")
 def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool, sandbox: str,
@@ -65,7 +78,10 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
           async_retry_scale: float = 1.0, allow_unknown_roles: bool = False,
           lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",), schedule_test_seconds: bool = False,
           runtimes_dir: Path | None = None, runtime_interpreters: tuple[str, ...] = (),
-          database_url: str | None = None, sandbox_slots: int = 2) -> None:
+          database_url: str | None = None, sandbox_slots: int = 2, max_connections: int = 1000,
+          max_unverified_body_mb: int = 256, request_head_timeout: float = 10.0,
+          request_body_timeout: float = 120.0, audit_digest_interval: float = 3600.0,
+          audit_digest_dir: Path | None = None) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
 
@@ -76,7 +92,11 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         async_retry_scale=async_retry_scale, allow_unknown_roles=allow_unknown_roles,
                         lambda_principals=tuple(lambda_principals), schedule_test_seconds=schedule_test_seconds,
                         runtimes_dir=runtimes_dir, runtime_interpreters=tuple(runtime_interpreters),
-                        database_url=database_url or default_database_url(), sandbox_slots=sandbox_slots)
+                        database_url=database_url or default_database_url(), sandbox_slots=sandbox_slots,
+                        max_connections=max_connections, max_unverified_body_mb=max_unverified_body_mb,
+                        request_head_timeout_s=request_head_timeout, request_body_timeout_s=request_body_timeout,
+                        audit_digest_interval_s=audit_digest_interval,
+                        audit_digest_dir=audit_digest_dir.expanduser().resolve() if audit_digest_dir else None)
     run_server(settings)
 
 

@@ -13,7 +13,7 @@ import sys
 import uvicorn
 
 from lambdalet.api import audit_hook
-from lambdalet.api.app import ApiApp, ServiceBinding
+from lambdalet.api.app import ApiApp, RequestLimits, ServiceBinding
 from lambdalet.audit import CloudTrailService
 from lambdalet.api.code_download import code_route
 from lambdalet.api.function_url import FunctionUrlFront
@@ -113,6 +113,8 @@ def serve(settings: Settings) -> None:
                                                CloudTrailService(platform.db, platform.keyring, platform.audit,
                                                                  unattributed_account=BOOTSTRAP_ACCOUNT))},
                  platform.identity.lookup, max_skew_s=settings.max_clock_skew_s, authorize=authorize,
+                 limits=RequestLimits(unverified_body_bytes=settings.max_unverified_body_mb << 20,
+                                      body_timeout_s=settings.request_body_timeout_s),
                  internal_routes=[code_route(platform.keyring, platform.blobs,
                                              platform.lambda_service.deps.kms), *url_routes])
     if platform.schedules is not None:     # EventBridge Scheduler subset (lambdalet/schedules)
@@ -132,7 +134,9 @@ def serve(settings: Settings) -> None:
     # proxy_headers off: no X-Forwarded-For is trusted, so aws:SourceIp and the audit trail name the
     # real peer (uvicorn's default trusts it from 127.0.0.1, i.e. from any local process).
     config = uvicorn.Config(api_path.wrap(app.asgi), log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, http=CoalescingHttpToolsProtocol, proxy_headers=False)
+                            timeout_graceful_shutdown=5, proxy_headers=False, limit_concurrency=settings.max_connections,
+                            http=type("HttpProtocol", (CoalescingHttpToolsProtocol,),
+                                      {"head_timeout_s": settings.request_head_timeout_s}))
     config.load()
     if settings.insecure_http:
         print("WARNING: --insecure-http: the API is served WITHOUT TLS. Credentials and code cross the "
