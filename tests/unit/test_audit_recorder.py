@@ -53,7 +53,8 @@ def test_close_flushes_everything_and_seals_it(env):
     rec.close()
     assert count(db) == 1000
     report = verify_trail(db, keyring, load_public_key(tmp / "audit" / PUBLIC_FILE))
-    assert report.ok and report.digest_last_seq == 1000 and report.digests == 10, report.summary()
+    # ten digests of 100 events, then close's final digest (empty: it marks the clean shutdown)
+    assert report.ok and report.digest_last_seq == 1000 and report.digests == 11, report.summary()
 
 
 def test_submit_never_waits_for_a_locked_database(env):
@@ -92,17 +93,29 @@ def test_data_events_only_when_enabled(env):
     assert [tuple(r) for r in rows] == [("CreateFunction20150331", "Management"), ("Invoke", "Data")]
 
 
-def test_digest_after_interval(env):
+def test_digests_keep_coming_while_idle_each_chained_to_the_last(env):
+    """CloudTrail delivers a digest every hour whether or not anything happened: an idle recorder
+    signs (empty) digests on its interval, each naming the previous one's signature and hash and
+    starting where it ended."""
     db, keyring, tmp = env
     rec = AuditRecorder(db, keyring, tmp / "audit", digest_every=1000, digest_interval_s=0.2).start()
     submit(rec)
     assert rec.flush()
-    deadline = time.monotonic() + 5
-    while count(db, audit_digests) == 0 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10
+    while count(db, audit_digests) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert count(db, audit_digests) == 1
     rec.close()
-    assert count(db, audit_digests) == 1          # nothing new to seal at close
+    with db.read() as conn:
+        rows = conn.execute(sa.select(audit_digests).order_by(audit_digests.c.number)).all()
+    from lambdalet.audit.digests import Digest, body_hash
+    parsed = [Digest.parse(r.body) for r in rows]
+    assert len(parsed) >= 5 and parsed[0].last_seq == 1 and all(d.last_seq == 1 for d in parsed[1:])
+    for prev, row, d in zip(rows, rows[1:], parsed[1:]):
+        assert d.previous_signature == prev.signature and d.previous_hash == body_hash(prev.body)
+    assert all(b.start_time == a.time for a, b in zip(parsed, parsed[1:]))
+    assert [d.final for d in parsed] == [False] * (len(parsed) - 1) + [True]
+    report = verify_trail(db, keyring, load_public_key(tmp / "audit" / PUBLIC_FILE), running=False)
+    assert report.ok, report.summary()
 
 
 def test_flush_with_digest_and_submit_after_close(env):
@@ -112,7 +125,8 @@ def test_flush_with_digest_and_submit_after_close(env):
     assert rec.flush(digest=True) and count(db, audit_digests) == 1
     rec.close()
     submit(rec, "DeleteFunction")                 # a straggler after close is written synchronously
-    assert count(db) == 2 and count(db, audit_digests) == 2
+    # digests: the flush's, close's final one, and the straggler's own final one
+    assert count(db) == 2 and count(db, audit_digests) == 3
     assert verify_trail(db, keyring, load_public_key(tmp / "audit" / PUBLIC_FILE)).ok
 
 

@@ -242,8 +242,10 @@ class ApiApp:
                                       service)
         finally:
             self._unverified -= held[0]
-        self._audit(source_ip, headers.get("user-agent", ""), ctx, service, wire, op, params, result, error,
-                    request_id)
+        committed = self._audit(source_ip, headers.get("user-agent", ""), ctx, service, wire, op, params, result,
+                                error, request_id)
+        if committed is not None and not await committed:    # never a success the trail lacks
+            out = _error_response(binding, audit_hook.not_recorded(), service)
         out.headers["x-amzn-RequestId"] = request_id
         if not body_read:
             out.headers["Connection"] = "close"    # the unread body is not worth reading: end the connection
@@ -266,12 +268,18 @@ class ApiApp:
             ctx = self.authorize(service, op.name, params, ctx)
         if method is None:
             raise _not_implemented(op)
+        audit_hook.admit(service, op.name)     # not run at all when its record could not be kept
         return method(ctx, params)
 
     def _audit(self, source_ip: str, user_agent: str, ctx, service, wire, op, params, result, error,
-               request_id: str) -> None:
-        """One audit event per request (queued for the writer thread; never blocks or raises)."""
-        if ctx is not None:      # authenticated (the call itself may still have failed)
+               request_id: str):
+        """One audit event per request (queued for the writer thread; never raises). For a success,
+        an awaitable of "its record is committed" (audit_hook.record_committed), else None."""
+        if ctx is not None and error is None:
+            return audit_hook.record_committed(ctx, service, op.name if op is not None else None, params, result,
+                                               source_ip, user_agent, ctx.caller.access_key_id,
+                                               request_id=request_id)
+        if ctx is not None:      # authenticated, but the call failed
             audit_hook.record(ctx, service, op.name if op is not None else None, params, result, error,
                               source_ip, user_agent, ctx.caller.access_key_id, request_id=request_id)
         else:                    # refused before authentication: only what the request claims
@@ -279,6 +287,7 @@ class ApiApp:
                                              if wire is not None else (None, None, None, None))
             audit_hook.record(None, service, op_name, None, None, error, source_ip, user_agent, key,
                               request_id=request_id, region=region)
+        return None
 
 
 def _claimed_service(headers: dict[str, str]) -> str | None:

@@ -5,8 +5,12 @@ Ed25519 digests. `lambdalet audit verify` proves integrity; CloudTrail's LookupE
 - records.py   call -> CloudTrail record (management/data rule, eventSource, userIdentity, redaction)
 - chain.py     canonical form, SHA-256 chain, sealing
 - digests.py   signing key (sealed by the keyring; public key in the audit dir), digest bodies
-- recorder.py  AuditRecorder: the background writer (batches, digests, flush on close)
-- verify.py    verify_trail -> Report (changed / removed / reordered / truncated / digest)
+- digest_files.py  digests written outside the state store (`serve --audit-digest-dir`)
+- facts.py     what the queue may hold about a call (no blobs, no exceptions), and its size
+- trail_writer.py  rows and digests: the chain state, moved only after a commit
+- recorder.py  AuditRecorder: the bounded queue, the writer thread, admission, bounded retries
+- verify.py    verify_trail -> Report (changed / removed / reordered / truncated / digest / gap)
+- timeline.py  verify's digest timeline: missing digests, unsealed events, the trail's end
 - lookup.py    CloudTrailService.lookup_events
 - cli.py       `lambdalet audit verify`
 - tables.py    audit_events, audit_digests (migration 0007)
@@ -38,5 +42,6 @@ def build_recorder(settings, db, keyring, identity=None) -> AuditRecorder:
     return AuditRecorder(db, keyring, audit_dir(settings.data_dir),
                          data_events=bool(getattr(settings, "audit_data_events", False)),
                          digest_every=int(getattr(settings, "audit_digest_every", 500)),
-                         digest_interval_s=float(getattr(settings, "audit_digest_interval_s", 60.0)),
+                         digest_interval_s=float(getattr(settings, "audit_digest_interval_s", 3600.0)),
+                         digest_dir=getattr(settings, "audit_digest_dir", None),
                          resolve_account=resolve_account).start()
