@@ -141,9 +141,9 @@ def test_assume_role_rules(env):
         env.sts.assume_role(bob, {"RoleArn": arn, "RoleSessionName": "s", "ExternalId": "xyz",
                                   "DurationSeconds": 7201})
     assert e.value.code == "ValidationError"
-    with pytest.raises(Exception) as e:   # session policies would be ignored: refused instead
+    with pytest.raises(Exception) as e:   # session policies are enforced now: a malformed one is refused
         env.sts.assume_role(bob, {"RoleArn": arn, "RoleSessionName": "s", "ExternalId": "xyz", "Policy": "{}"})
-    assert e.value.code == "ValidationError"
+    assert e.value.code == "MalformedPolicyDocument"
     ident = env.sts.get_caller_identity(env.ctx(out["Credentials"]["AccessKeyId"], out["Credentials"]["SessionToken"]),
                                         {})
     assert ident["Arn"] == "arn:aws:sts::000000000000:assumed-role/r/s" and ident["UserId"].endswith(":s")

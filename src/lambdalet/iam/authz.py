@@ -22,12 +22,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from lambdalet.iam.policy import Decision, MalformedPolicy, Policy, Principal, Request, build_context, evaluate, \
-    parse_policy
+from lambdalet.iam.policy import IDENTITY, IMPLICIT_DENY, Decision, MalformedPolicy, Policy, Principal, Request, \
+    build_context, evaluate, parse_policy
+from lambdalet.iam.principals import PrincipalPolicies
 from lambdalet.models.context import Caller, RequestContext
 from lambdalet.models.errors import AccessDeniedException, AwsError
 
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
+# Condition keys about the caller that only the platform's records may set (lower case prefixes).
+_PLATFORM_KEYS = ("aws:principaltag/", "aws:principalorgid", "aws:principalorgpaths", "aws:sourceidentity",
+                  "aws:tokenissuetime")
 LAMBDA_ACTIONS_PATH = Path(__file__).resolve().parent.parent / "data" / "lambda_actions.json"
 
 
@@ -69,32 +73,49 @@ class Authorizer:
         self.principal_org: Callable[[str], tuple[str, str] | None] | None = None
         self._policies: dict[tuple[str, str], tuple[int, list[Policy]]] = {}
 
-    def identity_policies(self, caller: Caller) -> list[Policy]:
-        """Parsed once per principal and kept until the directory writes anything (its generation
-        moves), so a warm request reads no rows and parses no JSON."""
-        key = (caller.account_id, caller.principal_arn)
+    def principal_policies(self, caller: Caller) -> PrincipalPolicies:
+        """Identity policies, boundary, session policies and tags of the caller, read once per
+        principal (per session key for role sessions) and kept until the directory writes anything
+        (its generation moves), so a warm request reads no rows and parses no JSON."""
+        session_key = caller.access_key_id if ":assumed-role/" in caller.principal_arn else ""
+        key = (caller.account_id, caller.principal_arn, session_key)
         generation = getattr(self.directory, "generation", None)
         if not isinstance(generation, int):      # a directory without one is never cached
             generation = None
         hit = self._policies.get(key)
         if hit is not None and generation is not None and hit[0] == generation:
             return hit[1]
-        found = self.directory.identity_policies(caller.account_id, caller.principal_arn)
+        if hasattr(self.directory, "principal_policies"):
+            found = self.directory.principal_policies(caller.account_id, caller.principal_arn, session_key)
+        else:    # a directory offering only identity policies (tests' fakes)
+            found = PrincipalPolicies(True, tuple(self.directory.identity_policies(caller.account_id,
+                                                                                   caller.principal_arn)))
         if generation is not None:
             if len(self._policies) >= self.CACHE_ENTRIES:
                 self._policies.clear()
             self._policies[key] = (generation, found)
         return found
 
+    def identity_policies(self, caller: Caller) -> list[Policy]:
+        return list(self.principal_policies(caller).identity)
+
     def authorize(self, caller: Caller, action: str, resource_arn: str, context: Mapping[str, Any] | None = None,
                   resource_policy: Mapping | str | Policy | None = None, *, resource_account: str | None = None,
                   resource_policy_required: bool = False) -> Decision:
         who = principal_of(caller)
-        extra = dict(context or {})
+        # What only the platform knows about the caller is never taken from the request.
+        extra = {k: v for k, v in (context or {}).items() if not k.lower().startswith(_PLATFORM_KEYS)}
+        facts = PrincipalPolicies(True)
+        if who.kind not in ("service", "anonymous"):
+            facts = self.principal_policies(caller)
+            if not facts.exists and who.kind in ("user", "assumed-role"):
+                # the user, or the role the session was issued for (by id), no longer exists
+                return Decision(IMPLICIT_DENY, missing=IDENTITY)
+            for k, v in facts.tags.items():
+                extra[f"aws:PrincipalTag/{k}"] = v
+            extra.update(facts.context)
         if self.principal_org is not None and who.kind not in ("service", "anonymous") and who.account_id:
             org = self.principal_org(who.account_id)     # the platform's record, never the request's
-            extra.pop("aws:PrincipalOrgID", None)
-            extra.pop("aws:PrincipalOrgPaths", None)
             if org is not None:
                 extra["aws:PrincipalOrgID"] = org[0]
                 extra["aws:PrincipalOrgPaths"] = [f"{org[0]}/{org[1]}/"]
@@ -107,8 +128,9 @@ class Authorizer:
             except MalformedPolicy:
                 resource_policy = None
         account = resource_account or _resource_account(resource_arn) or caller.account_id
-        return evaluate(Request(who, action, resource_arn, build_context(who, extra)), self.identity_policies(caller),
-                        resource_policy, account, resource_policy_required=resource_policy_required)
+        return evaluate(Request(who, action, resource_arn, build_context(who, extra)), facts.identity,
+                        resource_policy, account, resource_policy_required=resource_policy_required,
+                        boundary=facts.boundary, session_policies=facts.session_policies)
 
     def check(self, ctx: RequestContext, action: str, resource_arn: str, context: Mapping[str, Any] | None = None,
               resource_policy: Mapping | str | Policy | None = None, *,

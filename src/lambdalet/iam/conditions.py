@@ -11,7 +11,8 @@ Pure logic, no I/O. AWS's documented semantics:
 - Condition key names are case-insensitive, values are case-sensitive unless the operator says not.
 - Policy variables (`${aws:username}`, `${aws:PrincipalTag/x}`, `${key, 'default'}`, `${*}`,
   `${?}`, `${$}`) are replaced in condition values and in Resource, only in Version 2012-10-17
-  policies. A variable with no value and no default makes that value match nothing.
+  policies. A variable with no value and no default makes the condition false, for every operator
+  (negated ones included); in Resource it makes that pattern match nothing.
 """
 from __future__ import annotations
 
@@ -318,6 +319,10 @@ def _evaluate_one(qualifier: str | None, base: str, if_exists: bool, key: str, p
     matcher, negated, wildcard = _OPERATORS[base]
     if variables:
         subst = [substitute(p, ctx, wildcard=wildcard) for p in pvals]
+        if any(p is None for p in subst):
+            # AWS: a policy variable with no value in the request context (and no default) makes the
+            # condition not match, whatever the operator (negated ones, ...IfExists, set qualifiers).
+            return False
         pvals = [p for p in subst if p is not None]
 
     def matches_any(cv: str) -> bool:

@@ -27,61 +27,15 @@ from lambdalet.iam.errors import (
     NoSuchEntity,
     UnmodifiableEntity,
 )
-from lambdalet.iam.policy import ADMINISTRATOR_ACCESS, MalformedPolicy, Policy, parse_policy
+from lambdalet.iam.managed_policies import ADMIN_POLICY_ARN, AWS_MANAGED  # noqa: F401  (re-exported)
+from lambdalet.iam.policy import MalformedPolicy, Policy, parse_policy
+from lambdalet.iam.principals import PrincipalPolicies, load_principal
 from lambdalet.store import schema
 
 AWS_ACCOUNT = "aws"
-ADMIN_POLICY_ARN = "arn:aws:iam::aws:policy/AdministratorAccess"
 _ID_ALPHABET = string.ascii_uppercase + string.digits
 MAX_POLICY_VERSIONS = 5
 MAX_MANAGED_POLICIES_PER_ENTITY = 20
-
-# AWS-managed policies every account can attach (documents as AWS publishes them, abridged to
-# the services lambdalet serves).
-AWS_MANAGED: dict[str, tuple[str, dict, str]] = {
-    "AdministratorAccess": ("/", ADMINISTRATOR_ACCESS, "Provides full access to AWS services and resources."),
-    "IAMFullAccess": ("/", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["iam:*", "organizations:DescribeAccount", "organizations:DescribeOrganization",
-                                       "organizations:DescribeOrganizationalUnit", "organizations:DescribePolicy",
-                                       "organizations:ListChildren", "organizations:ListParents",
-                                       "organizations:ListPoliciesForTarget", "organizations:ListRoots",
-                                       "organizations:ListPolicies", "organizations:ListTargetsForPolicy"],
-         "Resource": "*"}]}, "Provides full access to IAM via the AWS Management Console."),
-    "ReadOnlyAccess": ("/", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["lambda:Get*", "lambda:List*", "iam:Get*", "iam:List*", "sqs:Get*",
-                                       "sqs:List*", "logs:Describe*", "logs:Get*", "logs:FilterLogEvents",
-                                       "cloudtrail:LookupEvents", "cloudtrail:Get*", "cloudtrail:Describe*"],
-         "Resource": "*"}]}, "Provides read-only access to AWS services and resources."),
-    "AWSLambda_FullAccess": ("/", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["lambda:*", "logs:DescribeLogGroups", "logs:DescribeLogStreams",
-                                       "logs:GetLogEvents", "logs:FilterLogEvents", "logs:StartLiveTail",
-                                       "logs:StopLiveTail", "iam:ListRoles", "iam:GetRole", "iam:GetPolicy",
-                                       "iam:GetPolicyVersion", "iam:GetRolePolicy", "iam:ListAttachedRolePolicies",
-                                       "iam:ListRolePolicies", "sqs:ListQueues", "sqs:GetQueueAttributes"],
-         "Resource": "*"},
-        {"Effect": "Allow", "Action": "iam:PassRole", "Resource": "*",
-         "Condition": {"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}}}]},
-        "Grants full access to AWS Lambda service, AWS Lambda console features, and other related AWS services."),
-    "AWSLambda_ReadOnlyAccess": ("/", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["lambda:Get*", "lambda:List*", "logs:DescribeLogGroups",
-                                       "logs:DescribeLogStreams", "logs:GetLogEvents", "logs:FilterLogEvents",
-                                       "iam:GetPolicy", "iam:GetPolicyVersion", "iam:GetRole", "iam:GetRolePolicy",
-                                       "iam:ListAttachedRolePolicies", "iam:ListRolePolicies", "iam:ListRoles"],
-         "Resource": "*"}]}, "Grants read-only access to AWS Lambda service, AWS Lambda console features, and "
-                             "other related AWS services."),
-    "AWSLambdaBasicExecutionRole": ("/service-role/", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": "*"}]}, "Provides write permissions to CloudWatch Logs."),
-    "AWSLambdaRole": ("/service-role/", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["lambda:InvokeFunction"], "Resource": ["*"]}]},
-        "Default policy for AWS Lambda service role."),
-    "AWSLambdaSQSQueueExecutionRole": ("/service-role/", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
-                                       "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": "*"}]}, "Provides receive message, delete message, and read attribute access to SQS queues, "
-                             "and write permissions to CloudWatch logs."),
-}
-
 
 def new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(17))
@@ -164,8 +118,15 @@ def attach_by_arn(conn, principal_type: str, principal_id: str, arn: str, now: f
                                                        policy_id=pol.id, attached_at=time.time() if now is None else now))
 
 
+def _boundary_out(out: dict, row) -> None:
+    if getattr(row, "permissions_boundary", None):
+        out["PermissionsBoundary"] = {"PermissionsBoundaryType": "Policy",
+                                      "PermissionsBoundaryArn": row.permissions_boundary}
+
+
 def _user(row) -> dict:
     out = {"Path": row.path, "UserName": row.name, "UserId": row.id, "Arn": row.arn, "CreateDate": row.created_at}
+    _boundary_out(out, row)
     tags = _tags(row.tags)
     if tags:
         out["Tags"] = tags
@@ -178,16 +139,17 @@ def _role(row) -> dict:
            "RoleLastUsed": {}}
     if row.description:
         out["Description"] = row.description
+    _boundary_out(out, row)
     tags = _tags(row.tags)
     if tags:
         out["Tags"] = tags
     return out
 
 
-def _policy(row, attachment_count: int) -> dict:
+def _policy(row, attachment_count: int, boundary_count: int = 0) -> dict:
     out = {"PolicyName": row.name, "PolicyId": row.id, "Arn": row.arn, "Path": row.path,
            "DefaultVersionId": row.default_version, "AttachmentCount": attachment_count,
-           "PermissionsBoundaryUsageCount": 0, "IsAttachable": True, "CreateDate": row.created_at,
+           "PermissionsBoundaryUsageCount": boundary_count, "IsAttachable": True, "CreateDate": row.created_at,
            "UpdateDate": row.updated_at}
     if row.description:
         out["Description"] = row.description
@@ -257,16 +219,20 @@ class Directory:
                     for r in conn.execute(sa.select(schema.accounts).order_by(schema.accounts.c.account_id))]
 
     # ---------------------------------------------------------------- users
-    def create_user(self, account_id: str, name: str, path: str = "/", tags: list[dict] | None = None) -> dict:
+    def create_user(self, account_id: str, name: str, path: str = "/", tags: list[dict] | None = None,
+                    permissions_boundary: str | None = None) -> dict:
         path = _check_path(path)
         now = self._clock()
         with self._begin() as conn:
             if self._find_user(conn, account_id, name) is not None:
                 raise EntityAlreadyExists(f"User with name {name} already exists.")
+            if permissions_boundary is not None:
+                self._boundary_policy(conn, account_id, permissions_boundary)
             uid = new_id("AIDA")
             conn.execute(t.iam_users.insert().values(id=uid, account_id=account_id, name=name, name_lower=name.lower(),
                                                      path=path, arn=user_arn(account_id, name, path),
-                                                     tags=json.dumps(tags or []), created_at=now))
+                                                     tags=json.dumps(tags or []), created_at=now,
+                                                     permissions_boundary=permissions_boundary))
             return _user(conn.execute(sa.select(t.iam_users).where(t.iam_users.c.id == uid)).first())
 
     @staticmethod
@@ -334,7 +300,8 @@ class Directory:
 
     # ---------------------------------------------------------------- roles
     def create_role(self, account_id: str, name: str, trust_policy: str, path: str = "/", description: str = "",
-                    max_session_duration: int = 3600, tags: list[dict] | None = None) -> dict:
+                    max_session_duration: int = 3600, tags: list[dict] | None = None,
+                    permissions_boundary: str | None = None) -> dict:
         path = _check_path(path)
         _check_document(trust_policy, "trust")
         if not 3600 <= max_session_duration <= 43200:
@@ -343,11 +310,14 @@ class Directory:
         with self._begin() as conn:
             if self._find_role(conn, account_id, name) is not None:
                 raise EntityAlreadyExists(f"Role with name {name} already exists.")
+            if permissions_boundary is not None:
+                self._boundary_policy(conn, account_id, permissions_boundary)
             rid = new_id("AROA")
             conn.execute(t.iam_roles.insert().values(
                 id=rid, account_id=account_id, name=name, name_lower=name.lower(), path=path,
                 arn=role_arn(account_id, name, path), trust_policy=trust_policy, description=description or "",
-                max_session_duration=max_session_duration, tags=json.dumps(tags or []), created_at=now))
+                max_session_duration=max_session_duration, tags=json.dumps(tags or []), created_at=now,
+                permissions_boundary=permissions_boundary))
             return _role(conn.execute(sa.select(t.iam_roles).where(t.iam_roles.c.id == rid)).first())
 
     @staticmethod
@@ -395,6 +365,34 @@ class Directory:
         if conn.execute(sa.select(i.name).where(i.principal_type == ptype, i.principal_id == pid)).first():
             raise DeleteConflict("Cannot delete entity, must delete policies first.")
 
+    # ---------------------------------------------------------------- permissions boundaries
+    def _boundary_policy(self, conn, account_id: str, arn: str):
+        """A boundary must be a managed policy this account can see (its own or AWS's)."""
+        p = t.iam_policies.c
+        row = conn.execute(sa.select(t.iam_policies).where(p.arn == arn)).first()
+        if row is None or row.account_id not in (account_id, AWS_ACCOUNT):
+            raise NoSuchEntity(f"Scope ARN: {arn} does not exist or is not attachable.")
+        return row
+
+    def set_boundary(self, account_id: str, ptype: str, name: str, arn: str | None) -> None:
+        """Put (arn) or delete (None) a user's or role's permissions boundary."""
+        table = t.iam_users if ptype == "user" else t.iam_roles
+        with self._begin() as conn:
+            row = self._principal(conn, account_id, ptype, name)
+            if arn is not None:
+                self._boundary_policy(conn, account_id, arn)
+            conn.execute(table.update().where(table.c.id == row.id).values(permissions_boundary=arn))
+
+    @staticmethod
+    def _boundary_count(conn, arn: str, account_id: str | None = None) -> int:
+        n = 0
+        for table in (t.iam_users, t.iam_roles):
+            q = sa.select(sa.func.count()).select_from(table).where(table.c.permissions_boundary == arn)
+            if account_id is not None:
+                q = q.where(table.c.account_id == account_id)
+            n += conn.execute(q).scalar()
+        return n
+
     # ---------------------------------------------------------------- managed policies
     def create_policy(self, account_id: str, name: str, document: str, path: str = "/", description: str = "",
                       tags: list[dict] | None = None) -> dict:
@@ -437,7 +435,8 @@ class Directory:
     def get_policy(self, account_id: str, arn: str) -> dict:
         with self._db.read() as conn:
             row = self._visible_policy(conn, account_id, arn)
-            return _policy(row, self._attachment_count(conn, row.id, account_id))
+            return _policy(row, self._attachment_count(conn, row.id, account_id),
+                           self._boundary_count(conn, row.arn, account_id))
 
     def list_policies(self, account_id: str, scope: str = "All", only_attached: bool = False,
                       path_prefix: str = "/") -> list[dict]:
@@ -461,7 +460,7 @@ class Directory:
             row = self._visible_policy(conn, account_id, arn)
             if row.account_id == AWS_ACCOUNT:
                 raise UnmodifiableEntity(f"Cannot delete policy {arn} because it is an AWS managed policy.")
-            if self._attachment_count(conn, row.id):
+            if self._attachment_count(conn, row.id) or self._boundary_count(conn, row.arn):
                 raise DeleteConflict("Cannot delete a policy attached to entities.")
             v = t.iam_policy_versions.c
             if conn.execute(sa.select(sa.func.count()).select_from(t.iam_policy_versions)
@@ -614,43 +613,14 @@ class Directory:
                 i.principal_type == ptype, i.principal_id == who.id).order_by(i.name))]
 
     # ---------------------------------------------------------------- what authorization reads
-    def identity_policies(self, account_id: str, principal_arn: str) -> list[Policy]:
-        """Every identity-based policy in force for a user ARN or a role-session ARN (the role's).
-        Documents that no longer parse are skipped (they could only have been stored by hand)."""
-        parts = principal_arn.split(":", 5)
-        if len(parts) != 6:
-            return []
-        resource = parts[5]
+    def principal_policies(self, account_id: str, principal_arn: str, access_key_id: str = "") -> PrincipalPolicies:
+        """Identity policies, permissions boundary, session policies and tags of a user or role
+        session (iam/principals.py: a session's role is found by the id it was issued for)."""
         with self._db.read() as conn:
-            if resource.startswith("assumed-role/"):
-                row = self._find_role(conn, account_id, resource.split("/")[1])
-                ptype = "role"
-            elif resource.startswith("user/"):
-                row = conn.execute(sa.select(t.iam_users).where(t.iam_users.c.arn == principal_arn)).first()
-                if row is None:   # the ARN may have been written without the user's path
-                    row = self._find_user(conn, account_id, resource.rsplit("/", 1)[-1])
-                ptype = "user"
-            elif resource.startswith("role/"):
-                row = self._find_role(conn, account_id, resource.rsplit("/", 1)[-1])
-                ptype = "role"
-            else:
-                return []
-            if row is None or row.account_id != account_id:
-                return []
-            a, p, v, i = t.iam_attachments.c, t.iam_policies.c, t.iam_policy_versions.c, t.iam_inline_policies.c
-            managed = conn.execute(sa.select(p.arn, v.document).select_from(
-                t.iam_attachments.join(t.iam_policies, p.id == a.policy_id)
-                .join(t.iam_policy_versions, sa.and_(v.policy_id == p.id, v.version_id == p.default_version)))
-                .where(a.principal_type == ptype, a.principal_id == row.id)).all()
-            inline = conn.execute(sa.select(i.name, i.document).where(i.principal_type == ptype,
-                                                                      i.principal_id == row.id)).all()
-        out = []
-        for label, doc in [(m.arn, m.document) for m in managed] + [(f"inline:{x.name}", x.document) for x in inline]:
-            try:
-                out.append(parse_policy(doc, "identity", label=label))
-            except MalformedPolicy:
-                continue
-        return out
+            return load_principal(conn, account_id, principal_arn, access_key_id)
+
+    def identity_policies(self, account_id: str, principal_arn: str, access_key_id: str = "") -> list[Policy]:
+        return list(self.principal_policies(account_id, principal_arn, access_key_id).identity)
 
     def trust_policy(self, account_id: str, role_name: str) -> tuple[dict, Policy] | None:
         role = self.find_role(account_id, role_name)

@@ -54,6 +54,12 @@ def _tag_context(params: dict) -> dict:
     return keys
 
 
+def _boundary_context(params: dict) -> dict:
+    """iam:PermissionsBoundary, so a policy can require (or forbid) a given boundary."""
+    arn = params.get("PermissionsBoundary")
+    return {"iam:PermissionsBoundary": arn} if arn else {}
+
+
 def _quoted(doc: str) -> str:
     return quote(doc, safe="")
 
@@ -99,8 +105,10 @@ class IamService:
     # ---------------------------------------------------------------- users
     def create_user(self, ctx: RequestContext, params: dict) -> dict:
         name, path = params["UserName"], params.get("Path", "/")
-        self._authorize(ctx, "CreateUser", user_arn(ctx.account_id, name, path), _tag_context(params))
-        return _meta(ctx, {"User": self.directory.create_user(ctx.account_id, name, path, params.get("Tags"))})
+        self._authorize(ctx, "CreateUser", user_arn(ctx.account_id, name, path),
+                        {**_tag_context(params), **_boundary_context(params)})
+        return _meta(ctx, {"User": self.directory.create_user(ctx.account_id, name, path, params.get("Tags"),
+                                                              params.get("PermissionsBoundary"))})
 
     def get_user(self, ctx: RequestContext, params: dict) -> dict:
         name = self._self_user(ctx, params)
@@ -159,10 +167,11 @@ class IamService:
     # ---------------------------------------------------------------- roles
     def create_role(self, ctx: RequestContext, params: dict) -> dict:
         name, path = params["RoleName"], params.get("Path", "/")
-        self._authorize(ctx, "CreateRole", role_arn(ctx.account_id, name, path), _tag_context(params))
+        self._authorize(ctx, "CreateRole", role_arn(ctx.account_id, name, path),
+                        {**_tag_context(params), **_boundary_context(params)})
         role = self.directory.create_role(ctx.account_id, name, params["AssumeRolePolicyDocument"], path,
                                           params.get("Description", ""), params.get("MaxSessionDuration") or 3600,
-                                          params.get("Tags"))
+                                          params.get("Tags"), params.get("PermissionsBoundary"))
         return _meta(ctx, {"Role": _role_out(role)})
 
     def get_role(self, ctx: RequestContext, params: dict) -> dict:
@@ -186,6 +195,26 @@ class IamService:
         self._authorize(ctx, "UpdateAssumeRolePolicy", self._role_arn(ctx, name))
         self.directory.update_trust_policy(ctx.account_id, name, params["PolicyDocument"])
         return _meta(ctx)
+
+    # ---------------------------------------------------------------- permissions boundaries
+    def _boundary(self, ctx, params, ptype: str, op: str, arn: str | None) -> dict:
+        name = params["UserName" if ptype == "user" else "RoleName"]
+        target = self._user_arn(ctx, name) if ptype == "user" else self._role_arn(ctx, name)
+        self._authorize(ctx, op, target, {"iam:PermissionsBoundary": arn} if arn else None)
+        self.directory.set_boundary(ctx.account_id, ptype, name, arn)
+        return _meta(ctx)
+
+    def put_user_permissions_boundary(self, ctx, params):
+        return self._boundary(ctx, params, "user", "PutUserPermissionsBoundary", params["PermissionsBoundary"])
+
+    def put_role_permissions_boundary(self, ctx, params):
+        return self._boundary(ctx, params, "role", "PutRolePermissionsBoundary", params["PermissionsBoundary"])
+
+    def delete_user_permissions_boundary(self, ctx, params):
+        return self._boundary(ctx, params, "user", "DeleteUserPermissionsBoundary", None)
+
+    def delete_role_permissions_boundary(self, ctx, params):
+        return self._boundary(ctx, params, "role", "DeleteRolePermissionsBoundary", None)
 
     # ---------------------------------------------------------------- managed policies
     def create_policy(self, ctx: RequestContext, params: dict) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import string
 import threading
@@ -133,15 +134,21 @@ class IdentityStore:
             self._cache.pop(access_key_id, None)
 
     def create_session(self, account_id: str, session_arn: str, user_id: str, role_id: str, role_arn: str,
-                       session_name: str, expires_at: float) -> SessionCredentials:
-        """STS: a temporary key for a role session; the token is returned once and stored hashed."""
+                       session_name: str, expires_at: float, *, source_identity: str | None = None,
+                       session_policies: dict | None = None, tags: dict | None = None) -> SessionCredentials:
+        """STS: a temporary key for a role session; the token is returned once and stored hashed.
+        The session is bound to `role_id` (iam/principals.py): a recreated role does not honour it.
+        `session_policies` ({"Policy": doc, "PolicyArns": [...]}) and `tags` ({"Tags": {..},
+        "Transitive": [..]}) are kept as given, for the session's life."""
         key_id, secret = _new_session_key_id(), _new_secret()
         token = "LSTS" + secrets.token_urlsafe(96)
         with self._db.begin() as conn:
             self._insert_key(conn, key_id, secret, account_id, session_arn, user_id, expires_at)
             conn.execute(_tables.iam_sessions.insert().values(
                 access_key_id=key_id, token_sha256=_token_hash(token), role_id=role_id, role_arn=role_arn,
-                session_name=session_name, created_at=time.time()))
+                session_name=session_name, created_at=time.time(), source_identity=source_identity,
+                session_policies=json.dumps(session_policies) if session_policies is not None else None,
+                tags=json.dumps(tags) if tags else None))
         return SessionCredentials(key_id, secret, token, expires_at)
 
     def purge_expired_sessions(self, now: float | None = None) -> int:

@@ -1,18 +1,25 @@
 """The policy language and AWS's evaluation logic. Pure: documents and request in, Decision out.
 
-Evaluation (AWS "Policy evaluation logic", the parts that exist here; SCPs, RCPs, permission
-boundaries and session policies do not exist on this platform):
+Evaluation (IAM User Guide, "Policy evaluation logic"; SCPs and RCPs do not exist on this platform):
 1. Every applicable statement is evaluated: the caller's identity-based policies (no Principal
-   element) and the resource's resource-based policy (statements whose Principal/NotPrincipal
-   names the caller).
+   element), its permissions boundary and session policies (when it has them), and the resource's
+   resource-based policy (statements whose Principal/NotPrincipal names the caller).
 2. An explicit Deny in any of them wins.
 3. Same account: an Allow in an identity-based policy OR a resource-based policy statement that
-   names the caller (its ARN, its role's ARN for a role session, its session ARN, or "*") allows.
+   names the caller allows, subject to the boundary and session policies as that page says:
+   - a resource-based policy naming the IAM user's ARN, the role session's ARN (or "*") grants
+     directly: an implicit deny in a permissions boundary or session policy does not limit it;
+   - one naming the role's ARN grants to its sessions, limited by their boundary/session policy;
+   - identity-based Allows count only where the boundary and the session policies also allow
+     (effective permissions = identity ∩ boundary ∩ session policy).
    A resource policy that names only the account (`123456789012` / `arn:aws:iam::…:root`)
-   delegates to the account: its IAM users and roles still need an identity-based Allow.
-4. Cross account: the caller's identity-based policies AND the resource policy (naming the caller
-   or its account) must both allow.
+   delegates to the account: its IAM users and roles still need an (effective) identity-based Allow.
+4. Cross account: the caller's effective identity-based permissions AND the resource policy
+   (naming the caller, its role or its account) must both allow.
 5. Otherwise: implicit deny.
+NotPrincipal (IAM User Guide, "AWS JSON policy elements: NotPrincipal"): a caller is exempt only
+when every entity of its chain is listed — the account (root ARN or id) and the user, or the
+account, the role and the assumed-role session ARN; listing the account exempts only the root user.
 Service principals and anonymous callers have no identity policies: only the resource policy can
 allow them. The account root user is allowed everything in its own account unless explicitly denied.
 """
@@ -283,35 +290,63 @@ def _account_of(value: str) -> str | None:
     return m.group(1) if m else None
 
 
+DIRECT, ROLE, ACCOUNT = "direct", "role", "account"
+
+
 def principal_match(spec: Mapping[str, tuple[str, ...]] | None, who: Principal) -> str | None:
-    """'direct' when the spec names the caller (or everyone), 'account' when it names only the
-    caller's account, None otherwise. Wildcards other than a lone "*" are not supported by AWS."""
+    """'direct' when the spec names the caller itself (its user / session / root ARN, or everyone),
+    'role' when it names the role of a role session (not the session), 'account' when it names only
+    the caller's account, None otherwise. Wildcards other than a lone "*" are not supported by AWS."""
     if not spec:
         return None
     if "*" in spec:
-        return "direct"
+        return DIRECT
     found = None
     for kind, values in spec.items():
         for v in values:
             if kind == "AWS" and v == "*":
                 if who.kind != "service":
-                    return "direct"
+                    return DIRECT
                 continue
-            if (kind, v) in who.identifiers():
-                return "direct"
-            if kind == "AWS" and who.account_id and _account_of(v) == who.account_id:
+            if (kind, v) == ("Service", who.arn) and who.kind == "service":
+                return DIRECT
+            if kind == "AWS" and v == who.arn and who.kind not in ("service", "anonymous"):
+                return DIRECT
+            if kind == "AWS" and who.role_arn and who.kind == "assumed-role" and v == who.role_arn:
+                found = ROLE
+            elif kind == "AWS" and who.account_id and _account_of(v) == who.account_id:
                 if who.kind == "root":
-                    return "direct"
-                found = "account"
+                    return DIRECT
+                found = found or ACCOUNT
     return found
+
+
+def not_principal_exempts(spec: Mapping[str, tuple[str, ...]], who: Principal) -> bool:
+    """Whether a NotPrincipal element leaves the caller out: every entity of its chain must be
+    listed (AWS's documented examples list the account ARN with the user, and the account, role
+    and session ARNs for a role session). The account alone exempts only the root user."""
+    if "*" in spec:
+        return True
+    if who.kind == "service":
+        return who.arn in spec.get("Service", ())
+    if who.kind == "anonymous":
+        return False
+    listed = spec.get("AWS", ())
+    if not any(_account_of(v) == who.account_id for v in listed):
+        return False
+    if who.kind == "root":
+        return True
+    if who.arn not in listed:
+        return False
+    return who.kind != "assumed-role" or (who.role_arn or "") in listed
 
 
 def _statement_principal(st: Statement, who: Principal) -> str | None:
     if st.principal is not None:
         return principal_match(st.principal, who)
     if st.not_principal is not None:
-        return None if principal_match(st.not_principal, who) else "direct"
-    return "direct"   # identity statements apply to their holder
+        return None if not_principal_exempts(st.not_principal, who) else DIRECT
+    return DIRECT   # identity statements apply to their holder
 
 
 def statement_applies(st: Statement, action: str, resource: str, ctx: ContextValues, variables: bool) -> bool:
@@ -324,6 +359,7 @@ def statement_applies(st: Statement, action: str, resource: str, ctx: ContextVal
 
 ALLOW, EXPLICIT_DENY, IMPLICIT_DENY = "Allow", "ExplicitDeny", "ImplicitDeny"
 IDENTITY, RESOURCE = "identity-based policy", "resource-based policy"
+BOUNDARY, SESSION = "permissions boundary", "session policy"
 
 
 @dataclass(frozen=True)
@@ -368,21 +404,50 @@ def build_context(principal: Principal, extra: Mapping[str, Any] | None = None) 
     return ctx
 
 
+def _statements_allow(policies: Sequence[Policy], request: Request, kind: str) -> tuple[list[str], Decision | None]:
+    """(labels of the Allows that apply, an explicit-deny Decision or None) for principal-less policies."""
+    allows: list[str] = []
+    for pol in policies:
+        for st in pol.statements:
+            if statement_applies(st, request.action, request.resource, request.context, pol.variables):
+                if st.effect == "Deny":
+                    return allows, Decision(EXPLICIT_DENY, denied_by=kind, matched=(pol.label or st.sid,))
+                allows.append(pol.label or st.sid)
+    return allows, None
+
+
 def evaluate(request: Request, identity_policies: Sequence[Policy] = (), resource_policy: Policy | None = None,
-             resource_account: str | None = None, *, resource_policy_required: bool = False) -> Decision:
+             resource_account: str | None = None, *, resource_policy_required: bool = False,
+             boundary: Policy | None = None, session_policies: Sequence[Policy] | None = None) -> Decision:
     """`resource_policy_required`: the resource policy must grant even in the same account — a
-    role's trust policy (AssumeRole) works that way: an identity-based Allow alone never suffices."""
+    role's trust policy (AssumeRole) works that way: an identity-based Allow alone never suffices.
+    `boundary`: the principal's permissions boundary (None: it has none). `session_policies`: the
+    session policies a role session was created with (None: none were passed; an empty list is not
+    the same: AWS treats passed-but-empty as allowing nothing)."""
     who, ctx = request.principal, request.context
     id_allow: list[str] = []
+    limits_ok = True          # boundary and session policies allow (or do not exist)
+    limited_by = IDENTITY
     res_direct: list[str] = []
+    res_role: list[str] = []
     res_account: list[str] = []
     if who.kind not in ("service", "anonymous"):
-        for pol in identity_policies:
-            for st in pol.statements:
-                if statement_applies(st, request.action, request.resource, ctx, pol.variables):
-                    if st.effect == "Deny":
-                        return Decision(EXPLICIT_DENY, denied_by=IDENTITY, matched=(pol.label or st.sid,))
-                    id_allow.append(pol.label or st.sid)
+        id_allow, denied = _statements_allow(identity_policies, request, IDENTITY)
+        if denied is not None:
+            return denied
+        if who.kind != "root":       # boundaries and session policies never bind the root user
+            if boundary is not None:
+                allows, denied = _statements_allow((boundary,), request, BOUNDARY)
+                if denied is not None:
+                    return denied
+                if not allows:
+                    limits_ok, limited_by = False, BOUNDARY
+            if session_policies is not None:
+                allows, denied = _statements_allow(session_policies, request, SESSION)
+                if denied is not None:
+                    return denied
+                if not allows and limits_ok:
+                    limits_ok, limited_by = False, SESSION
     if resource_policy is not None:
         for st in resource_policy.statements:
             how = _statement_principal(st, who)
@@ -392,37 +457,47 @@ def evaluate(request: Request, identity_policies: Sequence[Policy] = (), resourc
                 continue
             if st.effect == "Deny":
                 return Decision(EXPLICIT_DENY, denied_by=RESOURCE, matched=(resource_policy.label or st.sid,))
-            (res_direct if how == "direct" else res_account).append(resource_policy.label or st.sid)
+            {DIRECT: res_direct, ROLE: res_role, ACCOUNT: res_account}[how].append(resource_policy.label or st.sid)
 
     same_account = resource_account is None or resource_account == who.account_id
     if who.kind in ("service", "anonymous"):
         if res_direct:
             return Decision(ALLOW, matched=tuple(res_direct))
         return Decision(IMPLICIT_DENY, missing=RESOURCE)
+    # identity side: identity-based Allows within the boundary and session policies
+    identity_ok = who.kind == "root" or (bool(id_allow) and limits_ok)
+    role_grant = bool(res_role) and limits_ok       # a grant to the role ARN is limited like identity
+    matched = tuple(id_allow + res_direct + res_role + res_account)
     if same_account and resource_policy_required:
-        if res_direct or (res_account and (id_allow or who.kind == "root")):
-            return Decision(ALLOW, matched=tuple(id_allow + res_direct + res_account))
+        if res_direct or role_grant or (res_account and identity_ok):
+            return Decision(ALLOW, matched=matched)
+        if (res_role or (res_account and id_allow)) and not limits_ok:
+            return Decision(IMPLICIT_DENY, missing=limited_by)
         return Decision(IMPLICIT_DENY, missing=RESOURCE if not res_account else IDENTITY)
     if same_account:
         if who.kind == "root":
             return Decision(ALLOW, matched=("root",))
-        if id_allow or res_direct:
-            return Decision(ALLOW, matched=tuple(id_allow + res_direct))
+        if res_direct or role_grant or identity_ok:
+            return Decision(ALLOW, matched=matched)
+        if (id_allow or res_role) and not limits_ok:
+            return Decision(IMPLICIT_DENY, missing=limited_by)
         return Decision(IMPLICIT_DENY, missing=IDENTITY)
     # cross-account: both sides
-    if not (id_allow or who.kind == "root"):
-        return Decision(IMPLICIT_DENY, missing=IDENTITY)
-    if not (res_direct or res_account):
+    if not identity_ok:
+        return Decision(IMPLICIT_DENY, missing=limited_by if id_allow else IDENTITY)
+    if not (res_direct or res_role or res_account):
         return Decision(IMPLICIT_DENY, missing=RESOURCE)
-    return Decision(ALLOW, matched=tuple(id_allow + res_direct + res_account))
+    return Decision(ALLOW, matched=matched)
 
 
 def is_allowed(principal: Principal, action: str, resource: str, identity_policies: Sequence[Policy] = (),
                resource_policy: Policy | None = None, resource_account: str | None = None,
-               context: Mapping[str, Any] | None = None, *, resource_policy_required: bool = False) -> Decision:
+               context: Mapping[str, Any] | None = None, *, resource_policy_required: bool = False,
+               boundary: Policy | None = None, session_policies: Sequence[Policy] | None = None) -> Decision:
     """Convenience: build the context from the principal plus `context`, then evaluate."""
     return evaluate(Request(principal, action, resource, build_context(principal, context)), identity_policies,
-                    resource_policy, resource_account, resource_policy_required=resource_policy_required)
+                    resource_policy, resource_account, resource_policy_required=resource_policy_required,
+                    boundary=boundary, session_policies=session_policies)
 
 
 ADMINISTRATOR_ACCESS = {"Version": VERSION_2012, "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}

@@ -23,6 +23,7 @@ iam_users = sa.Table(
     sa.Column("arn", sa.String(2048), nullable=False),
     sa.Column("tags", sa.Text, nullable=False, server_default="[]"),  # JSON [{"Key":..,"Value":..}]
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("permissions_boundary", sa.String(2048), nullable=True),   # managed policy ARN (migration 0017)
     sa.UniqueConstraint("account_id", "name_lower", name="uq_iam_users_account_name"),
 )
 
@@ -39,6 +40,7 @@ iam_roles = sa.Table(
     sa.Column("max_session_duration", sa.Integer, nullable=False, server_default="3600"),
     sa.Column("tags", sa.Text, nullable=False, server_default="[]"),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("permissions_boundary", sa.String(2048), nullable=True),   # managed policy ARN (migration 0017)
     sa.UniqueConstraint("account_id", "name_lower", name="uq_iam_roles_account_name"),
 )
 
@@ -93,7 +95,11 @@ iam_sessions = sa.Table(
     sa.Column("role_id", sa.String(32), nullable=False),
     sa.Column("role_arn", sa.String(2048), nullable=False),
     sa.Column("session_name", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),                # aws:TokenIssueTime
+    # migration 0017: fixed for the session's life (AssumeRole's SourceIdentity, Policy/PolicyArns, Tags)
+    sa.Column("source_identity", sa.String(256), nullable=True),
+    sa.Column("session_policies", sa.Text, nullable=True),            # JSON {"Policy": str|null, "PolicyArns": [..]}
+    sa.Column("tags", sa.Text, nullable=True),                        # JSON {"Tags": {k: v}, "Transitive": [k..]}
 )
 
 # ---------------------------------------------------------------- AWS Organizations (migration 0012)

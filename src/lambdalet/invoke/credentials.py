@@ -16,7 +16,9 @@ token stored only as a SHA-256), named after the function, as Lambda names it:
 process's memory and inside the environment (its process environment: AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). Sessions last `ttl_s` (1 h); one session serves every
 environment of a function version started while at least half of it remains, so a burst of cold
-starts mints one session, not one each.
+starts mints one session, not one each; before a cached session is handed to a new environment the
+role is checked again (exists with the same unique id, still trusts Lambda). Sessions are bound to
+the role's id (iam/principals.py), so a role deleted or recreated under the same name ends them.
 
 Expiry: AWS sets the variables once, at init, and a process cannot change another's environment,
 so rotation happens by replacement: the invoker lends an environment only while its credentials
@@ -90,6 +92,7 @@ class IssuedCredentials:
     expires_at: float                 # epoch seconds
     role_arn: str
     session_arn: str
+    role_id: str = ""                 # the role's unique id the session is bound to
 
     def env(self) -> dict[str, str]:
         """The variables Lambda sets in every environment."""
@@ -173,9 +176,12 @@ class ExecutionRoles:
         now = self._clock()
         with self._lock:
             hit = self._cache.get(key)
-            if hit is not None and hit.expires_at - now >= self.ttl_s / 2:
-                return hit
+            # Checked even for a cached session (issue 21): the role must still exist with the id the
+            # session was issued for and still trust Lambda, else nothing cached is handed out.
             role = self.assumable(account_id, function_arn, role_arn)
+            if (hit is not None and role is not None and role["RoleId"] == hit.role_id
+                    and hit.expires_at - now >= self.ttl_s / 2):
+                return hit
             if role is None:
                 self._cache.pop(key, None)
                 self._warn(key, f"the role {role_arn} of {function_arn} cannot be assumed by Lambda: its environments "
@@ -186,7 +192,7 @@ class ExecutionRoles:
             creds = self.identity.create_session(account_id, session_arn, f"{role['RoleId']}:{function_name}",
                                                  role["RoleId"], role["Arn"], function_name, expires)
             issued = IssuedCredentials(creds.access_key_id, creds.secret_access_key, creds.session_token,
-                                       expires, role["Arn"], session_arn)
+                                       expires, role["Arn"], session_arn, role["RoleId"])
             self._cache[key] = issued
             if len(self._cache) > 4096:      # drop the expired ones
                 for k in [k for k, v in self._cache.items() if v.expires_at <= now]:
