@@ -132,6 +132,7 @@ def test_wrong_credentials_are_refused(endpoint):
 
 def test_unimplemented_operation_is_a_client_error(sqs):
     url = sqs.create_queue(QueueName=_name())["QueueUrl"]
-    with pytest.raises(sqs.exceptions.UnsupportedOperation) as ei:
-        sqs.add_permission(QueueUrl=url, Label="l", AWSAccountIds=["111111111111"], Actions=["SendMessage"])
+    with pytest.raises(sqs.exceptions.UnsupportedOperation) as ei:   # AddPermission is implemented now
+        sqs.start_message_move_task(SourceArn=sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
     assert ei.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400

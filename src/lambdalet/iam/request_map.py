@@ -8,7 +8,8 @@ resource ARN and request condition keys -> the policy engine -> allowed, or AWS'
   policy (AddPermission) and its tags (aws:ResourceTag/<key>, ABAC); a layer version ARN brings its
   layer version policy (AddLayerVersionPermission), so another account may use a granted layer.
 - sqs: `sqs:<Op>` on the queue ARN from QueueUrl / QueueName (batch operations are authorized as
-  their single-message action, as SQS does).
+  their single-message action, as SQS does), with the queue's `Policy` attribute as its
+  resource-based policy (queues/policy.py), so another account may use a granted queue.
 - logs: `logs:<Op>` on the log group ARN (`...:log-group:NAME`, `:log-stream:STREAM` appended for
   stream-level calls); calls naming no group use `...:log-group:*`.
 - cloudtrail: `cloudtrail:<Op>` on `*`.
@@ -63,6 +64,9 @@ _SQS_BATCH = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMe
 FunctionFacts = Callable[[str, str, str, "str | None"], "tuple[str | None, Mapping[str, str]]"]
 # (region, account, layer name, version) -> the layer version policy document or None
 LayerPolicies = Callable[[str, str, str, int], "str | None"]
+# (region, account, queue name) -> the queue's Policy attribute or None
+QueuePolicies = Callable[[str, str, str], "str | None"]
+_QUEUE_ARN = re.compile(r"arn:aws[a-zA-Z-]*:sqs:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<name>[A-Za-z0-9_.-]{1,80})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,11 +179,14 @@ class RequestAuthorizer:
     CACHE_ENTRIES = 8192
 
     def __init__(self, authorizer: Authorizer, *, function_facts: FunctionFacts | None = None,
-                 generation: Callable[[], int] | None = None, layer_policies: LayerPolicies | None = None):
+                 generation: Callable[[], int] | None = None, layer_policies: LayerPolicies | None = None,
+                 queue_policies: QueuePolicies | None = None, queue_generation: Callable[[], int] | None = None):
         self.authorizer = authorizer
         self.function_facts = function_facts
         self.layer_policies = layer_policies      # services/layers.py: AddLayerVersionPermission's policies
         self.generation = generation or (lambda: -1)
+        self.queue_policies = queue_policies      # queues/policy.py: a queue's Policy attribute
+        self.queue_generation = queue_generation or (lambda: -1)
         self._facts: dict[tuple, tuple[int, Policy | None, dict[str, str]]] = {}
 
     def _function(self, region: str, account: str, name: str, qualifier: str | None
@@ -220,6 +227,24 @@ class RequestAuthorizer:
         self._facts[key] = (generation, policy, {})
         return policy
 
+    def _queue(self, region: str, account: str, name: str) -> Policy | None:
+        """A queue's policy, cached against the queue service's generation (every queue write moves it)."""
+        key = ("queue", region, account, name)
+        generation = self.queue_generation()
+        hit = self._facts.get(key)
+        if hit is not None and hit[0] == generation and generation >= 0:
+            return hit[1]
+        document, policy = self.queue_policies(region, account, name), None
+        if document:
+            try:
+                policy = parse_policy(document, "resource", label=f"queue-policy:{name}")
+            except MalformedPolicy:
+                policy = None
+        if len(self._facts) >= self.CACHE_ENTRIES:
+            self._facts.clear()
+        self._facts[key] = (generation, policy, {})
+        return policy
+
     def __call__(self, service: str, operation: str, params: Mapping[str, Any], ctx: RequestContext
                  ) -> RequestContext:
         """Raises AccessDeniedException (AWS's wording, 403) or returns the context the operation
@@ -238,6 +263,10 @@ class RequestAuthorizer:
             m = _LAYER_VERSION_ARN.fullmatch(arn)
             if m:       # another account may use a layer version its policy grants (lambda:GetLayerVersion)
                 policy = self._layer_version(m["region"], m["account"], m["name"], int(m["version"]))
+        if service == "sqs" and self.queue_policies is not None:
+            m = _QUEUE_ARN.fullmatch(arn)
+            if m:       # SQS's access policy: a Deny denies, another account may be granted (both sides)
+                policy = self._queue(m["region"], m["account"], m["name"])
         self.authorizer.check(ctx, action, arn, keys, resource_policy=policy)
         owner = resource_account(arn)
         if owner is not None and owner != ctx.account_id:

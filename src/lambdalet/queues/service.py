@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from lambdalet.models.context import RequestContext
 from lambdalet.queues import errors as E
 from lambdalet.queues import fifo
+from lambdalet.queues import policy as queue_policy
 from lambdalet.queues.storage import QueueSignals, claim_messages, durable_write, next_visible_at
 from lambdalet.queues.tables import sqs_messages, sqs_queues
 
@@ -272,6 +273,7 @@ class QueueService:
         tags = params.get("tags") or {}
         self._check_tags(tags)
         queue = self._create(ctx.account_id, ctx.region, name, attrs, tags)
+        self._queues_generation += 1     # a cached "no policy" for this name is stale now
         return {"QueueUrl": self._url(ctx, queue)}
 
     def get_queue_url(self, ctx: RequestContext, params: dict) -> dict:
@@ -510,10 +512,21 @@ class QueueService:
         return E.UnsupportedOperation(f"lambdalet does not implement {op} yet.")
 
     def add_permission(self, ctx: RequestContext, params: dict) -> dict:
-        raise self._unsupported("AddPermission")
+        queue = self._from_url(ctx, params["QueueUrl"])
+        doc = queue_policy.add_permission(queue.attributes.get("Policy"), queue.arn, params["Label"],
+                                          params["AWSAccountIds"], params["Actions"])
+        return self.set_queue_attributes(ctx, {"QueueUrl": params["QueueUrl"], "Attributes": {"Policy": doc}})
 
     def remove_permission(self, ctx: RequestContext, params: dict) -> dict:
-        raise self._unsupported("RemovePermission")
+        queue = self._from_url(ctx, params["QueueUrl"])
+        doc = queue_policy.remove_permission(queue.attributes.get("Policy"), params["Label"])
+        return self.set_queue_attributes(ctx, {"QueueUrl": params["QueueUrl"], "Attributes": {"Policy": doc}})
+
+    @property
+    def generation(self) -> int:
+        """Moves after every write that changes a queue's attributes or existence (request_map caches
+        queue policies against it)."""
+        return self._queues_generation
 
     def start_message_move_task(self, ctx: RequestContext, params: dict) -> dict:
         raise self._unsupported("StartMessageMoveTask")
@@ -686,7 +699,7 @@ class QueueService:
                         raise ValueError
                 except ValueError:
                     raise E.InvalidAttributeValue(f"Invalid value for the parameter {name}.") from None
-                out[name] = value
+                out[name] = queue_policy.check(value) if name == "Policy" else value
             else:
                 out[name] = value
         if creating:

@@ -23,6 +23,7 @@ from lambdalet.api.query_protocol import QueryProtocol
 from lambdalet.iam.iam_service import build_iam
 from lambdalet.iam.organizations_service import OrganizationsProtocol, build_organizations
 from lambdalet.iam.request_map import RequestAuthorizer
+from lambdalet.queues.policy import queue_policies
 from lambdalet.services.function_urls import FunctionUrlService, url_domain, url_lookup
 from lambdalet.services.layers import layer_policies
 from lambdalet.services.policies import function_facts
@@ -89,7 +90,9 @@ def serve(settings: Settings) -> None:
     platform.lambda_service.deps.authorizer = authorizer     # a function's Layers: lambda:GetLayerVersion on each
     authorize = RequestAuthorizer(authorizer, function_facts=function_facts(platform.db),
                                   layer_policies=layer_policies(platform.db),
-                                  generation=lambda: platform.lambda_service.resolver.generation)
+                                  generation=lambda: platform.lambda_service.resolver.generation,
+                                  queue_policies=queue_policies(platform.queues),
+                                  queue_generation=lambda: platform.queues.generation)
     lambda_model = load_service_model("lambda")
     kms_model = load_service_model("kms")
     function_urls = FunctionUrlService(platform.db)     # the *FunctionUrlConfig operations
