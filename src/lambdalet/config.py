@@ -46,6 +46,8 @@ class Settings:
     max_unverified_body_mb: int = 256    # bodies buffered, all connections together, before their signature is checked
     request_head_timeout_s: float = 10.0 # a request's line and headers must arrive within this
     request_body_timeout_s: float = 120.0   # and its body within this
+    log_rate_kb: int = 1024              # function log output per function (log group), KiB/s (logs/quotas.py)
+    log_account_mb: int = 4096           # stored function logs per account, MiB; the oldest go first
     audit_digest_interval_s: float = 3600.0      # a signed audit digest at least this often, even idle
     audit_digest_dir: Path | None = None         # digests also written here (another mount), audit/digest_files.py
 

@@ -21,7 +21,8 @@ GetLogEvents' f/ and b/ tokens are ordinals. FilterLogEvents orders a group's ev
 
 Retention: a group's `retentionInDays` (PutRetentionPolicy) is enforced by a maintenance pass every
 MAINTENANCE_INTERVAL_S, which also caps each group at `max_group_bytes` of message bytes (default
-1 GiB) by deleting its oldest batches. Events still in a buffer when the process is killed
+1 GiB) by deleting its oldest batches. Each flush also applies quotas.py: a log rate per function and
+stored bytes per account. Events still in a buffer when the process is killed
 (at most ~FLUSH_INTERVAL_S of output) are lost; a clean shutdown (`close()`) writes them.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Callable, Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from lambdalet.logs.quotas import LogQuotas, RateLimiter, dropped_line
 from lambdalet.logs.tables import log_batches, log_groups, log_streams
 from lambdalet.store.db import Database
 
@@ -263,8 +265,12 @@ class _FlushBatch:
 class LogStore:
     def __init__(self, db: Database, keyring, *, clock: Callable[[], float] = time.time,
                  flush_interval_s: float = FLUSH_INTERVAL_S, max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
-                 maintenance_interval_s: float = MAINTENANCE_INTERVAL_S, background: bool = True):
+                 maintenance_interval_s: float = MAINTENANCE_INTERVAL_S, background: bool = True,
+                 quotas: LogQuotas = LogQuotas()):
         self.db = db
+        self.quotas = quotas
+        self._rate = RateLimiter(quotas)
+        self._account_bytes: dict[str, int] = {}   # stored message bytes per account (flusher's view)
         self.keyring = keyring
         self.clock = clock
         self.flush_interval_s = flush_interval_s
@@ -346,6 +352,7 @@ class LogStore:
             for sink in sinks:
                 events, partial_left = sink._take(force_partial)
                 if events:
+                    events = self._rate_limited(sink.key, events)
                     work.append((sink, events))
                 if partial_left:
                     self._mark_dirty(sink, False)   # look again when the partial line is due
@@ -369,11 +376,60 @@ class LogStore:
                     sink._put_back(events)
                     self._mark_dirty(sink, False)
                 return
-            for sink, _ in work:
+            added: dict[str, int] = {}
+            for sink, events in work:
+                added[sink.key.account_id] = added.get(sink.key.account_id, 0) + sum(e[2] for e in events)
                 if sink.dropped:
-                    log.warning("log stream %s of %s: %d events dropped (buffer full while the database "
-                                "was unavailable)", sink.key.stream, sink.key.group, sink.dropped)
+                    log.warning("log stream %s of %s: %d events dropped: its %d MiB buffer was full (output "
+                                "arrived faster than it could be written, or the database was unavailable)",
+                                sink.key.stream, sink.key.group, sink.dropped, MAX_BUFFER_BYTES >> 20)
                     sink.dropped = 0
+            for account_id, size in added.items():
+                self._charge_account(account_id, size)
+
+    def _rate_limited(self, key: StreamKey, events: list[tuple[int, str, int]]) -> list[tuple[int, str, int]]:
+        kept, dropped, size = self._rate.admit((key.account_id, key.region, key.group), events)
+        if dropped:
+            line = dropped_line(dropped, size, self.quotas.rate_bytes_per_s)
+            kept.append((events[-1][0], line, len(line)))
+            log.warning("log group %s of account %s: %d events (%d bytes) dropped over its rate limit",
+                        key.group, key.account_id, dropped, size)
+        return kept
+
+    def _charge_account(self, account_id: str, size: int) -> None:
+        """Count a flush against the account's stored bytes; past the quota, delete its oldest batches."""
+        total = self._account_bytes.get(account_id)
+        if total is None:
+            with self.db.read() as conn:
+                total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(log_groups.c.stored_bytes), 0))
+                                     .where(log_groups.c.account_id == account_id)).scalar()
+        else:
+            total += size
+        self._account_bytes[account_id] = total
+        if total > self.quotas.account_bytes:
+            self._trim_account(account_id, total)
+
+    def _trim_account(self, account_id: str, total: int) -> None:
+        g, b = log_groups, log_batches
+        excess, doomed, touched = total - self.quotas.account_bytes * 9 // 10, [], set()
+        with self.db.begin() as conn:
+            rows = conn.execute(sa.select(b.c.id, b.c.group_id, b.c.plain_bytes).join(g, g.c.id == b.c.group_id)
+                                .where(g.c.account_id == account_id).order_by(b.c.first_ts, b.c.id))
+            for bid, gid, size in rows:
+                if excess <= 0:
+                    break
+                doomed.append(bid)
+                touched.add(gid)
+                excess -= size
+            for i in range(0, len(doomed), 500):
+                conn.execute(b.delete().where(b.c.id.in_(doomed[i:i + 500])))
+            for gid in touched:
+                self._recount(conn, gid)
+            self._account_bytes[account_id] = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(g.c.stored_bytes), 0)).where(g.c.account_id == account_id)
+            ).scalar()
+        log.warning("account %s: %d oldest log batches deleted to stay within its %d MiB of stored logs",
+                    account_id, len(doomed), self.quotas.account_bytes >> 20)
 
     def _ensure_group(self, conn: Connection, key: StreamKey, now_ms: int) -> int:
         g = log_groups
@@ -465,6 +521,7 @@ class LogStore:
                 touched.add(gid)
             for gid in touched:
                 self._recount(conn, gid)
+        self._account_bytes.clear()       # counted again from the groups on the next flush
         return deleted
 
     @staticmethod
@@ -529,6 +586,7 @@ class LogStore:
             conn.execute(log_streams.delete().where(log_streams.c.group_id == found.id))
             conn.execute(g.delete().where(g.c.id == found.id))
             self._streams.clear()
+        self._account_bytes.pop(account_id, None)
         return True
 
     def set_retention(self, account_id: str, region: str, name: str, days: int | None) -> bool:

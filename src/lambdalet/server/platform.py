@@ -14,6 +14,7 @@ from lambdalet.events import build_async_events
 from lambdalet.events.esm import build_event_source_mappings
 from lambdalet.iam import IdentityStore
 from lambdalet.kms import FunctionKeys, KmsService
+from lambdalet.logs.quotas import LogQuotas
 from lambdalet.logs import LogsService, LogStore
 from lambdalet.invoke.codecache import CodeCache
 from lambdalet.invoke.concurrency import ConcurrencyLimiter
@@ -138,7 +139,8 @@ def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform
     # The catalogue refuses runtimes this host has no interpreter for (runtime/hostruntimes.py).
     service = LambdaService(db, keyring, blobs, settings, runtimes=default_catalogue().with_host(settings.host_runtimes()))
     platform = Platform(settings, db, keyring, blobs, identity, service, QueueService(db, keyring, settings))
-    platform.logs = LogStore(db, keyring)
+    platform.logs = LogStore(db, keyring, quotas=LogQuotas(rate_bytes_per_s=settings.log_rate_kb << 10,
+                                                           account_bytes=settings.log_account_mb << 20))
     platform.logs_service = LogsService(platform.logs)
     platform.audit = build_recorder(settings, db, keyring, identity)
     platform.kms = build_kms(db, keyring, settings, service)
