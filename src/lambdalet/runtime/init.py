@@ -113,6 +113,8 @@ def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
             st.send(bridge.READY, st.timings)
         while st.pending is None:
             st.cond.wait()
+        if _hung_up(conn.sock):
+            return      # the runtime is gone (killed while frozen): the event stays untaken, EXIT says so
         hdr, payload = st.pending
         st.pending = None
         st.current = hdr["request_id"]
@@ -123,6 +125,17 @@ def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
     if hdr.get("client_context"):
         headers.append(("Lambda-Runtime-Client-Context", hdr["client_context"]))
     conn.reply(200, payload, headers)
+
+
+_HANGUP = select.POLLIN | select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0x2000)
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """A runtime waiting on /next sends nothing more on its connection: anything readable there now is
+    its end closing (one poll(0), once per invocation, inside the environment)."""
+    p = select.poll()
+    p.register(sock, _HANGUP)
+    return bool(p.poll(0))
 
 
 def _post(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) -> None:
