@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 
 RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))   # this package: bootstraps live here
+RUNTIME_FILES = ("python_bootstrap.py", "node_bootstrap.js")   # what an environment's /var/runtime holds
 
 
 @dataclass(frozen=True)

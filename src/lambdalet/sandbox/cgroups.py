@@ -265,14 +265,16 @@ class Cgroup:
         return 0
 
     def kill_all(self, timeout_s: float = 5.0) -> None:
-        """SIGKILL every member. Frozen first (v1), so nothing forks while we walk the list."""
+        """SIGKILL every member. A freeze is requested first (v1), so nothing returns to user space to
+        fork while we walk the list; it is not waited for (a fork bomb can keep a group FREEZING for
+        long): a child forked meanwhile is caught by the next pass."""
         if self.version == 2 and os.path.exists(f"{self.dirs['unified']}/cgroup.kill"):
             _write(f"{self.dirs['unified']}/cgroup.kill", "1")
         end = time.monotonic() + timeout_s
         while (pids := self.pids()):
             try:
-                self.freeze(timeout_s=0.5)
-            except (TimeoutError, OSError):
+                self.freeze(wait=False)
+            except OSError:
                 pass
             for pid in pids:
                 try:
@@ -357,6 +359,31 @@ def parent_dirs(parent: str = "lambdalet", version: int | None = None) -> dict[s
     if version == 2:
         return {"unified": v2_parent(parent)}
     return {c: f"{ROOT}/{c}{_own_path(c)}/{parent}" for c in V1_CONTROLLERS}
+
+
+def existing_parent_dirs(parent: str) -> dict[str, str]:
+    """Like parent_dirs, but only computed and only those that exist: creates nothing (v2's parent_dirs
+    sets the group up). For another server's leftovers: a gone server's parent sits where ours would,
+    under the cgroup both were started in (beside our "-server" leaf on v2, if we moved into one)."""
+    if detect_version() == 1:
+        dirs = {c: f"{ROOT}/{c}{_own_path(c)}/{parent}" for c in V1_CONTROLLERS}
+        return {c: d for c, d in dirs.items() if os.path.isdir(d)}
+    own = f"{ROOT}{_own_path(None)}".rstrip("/")
+    for base in (own, os.path.dirname(own)):
+        if os.path.isdir(f"{base}/{parent}"):
+            return {"unified": f"{base}/{parent}"}
+    return {}
+
+
+def remove_stale_parent(parent: str, timeout_s: float = 5.0) -> list[int]:
+    """Empty and remove a gone server's whole parent group (its environments, slots and freeze anchor)
+    without creating anything. Returns the pids killed."""
+    dirs = existing_parent_dirs(parent)
+    if not dirs:
+        return []
+    if "freezer" in dirs:
+        _remove_freeze_anchor(dirs["freezer"])
+    return kill_and_remove(dirs, timeout_s)
 
 
 def remove_parent(parent: str = "lambdalet") -> None:

@@ -2,8 +2,8 @@
 
 Order matters and is the point of this module (cf. Firecracker's jailer):
   setsid -> join the cgroup -> unshare mnt/uts/ipc/net/cgroup/pid -> fork (the child is PID 1)
-  -> private tmpfs root: ro /usr, ro /var/lang (interpreter), ro /var/runtime, ro /var/task, ro /opt,
-     sized /tmp, /proc, minimal /dev and /etc -> pivot_root, drop the old root, remount / ro
+  -> private tmpfs root: ro /usr, ro /var/lang (interpreter), /var/runtime (copied), ro /var/task, ro /opt,
+     sized /tmp, /proc (container runtimes' masks), minimal /dev and /etc -> pivot_root, drop the old root, remount / ro
   -> lo up, hostname -> drop the bounding set, setgroups/setresgid/setresuid to the environment's own
      unprivileged uid (all capabilities go) -> no_new_privs + seccomp LAST -> read the runtime's
   configuration from the bridge -> runtime/init.main().
@@ -57,6 +57,8 @@ class JailConfig:
     uid: int                            # the environment's own unprivileged host uid (gid = uid)
     cgroup_procs: list[str]             # cgroup.procs files to join (v1: the `tasks` file beside each is used)
     binds: list[tuple[str, str]]        # (host path, path inside), all read-only
+    copies: list[tuple[str, str]] = field(default_factory=list)   # (host file, path inside): copied into the
+                                        # root tmpfs, so the mount table names no host path for them
     hide: list[str] = field(default_factory=list)    # inside paths covered by an empty ro tmpfs
     tmp_mb: int = 512
     hostname: str = "lambdalet"
@@ -110,6 +112,11 @@ def setup_fs(cfg: JailConfig) -> None:
         elif not os.path.exists(rel):
             _mkfile(rel)
         _bind_ro(src, rel)
+    for src, dst in cfg.copies:
+        rel = dst.lstrip("/")
+        os.makedirs(os.path.dirname(rel), exist_ok=True)
+        with open(src, "rb") as f, open(rel, "wb") as out:
+            out.write(f.read())
     for dst in cfg.hide:
         rel = dst.lstrip("/")
         if os.path.isdir(rel):
@@ -117,6 +124,7 @@ def setup_fs(cfg: JailConfig) -> None:
     if not cfg.slot_dir:
         _mount("tmp", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg.tmp_mb}m,mode=1777")
     _mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mask_proc("proc")
     _mount("dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
     for d in ("null", "zero", "random", "urandom"):
         _mkfile(f"dev/{d}", mode=0o666)
@@ -139,6 +147,28 @@ def setup_fs(cfg: JailConfig) -> None:
     os.rmdir("/.oldroot")
     os.chdir("/")
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+# What container runtimes hide in /proc (runc/Docker's default masked and read-only paths), plus
+# kallsyms: kernel addresses, other tenants' timers and keys, host hardware, knobs. The environment
+# cannot undo these (no capabilities; mount/umount are refused by seccomp).
+PROC_MASKED = ("kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "kallsyms",
+               "scsi", "acpi")
+PROC_READ_ONLY = ("asound", "bus", "fs", "irq", "sys", "sysrq-trigger")
+
+
+def mask_proc(proc: str) -> None:
+    for name in PROC_MASKED:
+        path = os.path.join(proc, name)
+        if os.path.isdir(path):
+            _mount("masked", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=555")
+        elif os.path.exists(path):
+            _mount("/dev/null", path, None, MS_BIND)
+    for name in PROC_READ_ONLY:
+        path = os.path.join(proc, name)
+        if os.path.exists(path):
+            _mount(path, path, None, MS_BIND | MS_REC)
+            _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def loopback_up() -> None:

@@ -64,6 +64,16 @@ def make_shared_dir(path: str) -> None:
     _chk(libc.mount(None, _b(path), None, MS_SHARED, None), f"make-shared {path}")
 
 
+def make_shared_tmpfs(path: str, subdirs: list[str]) -> None:
+    """Like make_shared_dir, but `path` becomes a tiny tmpfs of its own holding `subdirs`: binds of those
+    then show "/<sub>" as their root in an environment's /proc/self/mountinfo, not the host path (which
+    names the server's instance)."""
+    _chk(libc.mount(b"slot", _b(path), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=16k,mode=755"), f"mount {path}")
+    for sub in subdirs:
+        os.mkdir(os.path.join(path, sub), 0o755)
+    _chk(libc.mount(None, _b(path), None, MS_SHARED, None), f"make-shared {path}")
+
+
 def bind_readonly(src: str, dst: str) -> None:
     """Attach a read-only, nosuid, nodev clone of `src` (and its submounts) at `dst`, flags set before
     attaching so propagated copies carry them."""

@@ -299,13 +299,15 @@ class NamespaceBackend(Backend):
 
     def jail_config(self, fam: Family, uid: int, cg: Cgroup, *, code_dir: str | None = None,
                     layers_dir: str | None = None, tmp_mb: int = 512, slot_dir: str = "") -> dict:
-        binds = [("/usr", "/usr"), (fam.lang_prefix, "/var/lang"), (launch.RUNTIME_DIR, "/var/runtime")]
+        binds = [("/usr", "/usr"), (fam.lang_prefix, "/var/lang")]
+        # The bootstraps are copied, not bound: a bind would show the checkout's path in /proc/self/mountinfo.
+        copies = [(os.path.join(launch.RUNTIME_DIR, f), f"/var/runtime/{f}") for f in launch.RUNTIME_FILES]
         if code_dir:
             binds.append((os.path.abspath(code_dir), "/var/task"))
         if layers_dir:
             binds.append((os.path.abspath(layers_dir), "/opt"))
         binds += [(p, p) for p in ("/etc/ld.so.cache", "/etc/localtime") if os.path.exists(p)]
-        cfg = {"root_dir": self.root_dir, "uid": uid, "cgroup_procs": cg.procs_files(), "binds": binds,
+        cfg = {"root_dir": self.root_dir, "uid": uid, "cgroup_procs": cg.procs_files(), "binds": binds, "copies": copies,
                "hide": list(fam.hide), "tmp_mb": tmp_mb, "seccomp_profile": self.seccomp_profile}
         if slot_dir:
             cfg.update(slot_dir=slot_dir, python_fork=fam.python_fork)

@@ -2,7 +2,9 @@
 
 Raw BPF via prctl, no libseccomp: the filter is tiny and fixed in shape. Layout:
   arch != x86_64 -> KILL_PROCESS;  nr >= 0x40000000 (x32 ABI) -> KILL_PROCESS;
-  clone with any namespace flag -> EPERM;  each listed syscall -> its errno;  else ALLOW.
+  clone with any namespace flag -> EPERM;
+  socket/socketpair of a family not allowed (netlink: of a protocol not allowed) -> EAFNOSUPPORT;
+  each listed syscall -> its errno;  else ALLOW.
 """
 from __future__ import annotations
 
@@ -21,6 +23,11 @@ LD_W_ABS, JEQ_K, JGE_K, JSET_K, RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 CLONE_FLAGS = {"CLONE_NEWNS": 0x20000, "CLONE_NEWCGROUP": 0x2000000, "CLONE_NEWUTS": 0x4000000,
                "CLONE_NEWIPC": 0x8000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
                "CLONE_NEWNET": 0x40000000}
+
+SOCKET_FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16}
+NETLINK_PROTOCOLS = {"NETLINK_ROUTE": 0}
+SYS_SOCKET, SYS_SOCKETPAIR = 41, 53
+ARG0_LOW, ARG2_LOW = 16, 32            # offsetof(seccomp_data, args[i]), the low 32 bits (the kernel's int)
 
 # x86_64 numbers for every name a profile may use (arch/x86/entry/syscalls/syscall_64.tbl)
 X86_64 = {
@@ -56,6 +63,8 @@ def compile_profile(profile: dict) -> bytes:
         # if nr == clone: load args[0] (low 32 bits; flags fit there) and test the mask
         ins += [(JEQ_K, 0, 4, X86_64["clone"]), (LD_W_ABS, 0, 0, 16), (JSET_K, 0, 1, mask),
                 (RET_K, 0, 0, RET_ERRNO | errno.EPERM), (RET_K, 0, 0, RET_ALLOW)]
+    if "socket_families" in profile:
+        ins += _socket_block(profile["socket_families"], profile.get("netlink_protocols", []))
     for err_name, names in profile.get("errno", {}).items():
         code = getattr(errno, err_name)
         for n in names:
@@ -64,6 +73,24 @@ def compile_profile(profile: dict) -> bytes:
             ins += [(JEQ_K, 0, 1, X86_64[n]), (RET_K, 0, 0, RET_ERRNO | code)]
     ins.append((RET_K, 0, 0, RET_ALLOW))
     return b"".join(struct.pack("HBBI", *i) for i in ins)
+
+
+def _socket_block(families: list[str], netlink: list[str]) -> list[tuple[int, int, int, int]]:
+    """socket()/socketpair(): the family (args[0]) must be listed, and for AF_NETLINK the protocol
+    (args[2]) too; anything else fails with EAFNOSUPPORT, as if the kernel lacked it. Only the low 32
+    bits are compared: the kernel reads both arguments as int."""
+    allowed = [SOCKET_FAMILIES[f] for f in families if f != "AF_NETLINK"]
+    protos = [NETLINK_PROTOCOLS[p] for p in netlink] if "AF_NETLINK" in families else []
+    deny, allow = (RET_K, 0, 0, RET_ERRNO | errno.EAFNOSUPPORT), (RET_K, 0, 0, RET_ALLOW)
+    # After the family loads: one JEQ per allowed family, then (if netlink) JEQ netlink + load + one JEQ
+    # per protocol, then deny, allow. Jump offsets count the instructions in between.
+    tail: list[tuple[int, int, int, int]] = []
+    if protos:
+        tail = [(JEQ_K, 0, len(protos) + 1, SOCKET_FAMILIES["AF_NETLINK"]), (LD_W_ABS, 0, 0, ARG2_LOW)]
+        tail += [(JEQ_K, len(protos) - i, 0, p) for i, p in enumerate(protos)]
+    checks = [(JEQ_K, len(allowed) - i + len(tail), 0, f) for i, f in enumerate(allowed)]
+    body = [(LD_W_ABS, 0, 0, ARG0_LOW)] + checks + tail + [deny, allow]
+    return [(JEQ_K, 1, 0, SYS_SOCKET), (JEQ_K, 0, len(body), SYS_SOCKETPAIR)] + body
 
 
 class _Fprog(ctypes.Structure):

@@ -136,9 +136,8 @@ def _own_mount_namespace(libc) -> None:
 
 
 def _make_slot_dir(d: str) -> None:
-    for sub, _ in jail.SLOT_MOUNTS:
-        os.makedirs(os.path.join(d, sub), mode=0o755)
-    mounts.make_shared_dir(d)
+    os.makedirs(d, mode=0o755, exist_ok=True)
+    mounts.make_shared_tmpfs(d, [sub for sub, _ in jail.SLOT_MOUNTS])
 
 
 def _slot_request(req: dict) -> dict:
