@@ -3,43 +3,46 @@ through a link.
 
 `unpack(archives, dest)` creates `dest` and writes the archives into it in order; an entry of a later
 archive replaces whatever an earlier one put at its path (how AWS merges a function's layers), so
-code packages and layer sets take the same path. The writing happens in a child process that:
+code packages and layer sets take the same path. The writing happens in a forked child that:
 
-- starts as the server's user (root, usually) only long enough to import this module, then drops to
-  `UNPACK_UID` — a uid of its own, below the environments' range — with no groups, no capabilities
-  and no_new_privs, before it reads a byte of the archive;
-- is handed `dest` as an open directory descriptor (it never resolves a host path) and creates
+- drops to `UNPACK_UID` — a uid of its own, below the environments' range — with no groups, no
+  capabilities and no_new_privs, before it reads a byte of the archive;
+- writes under `dest` through an open directory descriptor (it never resolves a host path), creating
   every path with *at() calls relative to descriptors it opened with O_NOFOLLOW; files are created
   O_EXCL | O_NOFOLLOW and given their mode with fchmod, so no write or chmod ever lands through a
   link, whatever the archive holds;
 - reads each archive through codepkg/archive.py, the reading upload inspection used, and refuses
-  (exit 1, the reason on stderr) anything it refuses.
+  anything it refuses (the reason comes back over a pipe).
 
-The parent then gives the tree back to its own user (lchown, no link followed) so that a later
-unpacking child cannot alter what an earlier one wrote.
+A fork, not a new interpreter: spawning and importing cost ~100 ms per new package (bench/
+unpack_bench.py); the child runs only this module's code, all imported already, and leaves with
+os._exit. The parent then gives the tree back to its own user (lchown, no link followed) so that a
+later unpacking child cannot alter what an earlier one wrote.
 """
 from __future__ import annotations
 
+import ctypes
+import encodings.cp437  # noqa: F401  (zipfile decodes legacy names with it; the child cannot import after the drop)
+import gc
 import io
 import os
+import select
 import shutil
+import signal
 import stat
-import struct
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Sequence
 
+from lambdalet.codepkg import archive
 from lambdalet.models.errors import InvalidZipFileException
 
 UNPACK_UID = 199_999                 # just below the sandbox's environment uids (200,000 and up)
 _TIMEOUT_S = 300
 _CHUNK = 1 << 20
 _MAX_OPEN_DIRS = 256
-_SRC = str(Path(__file__).resolve().parents[2])
-_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from lambdalet.codepkg.unpack import worker_main; worker_main()")
+_MAX_REASON = 4096
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class UnpackError(InvalidZipFileException):
@@ -59,18 +62,60 @@ def unpack(archives: Sequence[bytes], dest: Path, *, uid: int | None = UNPACK_UI
         drop = uid if uid is not None and os.geteuid() == 0 else None
         if drop is not None:
             os.fchown(fd, drop, drop)
-        payload = b"".join(struct.pack(">Q", len(a)) + a for a in archives)
-        argv = [sys.executable, "-I", "-S", "-c", _BOOT, _SRC, str(fd), str(-1 if drop is None else drop)]
-        proc = subprocess.run(argv, input=payload, pass_fds=(fd,), capture_output=True, env={},
-                              timeout=_TIMEOUT_S, check=False)
-        if proc.returncode != 0:
-            reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise UnpackError(reason[-1] if reason else f"unpacking failed (exit {proc.returncode})")
+        _run_child(archives, fd, drop)
         if drop is not None:
             _own(fd, os.geteuid(), os.getegid())
         os.fchmod(fd, 0o755)
     finally:
         os.close(fd)
+
+
+def _run_child(archives: Sequence[bytes], top_fd: int, uid: int | None) -> None:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:                                   # the child: never returns
+        code = 1
+        try:
+            os.close(r)
+            code = _child(archives, top_fd, uid, w)
+        finally:
+            os._exit(code)
+    os.close(w)
+    reason = b""
+    try:
+        while True:
+            ready, _, _ = select.select([r], [], [], _TIMEOUT_S)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                reason = b"timed out"
+                break
+            chunk = os.read(r, _MAX_REASON)
+            if not chunk:
+                break
+            reason = (reason + chunk)[:_MAX_REASON]
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise UnpackError(reason.decode("utf-8", "replace").strip() or f"unpacking failed (status {status})")
+
+
+def _child(archives: Sequence[bytes], top_fd: int, uid: int | None, report: int) -> int:
+    try:
+        gc.disable()                # no finalizer of the server's objects runs in this copy of it
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)   # not the server's handlers
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if uid is not None:
+            _drop_privileges(uid)
+        os.umask(0o022)
+        for data in archives:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                write_archive(zf, archive.read_archive(zf), top_fd)
+        return 0
+    except BaseException as e:     # the reason goes to the parent; nothing of the archive is trusted
+        reason = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+        os.write(report, reason.encode("utf-8", "replace")[:_MAX_REASON])
+        return 1
 
 
 def _own(top_fd: int, uid: int, gid: int) -> None:
@@ -80,39 +125,11 @@ def _own(top_fd: int, uid: int, gid: int) -> None:
             os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
-# ---------------------------------------------------------------- the child
-
-
-def worker_main() -> None:
-    """Entry point of the unpacking child: argv = [src, dest fd, uid or -1]; archives on stdin."""
-    # Everything the child will need is imported now, as the server's user: after the drop the
-    # interpreter's own files may be unreadable (a prefix under /root, say).
-    import bz2, ctypes, encodings.cp437, lzma, zlib  # noqa: E401,F401  (zipfile's codecs, name decoding)
-    from lambdalet.codepkg import archive
-    top_fd, uid = int(sys.argv[2]), int(sys.argv[3])
-    try:
-        if uid >= 0:
-            _drop_privileges(uid)
-        os.umask(0o022)
-        stdin = sys.stdin.buffer
-        while header := stdin.read(8):
-            (size,) = struct.unpack(">Q", header)
-            data = stdin.read(size)
-            if len(data) != size:
-                raise ValueError("truncated input")
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                write_archive(zf, archive.read_archive(zf), top_fd)
-    except Exception as e:     # the reason goes to the parent; nothing of the archive is trusted
-        print(getattr(e, "message", None) or f"{type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
-
-
 def _drop_privileges(uid: int) -> None:
-    import ctypes
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
-    if ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) != 0:    # PR_SET_NO_NEW_PRIVS
+    if _libc.prctl(38, 1, 0, 0, 0) != 0:          # PR_SET_NO_NEW_PRIVS
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
     if os.getuid() != uid or os.geteuid() != uid:
         raise PermissionError("could not drop privileges")
@@ -120,7 +137,6 @@ def _drop_privileges(uid: int) -> None:
 
 def write_archive(zf: zipfile.ZipFile, entries, top_fd: int) -> None:
     """Write checked entries under the directory `top_fd`, replacing what is at each path."""
-    from lambdalet.codepkg.archive import file_mode, link_target
     dirs: dict[tuple[str, ...], int] = {(): top_fd}
     try:
         for entry in entries:
@@ -133,13 +149,13 @@ def write_archive(zf: zipfile.ZipFile, entries, top_fd: int) -> None:
                 continue
             _remove(parent, leaf)
             if entry.kind == "link":
-                os.symlink(link_target(zf, entry), leaf, dir_fd=parent)
+                os.symlink(archive.link_target(zf, entry), leaf, dir_fd=parent)
                 continue
             fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=parent)
             try:
                 _copy(zf, entry.info, fd)
-                os.fchmod(fd, file_mode(entry))
+                os.fchmod(fd, archive.file_mode(entry))
             finally:
                 os.close(fd)
     finally:

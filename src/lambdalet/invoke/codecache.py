@@ -31,7 +31,7 @@ class CodeCache:
         self.blobs = blobs
         self.unpack_uid = unpack_uid
         self._lock = threading.Lock()
-        root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)   # only root (and its mounts) reach unpacked code
 
     def path_for(self, sha256_hex: str, source_kms_key_arn: str | None = None, function_arn: str = "",
                  kms_key_arn: str | None = None) -> Path:

@@ -28,7 +28,7 @@ class LayerCache:
         self.blobs = blobs                      # blobs.BlobStore: layers are sealed under the platform key
         self.unpack_uid = unpack_uid
         self._lock = threading.Lock()
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)   # only root (and its mounts) reach unpacked code
 
     def path_for(self, digests: Sequence[str]) -> Path:
         """The read-only directory holding these layers merged in this order, built on first use."""
