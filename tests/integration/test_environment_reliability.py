@@ -149,3 +149,90 @@ def test_an_environment_killed_while_idle_does_not_fail_the_next_call(function_s
         assert resp["StatusCode"] == 200 and "FunctionError" not in resp, after
         assert after["env"] != first["env"]
     assert len({invoke(lam, name)[1]["env"] for _ in range(2)}) == 1   # the fresh one is kept warm
+
+
+# ------------------------------------------------------------------------ data dir and leftovers
+
+def _args() -> tuple[str, ...]:
+    return () if IS_ROOT else ("--sandbox", "process")
+
+
+def _instance(data_dir) -> str:
+    import hashlib
+    return hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+
+
+def _run_dir(data_dir):
+    from pathlib import Path
+    return Path("/dev/shm") / f"lambdalet-{_instance(data_dir)}"
+
+
+def _mode(path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def test_data_files_are_private_from_the_start(lambdalet_server_factory):
+    srv = lambdalet_server_factory(*_args())
+    lam = srv.client()
+    name = create(lam, WHO, "private")
+    invoke(lam, name)                                     # writes: the WAL and shared-memory files exist
+    assert _mode(srv.data_dir) == 0o700
+    db = srv.data_dir / "state.db"
+    files = [p for p in (db, db.with_name("state.db-wal"), db.with_name("state.db-shm")) if p.exists()]
+    assert len(files) == 3, files
+    for p in files:
+        assert _mode(p) == 0o600, (p, oct(_mode(p)))
+
+
+def test_loose_permissions_are_fixed_at_start_with_a_warning(lambdalet_server_factory, tmp_path):
+    data = tmp_path / "loose"
+    srv = lambdalet_server_factory(*_args(), data_dir=data)
+    srv.stop()
+    os.chmod(data, 0o755)
+    os.chmod(data / "state.db", 0o644)
+    srv.start()
+    assert _mode(data) == 0o700 and _mode(data / "state.db") == 0o600
+    assert "data dir permissions" in srv.log_text(), srv.log_text()
+
+
+def test_sigterm_leaves_no_run_dir(lambdalet_server_factory):
+    srv = lambdalet_server_factory(*_args())
+    lam = srv.client()
+    invoke(lam, create(lam, WHO, "runsigterm"))          # unpacked code, environments, slots
+    run_dir = _run_dir(srv.data_dir)
+    assert run_dir.is_dir()
+    srv.stop()
+    assert srv.proc.returncode in (0, -15)
+    assert not run_dir.exists(), sorted(p.name for p in run_dir.iterdir())
+
+
+def _cgroup_dirs(instance: str) -> list[str]:
+    found = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        for d in dirs:
+            if d == f"lambdalet-{instance}":
+                found.append(os.path.join(root, d))
+        if root.count("/") > 8:
+            dirs[:] = []
+    return found
+
+
+def test_a_new_server_cleans_what_a_killed_one_left(lambdalet_server_factory):
+    """kill -9 leaves the victim's run dir (its unpacked code, in plain text) and, under the namespace
+    sandbox, its cgroups (one environment frozen); any server starting on the host removes them."""
+    victim = lambdalet_server_factory(*_args())
+    lam = victim.client()
+    invoke(lam, create(lam, WHO, "victim"))              # an idle, frozen environment and unpacked code
+    instance, run_dir = _instance(victim.data_dir), _run_dir(victim.data_dir)
+    victim.proc.kill()
+    victim.proc.wait(10)
+    time.sleep(0.3)
+    assert any(run_dir.rglob("*")), "nothing was left behind: the test would prove nothing"
+    if IS_ROOT:
+        assert _cgroup_dirs(instance), "no cgroups were left behind"
+    other = lambdalet_server_factory(*_args())             # another data dir, another instance
+    assert not run_dir.exists(), sorted(str(p) for p in run_dir.rglob("*"))[:20]
+    assert _cgroup_dirs(instance) == []
+    with open("/proc/self/mountinfo") as f:
+        assert str(run_dir) not in f.read()
+    assert other.proc.poll() is None     # (whichever server started first cleaned it: any server does)

@@ -35,6 +35,8 @@ from lambdalet.server.http_protocol import CoalescingHttpToolsProtocol
 from lambdalet.events.authority import wire as wire_authority
 from lambdalet.server.platform import build_platform, wire_execution_roles
 from lambdalet.server.tls import ensure_tls, server_context
+from lambdalet.sandbox.instances import RunDir, sweep_stale
+from lambdalet.store.permissions import secure_data_dir
 
 log = logging.getLogger("lambdalet")
 
@@ -73,6 +75,9 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     _lock = _lock_data_dir(settings)  # noqa: F841  (held for the life of the process)
+    secure_data_dir(settings.data_dir, None if settings.database_url else settings.data_dir / "state.db")
+    run_dir = RunDir.claim(settings.run_dir)     # held while we live: other servers' sweeps skip it
+    sweep_stale(settings.run_dir.parent, keep=settings.run_dir)   # leftovers of servers that are gone
     try:
         platform = build_platform(settings)
     except PermissionError as e:
@@ -173,3 +178,4 @@ def serve(settings: Settings) -> None:
         except FileNotFoundError:
             pass
         platform.close()
+        run_dir.release()

@@ -19,6 +19,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
+from lambdalet.store.permissions import create_private
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 10_000
 _IMMEDIATE = "lambdalet_immediate"
@@ -95,6 +97,7 @@ def make_engine(url: str) -> Engine:
         engine = sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
         Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        create_private(Path(u.database))     # 0600 before SQLite makes it: its WAL and -shm copy the mode
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
     _sqlite_events(engine)
     return engine
