@@ -137,16 +137,17 @@ def test_a_fork_bomb_dies_within_a_second_of_its_timeout(server, lam):
 
     caller = threading.Thread(target=call)
     caller.start()
-    grew = wait_until(lambda: len(procs_of_uid(uid)) > 50, 0.95, 0.02)
+    most = 0
+    while caller.is_alive() and most <= 20:              # how far it got while it ran (the scan is slow)
+        most = max(most, len(procs_of_uid(uid)))
     caller.join(30)
     resp, payload = done["r"]
-    assert grew, "the bomb never grew: the test would prove nothing"
+    assert most > 20, f"the bomb never grew ({most} processes): the test would prove nothing"
     assert payload["errorType"] == "Sandbox.Timedout", payload
     gone = wait_until(lambda: not procs_of_uid(uid), 5, 0.01)
     t_gone = time.monotonic() - t0
     assert gone, f"{len(procs_of_uid(uid))} processes of uid {uid} outlived the timeout"
     # Timeout=1: the answer (after the kill) and the last process must come within 1 s of the deadline.
-    print("bomb timings", done["t"], t_gone)
     assert done["t"] < 2.0 and t_gone < 2.0, (done["t"], t_gone)
     assert "uid" in ok(lam, name)                           # the function still serves afterwards
 
