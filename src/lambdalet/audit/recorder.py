@@ -43,6 +43,7 @@ log = logging.getLogger("lambdalet.audit")
 
 _STOP = object()
 _FAILING_RETRY_S = 0.5
+_FAILING_CLOSE_S = 2.0
 _ITEM_BASE_BYTES = 1024          # the item dict, the context, the record built from it
 
 
@@ -110,6 +111,8 @@ class AuditRecorder:
         """Drain (for at most `timeout`, default close_timeout_s), commit, write the final digest,
         stop the thread, and say loudly what could not be written. Idempotent."""
         budget = self.close_timeout_s if timeout is None else float(timeout)
+        if self.failing:     # already failing: a few more attempts, not a long wait on a dead disk
+            budget = min(budget, _FAILING_CLOSE_S)
         with self._qlock:
             if self._closed:
                 return
@@ -269,7 +272,9 @@ class AuditRecorder:
 
     def _attempt(self, fn) -> bool:
         """Run one write, retrying until the batch deadline (or a close's deadline); attempts are
-        paced to one per _FAILING_RETRY_S while failing. True if it committed."""
+        paced to one per _FAILING_RETRY_S while failing, and a batch that starts while the store is
+        already failing gets one attempt (its waiters learn at once). True if it committed."""
+        single = self.failing
         deadline = time.monotonic() + self.batch_deadline_s
         if self._stop_deadline is not None:
             deadline = min(deadline, self._stop_deadline)
@@ -290,6 +295,8 @@ class AuditRecorder:
                     self.failing = True
                     log.error("audit writer: write failed (%s); recorded calls are refused until it recovers",
                               e, exc_info=True)
+                if single:
+                    return False
                 continue
             if self.failing:
                 self.failing = False
