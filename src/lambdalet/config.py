@@ -48,6 +48,8 @@ class Settings:
     request_body_timeout_s: float = 120.0   # and its body within this
     log_rate_kb: int = 1024              # function log output per function (log group), KiB/s (logs/quotas.py)
     log_account_mb: int = 4096           # stored function logs per account, MiB; the oldest go first
+    unpacked_mb: int = 8192              # unpacked code and layer sets on tmpfs, MiB, all accounts (invoke/unpacked.py)
+    unpacked_account_mb: int = 2048      # ... and per account
     audit_digest_interval_s: float = 3600.0      # a signed audit digest at least this often, even idle
     audit_digest_dir: Path | None = None         # digests also written here (another mount), audit/digest_files.py
 

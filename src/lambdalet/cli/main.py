@@ -68,6 +68,10 @@ def main() -> None:
               help="Log output a function may write, KiB/s; more is dropped with a line saying so.")
 @click.option("--log-account-mb", type=click.IntRange(1), default=4096, show_default=True,
               help="Stored function logs per account, MiB; past it the oldest are deleted.")
+@click.option("--unpacked-mb", type=click.IntRange(1), default=8192, show_default=True,
+              help="Unpacked code and layers kept on tmpfs for environments, MiB, all accounts together.")
+@click.option("--unpacked-account-mb", type=click.IntRange(1), default=2048, show_default=True,
+              help="The same per account; past it new environments answer 429 until others end.")
 @click.option("--request-body-timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
               help="Seconds for a request's body to arrive.")
 @click.option("--audit-digest-interval", type=click.FloatRange(0.1), default=3600.0, show_default=True,
@@ -84,7 +88,8 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
           runtimes_dir: Path | None = None, runtime_interpreters: tuple[str, ...] = (),
           database_url: str | None = None, sandbox_slots: int = 2, max_connections: int = 1000,
           max_unverified_body_mb: int = 256, request_head_timeout: float = 10.0,
-          request_body_timeout: float = 120.0, log_rate_kb: int = 1024, log_account_mb: int = 4096, audit_digest_interval: float = 3600.0,
+          request_body_timeout: float = 120.0, log_rate_kb: int = 1024, log_account_mb: int = 4096,
+          unpacked_mb: int = 8192, unpacked_account_mb: int = 2048, audit_digest_interval: float = 3600.0,
           audit_digest_dir: Path | None = None) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
@@ -100,6 +105,7 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         max_connections=max_connections, max_unverified_body_mb=max_unverified_body_mb,
                         request_head_timeout_s=request_head_timeout, request_body_timeout_s=request_body_timeout,
                         log_rate_kb=log_rate_kb, log_account_mb=log_account_mb,
+                        unpacked_mb=unpacked_mb, unpacked_account_mb=unpacked_account_mb,
                         audit_digest_interval_s=audit_digest_interval,
                         audit_digest_dir=audit_digest_dir.expanduser().resolve() if audit_digest_dir else None)
     run_server(settings)

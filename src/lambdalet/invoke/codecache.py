@@ -13,30 +13,31 @@ key is disabled but starts no new ones; an unpacked entry must not be a way arou
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import threading
-import uuid
 from pathlib import Path
-from typing import Callable
 
+from lambdalet.codepkg.archive import declared_size
 from lambdalet.codepkg.unpack import UNPACK_UID, unpack
+from lambdalet.invoke.unpacked import UnpackedBudget, UnpackedCache
 
 
 class CodeCache:
     keys = None    # kms.FunctionKeys (set by the wiring): opens and checks SourceKMSKeyArn packages
 
-    def __init__(self, root: Path, blobs, *, unpack_uid: int | None = UNPACK_UID):
-        self.root = root
+    def __init__(self, root: Path, blobs, *, unpack_uid: int | None = UNPACK_UID,
+                 budget: UnpackedBudget | None = None):
         self.blobs = blobs
         self.unpack_uid = unpack_uid
-        self._lock = threading.Lock()
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)   # only root (and its mounts) reach unpacked code
+        self.trees = UnpackedCache(root, budget)
+
+    @property
+    def root(self) -> Path:
+        return self.trees.root
 
     def path_for(self, sha256_hex: str, source_kms_key_arn: str | None = None, function_arn: str = "",
-                 kms_key_arn: str | None = None) -> Path:
-        """The read-only directory holding this package, unpacked on first use. With a
-        SourceKMSKeyArn: Lambda's KMS*Exception unless it (and KMSKeyArn, if any) is usable."""
+                 kms_key_arn: str | None = None, *, account_id: str = "", holder: object | None = None) -> Path:
+        """The read-only directory holding this package, unpacked on first use and leased to `holder`
+        (an environment) while it lives. With a SourceKMSKeyArn: Lambda's KMS*Exception unless it
+        (and KMSKeyArn, if any) is usable."""
         name, sealer = sha256_hex, None
         if source_kms_key_arn:
             if self.keys is None:
@@ -44,25 +45,12 @@ class CodeCache:
             self.keys.check_code_keys(source_kms_key_arn, kms_key_arn)
             sealer = self.keys.code_sealer(source_kms_key_arn, function_arn)
             name = f"{sha256_hex}-{hashlib.sha256(sealer.scope.encode()).hexdigest()[:16]}"
-        return build_once(self.root / name, self._lock, lambda tmp: unpack(
-            [self.blobs.get(sha256_hex, sealer) if sealer else self.blobs.get(sha256_hex)], tmp, uid=self.unpack_uid))
+
+        def prepare():
+            data = self.blobs.get(sha256_hex, sealer) if sealer else self.blobs.get(sha256_hex)
+            return declared_size(data), lambda tmp: unpack([data], tmp, uid=self.unpack_uid)
+
+        return self.trees.get(name, account_id, prepare, holder)
 
     def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def build_once(target: Path, lock: threading.Lock, build: Callable[[Path], None]) -> Path:
-    """`target`, built on first use by `build(tmp)` (tmp does not exist yet) and renamed into place,
-    so a reader never sees a half-built directory and concurrent first uses build it once."""
-    if target.is_dir():
-        return target
-    with lock:
-        if target.is_dir():
-            return target
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}"
-        try:
-            build(tmp)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        self.trees.clear()

@@ -176,10 +176,13 @@ class Invoker:
 
     def _start(self, target: Target):
         # First: a SourceKMSKeyArn that is not usable refuses the environment before credentials are issued.
-        code_dir = (self.code.path_for(target.code_sha256, target.code_kms_key_arn, target.function_arn,
-                                       target.kms_key_arn) if target.code_kms_key_arn
-                    else self.code.path_for(target.code_sha256))
-        layers_dir = self.layers.path_for(target.layers) if target.layers and self.layers is not None else None
+        # The unpacked trees are leased while the environment lives: `leases` is kept alive by a
+        # finalizer on the sandbox (below), or dropped with this frame if no sandbox comes to be.
+        leases = _Leases()
+        code_dir = self.code.path_for(target.code_sha256, target.code_kms_key_arn, target.function_arn,
+                                      target.kms_key_arn, account_id=target.account_id, holder=leases)
+        layers_dir = (self.layers.path_for(target.layers, account_id=target.account_id, holder=leases)
+                      if target.layers and self.layers is not None else None)
         env, expires = self._environment(target)
         spec = EnvironmentSpec(
             env_id=uuid.uuid4().hex[:16], account_id=target.account_id, function_name=target.function_name,
@@ -191,6 +194,7 @@ class Invoker:
             region=target.region or self.region)
         sink = self.logs.sink(target.account_id, spec.region, spec.log_group, spec.log_stream) if self.logs else None
         sandbox = self.backend.create(spec, log_sink=sink)
+        weakref.finalize(sandbox, _keep, leases)
         sandbox.api_forwarder = self.api_forwarder
         if expires is not None:
             self._expiry[sandbox] = expires
@@ -217,6 +221,14 @@ def pick_weighted(primary: str, weights: dict[str, float], rnd: Callable[[], flo
         if r < acc:
             return version
     return primary
+
+
+class _Leases:
+    """Holds an environment's leases on unpacked trees (invoke/unpacked.py) for as long as it lives."""
+
+
+def _keep(_leases: _Leases) -> None:
+    """The finalizer's callback: dropping its argument ends the leases."""
 
 
 def _client_context(raw: str | None) -> str | None:

@@ -13,29 +13,36 @@ directory is replaced by one, and a later layer's entry replaces what is at its 
 from __future__ import annotations
 
 import hashlib
-import shutil
-import threading
 from pathlib import Path
 from typing import Sequence
 
+from lambdalet.codepkg.archive import declared_size
 from lambdalet.codepkg.unpack import UNPACK_UID, unpack
-from lambdalet.invoke.codecache import build_once
+from lambdalet.invoke.unpacked import UnpackedBudget, UnpackedCache
 
 
 class LayerCache:
-    def __init__(self, root: Path, blobs, *, unpack_uid: int | None = UNPACK_UID):
-        self.root = Path(root)
+    def __init__(self, root: Path, blobs, *, unpack_uid: int | None = UNPACK_UID,
+                 budget: UnpackedBudget | None = None):
         self.blobs = blobs                      # blobs.BlobStore: layers are sealed under the platform key
         self.unpack_uid = unpack_uid
-        self._lock = threading.Lock()
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)   # only root (and its mounts) reach unpacked code
+        self.trees = UnpackedCache(root, budget)
 
-    def path_for(self, digests: Sequence[str]) -> Path:
-        """The read-only directory holding these layers merged in this order, built on first use."""
+    @property
+    def root(self) -> Path:
+        return self.trees.root
+
+    def path_for(self, digests: Sequence[str], *, account_id: str = "", holder: object | None = None) -> Path:
+        """The read-only directory holding these layers merged in this order, built on first use and
+        leased to `holder` (an environment) while it lives."""
         key = hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
-        return build_once(self.root / key, self._lock,
-                          lambda tmp: unpack([self.blobs.get(d) for d in digests], tmp, uid=self.unpack_uid))
+        def prepare():
+            archives = [self.blobs.get(d) for d in digests]
+            size = sum(declared_size(a) for a in archives)          # an upper bound: later layers replace
+            return size, lambda tmp: unpack(archives, tmp, uid=self.unpack_uid)
+
+        return self.trees.get(key, account_id, prepare, holder)
 
     def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.trees.clear()

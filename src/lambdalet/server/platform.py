@@ -17,6 +17,7 @@ from lambdalet.kms import FunctionKeys, KmsService
 from lambdalet.logs.quotas import LogQuotas
 from lambdalet.logs import LogsService, LogStore
 from lambdalet.invoke.codecache import CodeCache
+from lambdalet.invoke.unpacked import UnpackedBudget
 from lambdalet.invoke.concurrency import ConcurrencyLimiter
 from lambdalet.invoke.credentials import ExecutionRoles, ensure_default_role
 from lambdalet.invoke.invoker import Invoker
@@ -100,7 +101,12 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
                                host_runtimes=settings.host_runtimes(), slots=settings.sandbox_slots,
                                slot_ttl_s=settings.env_idle_ttl_s, slots_dir=str(settings.run_dir / "slots"))
     pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s)
-    return Invoker(TargetResolver(service.resolver, db), backend, CodeCache(settings.run_dir / "code", blobs), pool,
+    # Unpacked code and layer sets share one tmpfs budget, in all and per account (invoke/unpacked.py).
+    # An unleased tree is kept as long as an idle environment would be.
+    budget = UnpackedBudget(total_bytes=settings.unpacked_mb << 20, account_bytes=settings.unpacked_account_mb << 20,
+                            idle_s=settings.env_idle_ttl_s)
+    code = CodeCache(settings.run_dir / "code", blobs, budget=budget)
+    return Invoker(TargetResolver(service.resolver, db), backend, code, pool,
                    ConcurrencyLimiter(settings.concurrent_executions_limit), settings.region, logs=logs)
 
 
@@ -147,7 +153,8 @@ def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform
     if with_invoker:
         platform.invoker = build_invoker(settings, db, blobs, service, platform.logs)
         platform.invoker.code.keys = service.deps.kms       # SourceKMSKeyArn packages (invoke/codecache.py)
-        platform.invoker.layers = LayerCache(settings.run_dir / "layers", blobs)   # functions' layers, for /opt
+        platform.invoker.layers = LayerCache(settings.run_dir / "layers", blobs,     # functions' layers, for /opt
+                                             budget=platform.invoker.code.trees.budget)
         platform.events = build_async_events(db, keyring, platform.queues, platform.invoker, service.resolver,
                                              settings)
         platform.invoker.events = platform.events

@@ -17,16 +17,15 @@ a function's `Layers` are checked here, at deploy time, the same way (`Deps.auth
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import time
-import zipfile
 from functools import lru_cache
 from typing import Callable
 
 import sqlalchemy as sa
 
+from lambdalet.codepkg.archive import declared_size
 from lambdalet.codepkg.zipcheck import UNZIPPED_LIMIT, check_zipped_size, inspect_zip
 from lambdalet.crypto.tokens import make_token
 from lambdalet.iam.authz import request_context
@@ -466,12 +465,6 @@ def get_layer_version_policy(deps: Deps, ctx: RequestContext, params: dict) -> d
 # ---------------------------------------------------------------- functions' Layers
 
 
-def unzipped_size(data: bytes) -> int:
-    """Of a package that passed codepkg/zipcheck (which proved every header's size true)."""
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        return sum(i.file_size for i in zf.infolist())
-
-
 def check_total_size(function_unzipped: int, layers: list[dict]) -> None:
     """AWS's limit: a function's code and all its layers, unzipped, within 250 MB."""
     in_layers = sum(int(layer["UnzippedSize"]) for layer in layers)
@@ -486,7 +479,7 @@ def check_total_size(function_unzipped: int, layers: list[dict]) -> None:
 def check_code_fits(cfg: dict, data: bytes) -> None:
     """UpdateFunctionCode: the new package and the function's current layers stay within the limit."""
     if cfg.get("Layers"):
-        check_total_size(unzipped_size(data), cfg["Layers"])
+        check_total_size(declared_size(data), cfg["Layers"])
 
 
 def digests(cfg: dict) -> tuple[str, ...]:
@@ -548,5 +541,5 @@ def attach(deps: Deps, ctx: RequestContext, conn, scope: Scope, cfg: dict, param
     if not resolved:
         cfg.pop("Layers", None)
         return
-    check_total_size(unzipped_size(function_code()), resolved)
+    check_total_size(declared_size(function_code()), resolved)
     cfg["Layers"] = resolved
