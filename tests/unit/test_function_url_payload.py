@@ -1,5 +1,6 @@
 """Function URLs' pure mappings (api/function_url_payload.py): request -> event (payload format 2.0),
-result -> HTTP response, CORS; and the server certificate covering the URL hosts (server/tls.py)."""
+result -> HTTP response, CORS; what a response may do to its browser origin (api/function_url_origin.py);
+and the server certificate covering the URL hosts (server/tls.py)."""
 from __future__ import annotations
 
 import base64
@@ -8,8 +9,9 @@ import json
 import pytest
 from cryptography import x509
 
-from lambdalet.api.function_url_payload import (InvalidFunctionResponse, apply_cors, build_event, is_preflight,
-                                                map_response, preflight, request_time)
+from lambdalet.api.function_url_origin import host_style, path_style
+from lambdalet.api.function_url_payload import (HttpResult, InvalidFunctionResponse, apply_cors, build_event,
+                                                is_preflight, map_response, preflight, request_time)
 from lambdalet.server.tls import ensure_tls
 
 URL_ID = "abcdefghijklmnopqrstuvwxyz012345"
@@ -106,10 +108,54 @@ def test_base64_body_and_defaults():
 @pytest.mark.parametrize("desc", [{"statusCode": "200"}, {"statusCode": True}, {"statusCode": 99},
                                   {"statusCode": 200, "headers": ["x"]}, {"statusCode": 200, "cookies": "a=1"},
                                   {"statusCode": 200, "headers": {"x": {"nested": 1}}},
-                                  {"statusCode": 200, "isBase64Encoded": True, "body": "***"}])
+                                  {"statusCode": 200, "isBase64Encoded": True, "body": "***"},
+                                  # interim statuses are no final response (AWS: 502)
+                                  {"statusCode": 100}, {"statusCode": 101}, {"statusCode": 103}, {"statusCode": 199},
+                                  # header splitting, or bytes the server could not send
+                                  {"statusCode": 200, "headers": {"x": "a\r\nSet-Cookie: s=1"}},
+                                  {"statusCode": 200, "headers": {"bad name": "v"}},
+                                  {"statusCode": 200, "headers": {"x": "\u2603"}},
+                                  {"statusCode": 200, "cookies": ["a=1\nSet-Cookie: b=2"]}])
 def test_unusable_descriptions_are_refused(desc):
     with pytest.raises(InvalidFunctionResponse):
         map_response(json.dumps(desc).encode())
+
+
+def test_lowest_final_status_and_tab_in_a_value_are_fine():
+    r = map_response(json.dumps({"statusCode": 200, "headers": {"X-T": "a\tb"}}).encode())
+    assert r.status == 200 and r.header("x-t") == "a\tb"
+
+
+# ---------------------------------------------------------------- browser origins
+
+HOST = f"{URL_ID}.lambda-url.us-east-1.localhost"
+
+
+def _cookies(*values: str) -> HttpResult:
+    return HttpResult(200, [("content-type", "text/html")] + [("set-cookie", v) for v in values], b"<p>")
+
+
+def test_host_style_drops_cookies_scoped_beyond_the_urls_host():
+    r = host_style(_cookies("a=1; Path=/", f"b=2; Domain={HOST}", f"c=3; domain=.{HOST.upper()}; Secure",
+                            "d=4; Domain=lambda-url.us-east-1.localhost", "e=5; Domain=localhost",
+                            "f=6; Domain=.us-east-1.localhost", f"g=7; Domain={HOST}; Domain=localhost",
+                            "h=8; Domain=", "i=9; Domain=other.lambda-url.us-east-1.localhost"), HOST)
+    assert [v.split("=")[0] for k, v in r.headers if k == "set-cookie"] == ["a", "b", "c", "h"]
+    assert r.header("content-type") == "text/html" and r.header("content-security-policy") is None
+
+
+def test_path_style_sandboxes_and_confines_cookies():
+    prefix = f"/lambda-url/{URL_ID}"
+    r = path_style(HttpResult(200, [("content-type", "text/html"), ("content-security-policy", "default-src *"),
+                                    ("x-content-type-options", "sniff-please"), ("service-worker-allowed", "/"),
+                                    ("set-cookie", "a=1; Domain=127.0.0.1; Path=/; HttpOnly"),
+                                    ("set-cookie", "b=2"), ("set-cookie", "c=3; path=/app; SameSite=Lax"),
+                                    ("set-cookie", "d=4; Path=/x; Path=../../other"),
+                                    ("set-cookie2", "e=5; Version=1")], b"<script>x()</script>"), URL_ID)
+    assert r.headers == [("content-type", "text/html"), ("content-security-policy", "default-src *"),
+                         ("set-cookie", f"a=1; HttpOnly; Path={prefix}"), ("set-cookie", f"b=2; Path={prefix}"),
+                         ("set-cookie", f"c=3; SameSite=Lax; Path={prefix}/app"), ("set-cookie", f"d=4; Path={prefix}"),
+                         ("content-security-policy", "sandbox"), ("x-content-type-options", "nosniff")]
 
 
 # ---------------------------------------------------------------- CORS

@@ -3,10 +3,12 @@ says, turn the request into the function's event, invoke it synchronously throug
 concurrency limits, environments and logs as Invoke), and turn the result into the HTTP response.
 
 Two ways in, on this server's own port (ApiApp's internal routes, ahead of the AWS APIs):
-- virtual host: `Host: <url-id>.lambda-url.<region>.localhost[:port]`, as AWS's
-  `<url-id>.lambda-url.<region>.on.aws`; the server certificate covers `*.lambda-url.<region>.localhost`;
-- path style, for clients that cannot resolve *.localhost: `https://<host>:<port>/lambda-url/<url-id>/<path>`
-  (the function sees `/<path>` as rawPath).
+- virtual host, the default (the FunctionUrl the API reports): `Host: <url-id>.lambda-url.<region>.localhost[:port]`,
+  as AWS's `<url-id>.lambda-url.<region>.on.aws`, an origin of its own per URL; the server certificate
+  covers `*.lambda-url.<region>.localhost`;
+- path style, a non-browser fallback for clients that cannot resolve *.localhost:
+  `https://<host>:<port>/lambda-url/<url-id>/<path>` (the function sees `/<path>` as rawPath). Every URL
+  shares one origin there, so responses are sandboxed and cookies confined (api/function_url_origin.py).
 
 Auth (urls-auth): AWS_IAM needs a SigV4 signature for service `lambda` in the URL's region and
 `lambda:InvokeFunctionUrl` on the function (or alias) ARN, with `lambda:FunctionUrlAuthType` =
@@ -31,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Host, Route, Router
 
+from lambdalet.api import function_url_origin as origin
 from lambdalet.api import sigv4
 from lambdalet.api.function_url_payload import (HttpResult, InvalidFunctionResponse, apply_cors, build_event,
                                                 combine_headers, is_preflight, map_response, preflight)
@@ -41,7 +44,7 @@ from lambdalet.services.function_urls import url_host
 
 log = logging.getLogger("lambdalet.function_url")
 
-PATH_PREFIX = "/lambda-url"
+PATH_PREFIX = origin.PATH_PREFIX
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]   # what a function URL accepts
 ANONYMOUS = Caller(account_id="", principal_arn="anonymous", access_key_id="")
 FORBIDDEN = ("Forbidden", "AccessDeniedException")     # every refusal and an unknown url-id alike
@@ -93,6 +96,8 @@ class FunctionUrlFront:
         except Exception:      # never a stack trace to a URL's caller
             log.exception("function URL request %s failed", request_id)
             result = _json(500, "Internal Server Error")
+        # What a browser lets the response do to its origin: the URL's own host, or the shared one.
+        result = origin.host_style(result, domain) if domain else origin.path_style(result, url_id)
         response = Response(result.body, status_code=result.status)
         for name, value in result.headers:
             response.headers.append(name, value)

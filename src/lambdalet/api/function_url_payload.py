@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -25,6 +26,10 @@ _TEXT_TYPES = ("application/json", "application/javascript", "application/ecmasc
                "application/x-yaml", "application/x-ndjson")
 # Computed by the server for the response it sends, never taken from the function's description.
 _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"})
+# What HTTP allows in a header's name (a token) and value (no control characters but tab, one byte per
+# character); anything else would make the server drop the connection mid-response.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 
 
 class InvalidFunctionResponse(ValueError):
@@ -117,10 +122,21 @@ def build_event(*, url_id: str, domain_name: str, method: str, raw_path: str, ra
 
 def _header_value(value: Any) -> str:
     if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    raise InvalidFunctionResponse("header values must be strings")
+        value = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidFunctionResponse("header values must be strings")
+    if _BAD_VALUE.search(value):
+        raise InvalidFunctionResponse("a header value holds a character HTTP does not allow")
+    return value
+
+
+def _header_name(name: Any) -> str:
+    name = str(name)
+    if not _TOKEN.fullmatch(name):
+        raise InvalidFunctionResponse(f"{name!r} is not a valid header name")
+    return name.lower()
 
 
 def map_response(payload: bytes) -> HttpResult:
@@ -132,19 +148,20 @@ def map_response(payload: bytes) -> HttpResult:
     if not (isinstance(value, dict) and "statusCode" in value):
         return HttpResult(200, [("content-type", "application/json")], payload)
     status = value["statusCode"]
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise InvalidFunctionResponse("statusCode must be an integer HTTP status")
+    # 1xx are interim responses, never a final one: AWS answers 502 for them too.
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        raise InvalidFunctionResponse("statusCode must be an integer final HTTP status (200-599)")
     headers = value.get("headers") or {}
     if not isinstance(headers, dict):
         raise InvalidFunctionResponse("headers must be an object")
-    out = [(str(k).lower(), _header_value(v)) for k, v in headers.items()
+    out = [(_header_name(k), _header_value(v)) for k, v in headers.items()
            if v is not None and str(k).lower() not in _HOP_BY_HOP]
     if not any(k == "content-type" for k, _ in out):
         out.insert(0, ("content-type", "application/json"))
     cookies = value.get("cookies") or []
     if not isinstance(cookies, list) or not all(isinstance(c, str) for c in cookies):
         raise InvalidFunctionResponse("cookies must be a list of strings")
-    out += [("set-cookie", c) for c in cookies]
+    out += [("set-cookie", _header_value(c)) for c in cookies]
     body = value.get("body")
     if body is None:
         raw = b""
