@@ -182,3 +182,28 @@ def test_digest_file_written_first_and_withdrawn_when_the_row_fails(env):
     report = verify_trail(db, keyring, load_public_key(tmp / "audit" / PUBLIC_FILE), running=False,
                           digest_dir=digest_dir)
     assert report.ok, report.summary()
+
+
+def test_a_digest_file_whose_row_never_committed_is_adopted_at_the_next_start(env, monkeypatch):
+    """A crash between writing a digest's file and committing its row: the next start commits the
+    row as signed (it continues the chain), so the directory and the database agree again."""
+    db, keyring, tmp = env
+    digest_dir = tmp / "digests"
+    rec = AuditRecorder(db, keyring, tmp / "audit", digest_interval_s=3600, digest_dir=digest_dir).start()
+    submit(rec)
+    assert rec.flush(digest=True)
+    from lambdalet.audit import digest_files
+    monkeypatch.setattr(digest_files, "remove", lambda path: None)        # the process dies before withdrawing it
+    submit(rec)
+    assert rec.flush()
+    rec._closed = True                                                     # crashed: no close(), no final digest
+    rec._writer._insert_digest = lambda *a: (_ for _ in ()).throw(SystemError("killed"))
+    with pytest.raises(SystemError):
+        rec._writer.write_digest()                                         # the file is written, then the crash
+    monkeypatch.undo()
+    assert len(list(digest_dir.rglob("*.json"))) == 2 and count(db, audit_digests) == 1
+    AuditRecorder(db, keyring, tmp / "audit", digest_interval_s=3600, digest_dir=digest_dir).start().close()
+    assert count(db, audit_digests) == 3                                   # adopted, then the final one
+    report = verify_trail(db, keyring, load_public_key(tmp / "audit" / PUBLIC_FILE), running=False,
+                          digest_dir=digest_dir)
+    assert report.ok, report.summary()

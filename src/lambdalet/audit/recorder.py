@@ -223,8 +223,9 @@ class AuditRecorder:
             items, markers, stop = self._take(first)
             try:
                 self._write(items)
-                if stop:
-                    self._attempt(lambda: self._writer.write_digest(final=True))
+                if stop and not self._attempt(lambda: self._writer.write_digest(final=True)):
+                    log.error("audit: the final digest could not be written; `lambdalet audit verify` will report "
+                              "the trail's end as a gap (as after a crash)")
                 elif (self._writer.pending >= self.digest_every or time.monotonic() >= self._next_digest
                       or (self._writer.pending and any(m.digest for m in markers))):
                     self._digest()
