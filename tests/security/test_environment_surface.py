@@ -163,12 +163,15 @@ def handler(event, context):
 def test_the_mount_table_names_no_checkout_or_slot_path(server, lam):
     """The runtime's own files are copied into the environment's root (no bind from the checkout) and a
     slot's mount points are a tmpfs of their own (no host path naming the instance). What still shows is
-    in docs/threat-model.md: the interpreter's prefix (/var/lang) and the unpacked code's path."""
+    in docs/threat-model.md: the interpreter's prefix (/var/lang)."""
     text = ok(lam, create(lam, MOUNTINFO, prefix="mounts"))["mountinfo"]
     checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert checkout not in text, text
     assert "/var/runtime" not in text, text                # not a mount at all: files in the root tmpfs
     assert "/slots/" not in text and "/root-slots/" not in text, text
+    # Unpacked code and layers live on tmpfs mounts of their own (invoke/unpacked.py): no instance id.
+    from lambdalet.config import Settings
+    assert Settings(data_dir=server.data_dir).instance_id not in text, text
     for line in text.splitlines():
         fields = line.split()
         if fields[4] in ("/opt", "/tmp") and "tmp" not in fields[-2:]:

@@ -159,6 +159,12 @@ def declared_size(data: bytes) -> int:
         return sum(info.file_size for info in zf.infolist())
 
 
+def footprint(data: bytes, page: int = 4096) -> int:
+    """What an archive takes unpacked on tmpfs: whole pages per file, one per directory and link."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return sum(-(-info.file_size // page) * page or page for info in zf.infolist())
+
+
 def file_mode(entry: Entry) -> int:
     """The mode an unpacked file gets: Lambda keeps the zip's permission bits, made readable (and,
     if the owner may execute, executable) by every environment's uid; never setuid/setgid/sticky."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from lambdalet.codepkg.archive import declared_size
+from lambdalet.codepkg.archive import footprint
 from lambdalet.codepkg.unpack import UNPACK_UID, unpack
 from lambdalet.invoke.unpacked import UnpackedBudget, UnpackedCache
 
@@ -24,10 +24,10 @@ class CodeCache:
     keys = None    # kms.FunctionKeys (set by the wiring): opens and checks SourceKMSKeyArn packages
 
     def __init__(self, root: Path, blobs, *, unpack_uid: int | None = UNPACK_UID,
-                 budget: UnpackedBudget | None = None):
+                 budget: UnpackedBudget | None = None, own_fs: bool = False):
         self.blobs = blobs
         self.unpack_uid = unpack_uid
-        self.trees = UnpackedCache(root, budget)
+        self.trees = UnpackedCache(root, budget, own_fs=own_fs)
 
     @property
     def root(self) -> Path:
@@ -48,7 +48,7 @@ class CodeCache:
 
         def prepare():
             data = self.blobs.get(sha256_hex, sealer) if sealer else self.blobs.get(sha256_hex)
-            return declared_size(data), lambda tmp: unpack([data], tmp, uid=self.unpack_uid)
+            return footprint(data), lambda tmp: unpack([data], tmp, uid=self.unpack_uid)
 
         return self.trees.get(name, account_id, prepare, holder)
 

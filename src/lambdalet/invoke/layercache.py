@@ -16,17 +16,17 @@ import hashlib
 from pathlib import Path
 from typing import Sequence
 
-from lambdalet.codepkg.archive import declared_size
+from lambdalet.codepkg.archive import footprint
 from lambdalet.codepkg.unpack import UNPACK_UID, unpack
 from lambdalet.invoke.unpacked import UnpackedBudget, UnpackedCache
 
 
 class LayerCache:
     def __init__(self, root: Path, blobs, *, unpack_uid: int | None = UNPACK_UID,
-                 budget: UnpackedBudget | None = None):
+                 budget: UnpackedBudget | None = None, own_fs: bool = False):
         self.blobs = blobs                      # blobs.BlobStore: layers are sealed under the platform key
         self.unpack_uid = unpack_uid
-        self.trees = UnpackedCache(root, budget)
+        self.trees = UnpackedCache(root, budget, own_fs=own_fs)
 
     @property
     def root(self) -> Path:
@@ -39,7 +39,7 @@ class LayerCache:
 
         def prepare():
             archives = [self.blobs.get(d) for d in digests]
-            size = sum(declared_size(a) for a in archives)          # an upper bound: later layers replace
+            size = sum(footprint(a) for a in archives)          # an upper bound: later layers replace
             return size, lambda tmp: unpack(archives, tmp, uid=self.unpack_uid)
 
         return self.trees.get(key, account_id, prepare, holder)

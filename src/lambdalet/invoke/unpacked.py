@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from lambdalet.models.errors import TooManyRequestsException
+from lambdalet.sandbox import mounts
 
 log = logging.getLogger("lambdalet.invoke")
 
@@ -114,15 +115,24 @@ class _Entry:
 
 
 class UnpackedCache:
-    """One directory of built trees, by name, under `root` (0700: only root and its mounts reach it)."""
+    """One directory of built trees, by name, under `root` (0700: only root and its mounts reach it).
+    With `own_fs` (root only), `root` is a tmpfs of its own, sized to the total budget: an environment's
+    mount table then names its tree as "/<name>", not a host path with this server's instance id.
+    It must be mounted before the sandbox's fork server copies the host's mount table."""
 
-    def __init__(self, root: Path, budget: UnpackedBudget | None = None):
+    def __init__(self, root: Path, budget: UnpackedBudget | None = None, *, own_fs: bool = False):
         self.root = Path(root)
         self.budget = budget or UnpackedBudget()
         self.entries: dict[str, _Entry] = {}
         self._build_lock = threading.Lock()
-        shutil.rmtree(self.root, ignore_errors=True)     # an earlier run's trees: unaccounted, unleased
+        self._own_fs = own_fs
+        # An earlier run's trees (a killed server's tmpfs may still be mounted): unaccounted, unleased.
+        while os.path.ismount(self.root):
+            mounts.unmount(str(self.root))
+        shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True, mode=0o700)
+        if own_fs:
+            mounts.mount_private_tmpfs(str(self.root), self.budget.total_bytes)
         with self.budget.lock:
             self.budget.caches.append(self)
 
@@ -189,4 +199,7 @@ class UnpackedCache:
             for name in list(self.entries):
                 entry = self.entries.pop(name)
                 self.budget.refund(entry.account_id, entry.size)
+            if self._own_fs:
+                self._own_fs = False
+                mounts.unmount(str(self.root))
             shutil.rmtree(self.root, ignore_errors=True)

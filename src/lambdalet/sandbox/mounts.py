@@ -94,6 +94,19 @@ def mount_tmpfs(dst: str, size_mb: int) -> None:
          f"mount tmpfs {dst}")
 
 
+def mount_private_tmpfs(dst: str, size_bytes: int, name: str = "unpacked") -> None:
+    """A root-only (0700) tmpfs of `size_bytes` at `dst`: trees bound from it into environments show
+    "/<tree>" as their root in /proc/self/mountinfo, not the host path naming this server's instance,
+    and the kernel holds it to its size whatever the accounting above it believes."""
+    _chk(libc.mount(_b(name), _b(dst), b"tmpfs", MS_NOSUID | MS_NODEV, _b(f"size={int(size_bytes)},mode=700")),
+         f"mount tmpfs {dst}")
+
+
+def unmount(dst: str) -> None:
+    """Detach the mount at `dst` (lazily: a tree still bound somewhere stays until that ends)."""
+    _chk(libc.umount2(_b(dst), MNT_DETACH), f"umount {dst}")
+
+
 def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,14 @@ def open_keyring(settings: Settings) -> Keyring:
 
 def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: LambdaService,
                   logs: LogStore | None = None) -> Invoker:
+    # Unpacked code and layer sets share one tmpfs budget, in all and per account (invoke/unpacked.py);
+    # an unleased tree is kept as long as an idle environment would be. Their file systems are mounted
+    # before the sandbox's fork server copies the host's mount table.
+    budget = UnpackedBudget(total_bytes=settings.unpacked_mb << 20, account_bytes=settings.unpacked_account_mb << 20,
+                            idle_s=settings.env_idle_ttl_s)
+    own_fs = settings.sandbox != "process" and os.geteuid() == 0
+    code = CodeCache(settings.run_dir / "code", blobs, budget=budget, own_fs=own_fs)
+    layers = LayerCache(settings.run_dir / "layers", blobs, budget=budget, own_fs=own_fs)
     if settings.sandbox == "process":
         log.warning("SANDBOX DISABLED (--sandbox process): function code runs as an ordinary process of this "
                     "server, NOT isolated from the host or from other functions. Never run untrusted code this way.")
@@ -101,13 +110,10 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
                                host_runtimes=settings.host_runtimes(), slots=settings.sandbox_slots,
                                slot_ttl_s=settings.env_idle_ttl_s, slots_dir=str(settings.run_dir / "slots"))
     pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s)
-    # Unpacked code and layer sets share one tmpfs budget, in all and per account (invoke/unpacked.py).
-    # An unleased tree is kept as long as an idle environment would be.
-    budget = UnpackedBudget(total_bytes=settings.unpacked_mb << 20, account_bytes=settings.unpacked_account_mb << 20,
-                            idle_s=settings.env_idle_ttl_s)
-    code = CodeCache(settings.run_dir / "code", blobs, budget=budget)
-    return Invoker(TargetResolver(service.resolver, db), backend, code, pool,
-                   ConcurrencyLimiter(settings.concurrent_executions_limit), settings.region, logs=logs)
+    invoker = Invoker(TargetResolver(service.resolver, db), backend, code, pool,
+                      ConcurrencyLimiter(settings.concurrent_executions_limit), settings.region, logs=logs)
+    invoker.layers = layers                           # functions' layers, for /opt
+    return invoker
 
 
 def build_kms(db: Database, keyring: Keyring, settings: Settings, service: LambdaService) -> KmsService:
@@ -153,8 +159,6 @@ def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform
     if with_invoker:
         platform.invoker = build_invoker(settings, db, blobs, service, platform.logs)
         platform.invoker.code.keys = service.deps.kms       # SourceKMSKeyArn packages (invoke/codecache.py)
-        platform.invoker.layers = LayerCache(settings.run_dir / "layers", blobs,     # functions' layers, for /opt
-                                             budget=platform.invoker.code.trees.budget)
         platform.events = build_async_events(db, keyring, platform.queues, platform.invoker, service.resolver,
                                              settings)
         platform.invoker.events = platform.events
