@@ -69,7 +69,9 @@ def test_code_location_token_opens_with_the_code_url_key(env):
     env.create("fn", Code={"ZipFile": data})
     token = env.call("get_function", FunctionName="fn")["Code"]["Location"].split("token=", 1)[1]
     claims = read_token(env.keyring.derive_key("code-url"), token)
-    assert claims == {"a": ACCOUNT, "s": hashlib.sha256(data).hexdigest()}
+    # Bound to this creation of the function (its internal id) and version (api/code_download.py).
+    assert claims.keys() == {"a", "s", "i", "v"} and claims["v"] == "$LATEST" and len(claims["i"]) == 36
+    assert (claims["a"], claims["s"]) == (ACCOUNT, hashlib.sha256(data).hexdigest())
     assert env.blobs.get(claims["s"]) == data
 
 

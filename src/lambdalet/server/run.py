@@ -124,7 +124,7 @@ def serve(settings: Settings) -> None:
                  limits=RequestLimits(unverified_body_bytes=settings.max_unverified_body_mb << 20,
                                       body_timeout_s=settings.request_body_timeout_s),
                  internal_routes=[code_route(platform.keyring, platform.blobs,
-                                             platform.lambda_service.deps.kms), *url_routes])
+                                             platform.lambda_service.deps.kms, platform.db), *url_routes])
     if platform.schedules is not None:     # EventBridge Scheduler subset (lambdalet/schedules)
         from lambdalet.schedules import SchedulerProtocol
         app.services["scheduler"] = ServiceBinding(SchedulerProtocol(load_service_model("scheduler")),

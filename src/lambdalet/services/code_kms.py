@@ -53,11 +53,12 @@ def record(cfg: dict, key_arn: str | None) -> None:
 
 
 def code_section(deps: Deps, ctx: RequestContext, function_arn: str, sha256_hex: str, cfg: dict,
-                 ttl_s: int) -> dict:
+                 ttl_s: int, *, function_id: str, version: str) -> dict:
     """GetFunction's Code: a download URL; with a SourceKMSKeyArn, only for a caller who may decrypt
-    with an Enabled key (otherwise AWS reports the KMS error in Code.Error and gives no Location)."""
+    with an Enabled key (otherwise AWS reports the KMS error in Code.Error and gives no Location).
+    The URL is bound to the version's current code (api/code_download.py refuses it once changed)."""
     out: dict = {"RepositoryType": "S3"}
-    claims = {"a": ctx.account_id, "s": sha256_hex}
+    claims = {"a": ctx.account_id, "s": sha256_hex, "i": function_id, "v": version}
     key_arn = cfg.get(CONFIG_MEMBER)
     if key_arn:
         out["SourceKMSKeyArn"] = key_arn

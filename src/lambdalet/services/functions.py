@@ -124,7 +124,8 @@ def get_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         fn_tags = tags.read_tags(conn, scope.function_arn(fn.name))
     # After the read: with a SourceKMSKeyArn this asks KMS (its own read) whether the caller may decrypt.
     out["Code"] = code_kms.code_section(deps, ctx, scope.function_arn(fn.name), row.code_sha256,
-                                        records.config_of(row), CODE_URL_TTL_S)
+                                        records.config_of(row), CODE_URL_TTL_S, function_id=fn.id,
+                                        version=row.version)
     if fn_tags:
         out["Tags"] = fn_tags
     if fn.reserved_concurrency is not None:

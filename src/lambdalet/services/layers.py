@@ -163,16 +163,18 @@ def _item(scope: Scope, name: str, row) -> dict:
     return out
 
 
-def _location(deps: Deps, ctx: RequestContext, scope: Scope, sha256_hex: str) -> str:
-    """A download URL like GetFunction's Code.Location (same key and token, served by api/code_download.py)."""
-    token = make_token(deps.keyring.derive_key("code-url"), {"a": scope.account_id, "s": sha256_hex}, CODE_URL_TTL_S)
+def _location(deps: Deps, ctx: RequestContext, scope: Scope, row) -> str:
+    """A download URL like GetFunction's Code.Location (same key and token, served by api/code_download.py),
+    honoured while this layer version exists."""
+    token = make_token(deps.keyring.derive_key("code-url"),
+                       {"a": scope.account_id, "s": row.code_sha256, "l": row.id}, CODE_URL_TTL_S)
     return f"{ctx.base_url}/_lambdalet/code?token={token}"
 
 
 def _full(deps: Deps, ctx: RequestContext, scope: Scope, name: str, row) -> dict:
     out = _item(scope, name, row)
     out["LayerArn"] = layer_arn(scope, name)
-    out["Content"] = {"Location": _location(deps, ctx, scope, row.code_sha256),
+    out["Content"] = {"Location": _location(deps, ctx, scope, row),
                       "CodeSha256": code_sha256_b64(row.code_sha256), "CodeSize": row.code_size}
     return out
 
