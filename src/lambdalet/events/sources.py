@@ -334,17 +334,34 @@ class ExternalQueueError(AwsError):
     status = 502
 
 
-def _aws_error(e: Exception, what: str) -> AwsError:
+def _without_endpoint(text: str, endpoint_url: str | None) -> str:
+    """The operator's endpoint (its URL, host and port) is not the tenant's to see (issue 21.9)."""
+    if endpoint_url:
+        from urllib.parse import urlsplit
+        netloc = urlsplit(endpoint_url).netloc
+        # A bare one-label host ("sqs") would also match ordinary words; a URL or host:port never does.
+        for secret in (endpoint_url, endpoint_url.rstrip("/"), netloc if "." in netloc or ":" in netloc else ""):
+            if secret:
+                text = text.replace(secret, "<endpoint>")
+    return text
+
+
+def _aws_error(e: Exception, what: str, endpoint_url: str | None = None) -> AwsError:
+    """The error a tenant sees (CreateEventSourceMapping, LastProcessingResult): the remote's code and
+    message without the endpoint's address; a transport failure by its kind only (the operator's log
+    has the details)."""
     from botocore.exceptions import ClientError
     if isinstance(e, ClientError):
         err = e.response.get("Error", {})
-        out = ExternalQueueError(f"{what}: {err.get('Code', 'Error')}: {err.get('Message', '')}")
+        message = _without_endpoint(str(err.get("Message", "")), endpoint_url)
+        out = ExternalQueueError(f"{what}: {err.get('Code', 'Error')}: {message}")
         out.code = str(err.get("Code") or "ServiceException")
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 502
         out.status = int(status)
         out.sender_fault = out.status < 500
         return out
-    return ExternalQueueError(f"{what}: {type(e).__name__}: {e}")
+    log.warning("external queue endpoint %s: %s failed: %s: %s", endpoint_url, what, type(e).__name__, e)
+    return ExternalQueueError(f"{what}: the queue's endpoint could not be reached ({type(e).__name__})")
 
 
 def _is_missing_queue(e: AwsError) -> bool:
@@ -372,6 +389,7 @@ class ExternalSqsSource:
         self._client = None
         self._fingerprint: tuple | None = None
         self._url: str | None = None
+        self._endpoint_url: str | None = None     # kept out of the errors a tenant sees
         self._vt: tuple[float, int] | None = None
 
     # ---- plumbing
@@ -387,6 +405,7 @@ class ExternalSqsSource:
             if self._client is None or self._fingerprint != ep.fingerprint:
                 self._client = self._client_factory(ep, self.region)
                 self._fingerprint = ep.fingerprint
+                self._endpoint_url = ep.url
                 self._url = None
             return self._client
 
@@ -396,7 +415,7 @@ class ExternalSqsSource:
             try:
                 self._url = client.get_queue_url(QueueName=self.name, QueueOwnerAWSAccountId=self.account)["QueueUrl"]
             except Exception as e:
-                raise _aws_error(e, f"GetQueueUrl {self.arn}") from None
+                raise _aws_error(e, f"GetQueueUrl {self.arn}", self._endpoint_url) from None
         return self._url
 
     def _call(self, op: str, **kw):
@@ -405,7 +424,7 @@ class ExternalSqsSource:
         try:
             return getattr(client, op)(QueueUrl=url, **kw)
         except Exception as e:
-            err = _aws_error(e, f"{op} {self.arn}")
+            err = _aws_error(e, f"{op} {self.arn}", self._endpoint_url)
             if _is_missing_queue(err):
                 self._url = None          # deleted and created again: look the URL up next time
             raise err from None
