@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Host, Match
 
 from lambdalet.api import audit_hook, sigv4
-from lambdalet.api.threads import WorkerThreads
+from lambdalet.api.threads import AccountShares, WorkerThreads
 from lambdalet.api.protocol import WireRequest, WireResponse, generic_error
 from lambdalet.models.context import Caller, RequestContext
 from lambdalet.models.errors import (
@@ -37,9 +37,11 @@ log = logging.getLogger("lambdalet.api")
 
 # The largest request AWS accepts for a direct zip upload (CreateFunction / UpdateFunctionCode).
 MAX_REQUEST_BYTES = 70_167_211
-# Operations run in worker threads and long polls (SQS ReceiveMessage, up to 20 s) sleep in theirs,
-# so there must be far more than anyio's default of 40 or they would starve every other call.
+# Operations run in worker threads; long polls wait on the event loop (api/threads.py), but a
+# synchronous Invoke holds its thread for the whole invocation: far more than anyio's default of 40,
+# and one account holds at most a quarter of them (issue 21.7).
 WORKER_THREADS = 512
+SYNC_INVOKES_PER_ACCOUNT = WORKER_THREADS // 4
 
 
 class RequestEntityTooLargeException(AwsError):
@@ -75,9 +77,10 @@ class ServiceBinding:
         self.implementations = implementations
 
     def handler_for(self, operation_name: str) -> Callable | None:
+        """`<operation>_deferrable` first: a variant that may answer a wait to await on the event loop."""
         attr = snake_case(operation_name)
         for impl in self.implementations:
-            method = getattr(impl, attr, None)
+            method = getattr(impl, attr + "_deferrable", None) or getattr(impl, attr, None)
             if method is not None:
                 return method
         return None
@@ -110,6 +113,7 @@ class ApiApp:
         self.internal_routes = list(internal_routes or [])
         self._route_hints = [_route_hint(r) for r in self.internal_routes]
         self.workers = WorkerThreads(WORKER_THREADS)
+        self.sync_invokes = AccountShares(SYNC_INVOKES_PER_ACCOUNT)
         self._starlette = Starlette(routes=self.internal_routes, lifespan=self._lifespan)
         self.asgi = self        # the ASGI callable (an instance: uvicorn detects ASGI 3 by its __call__)
 
@@ -225,7 +229,7 @@ class ApiApp:
                 params = binding.protocol.parse(op, wire, labels)
                 return self._call(service, op, binding.handler_for(op.name), ctx, params)
 
-            result = await self.workers.run(authenticated_call)
+            result = await self.workers.run_deferrable(authenticated_call)
             out = binding.protocol.serialize(op, result)
         except _ClientGone:
             return                     # nobody to answer (nothing ran: the body was still arriving)
@@ -269,6 +273,9 @@ class ApiApp:
         if method is None:
             raise _not_implemented(op)
         audit_hook.admit(service, op.name)     # not run at all when its record could not be kept
+        if service == "lambda" and op.name == "Invoke" and params.get("InvocationType") in (None, "RequestResponse"):
+            with self.sync_invokes.hold(ctx.account_id):     # holds this worker thread until it returns
+                return method(ctx, params)
         return method(ctx, params)
 
     def _audit(self, source_ip: str, user_agent: str, ctx, service, wire, op, params, result, error,

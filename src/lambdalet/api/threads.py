@@ -3,18 +3,29 @@
 Why not anyio's `to_thread` (what Starlette's `run_in_threadpool` uses): on the warm Invoke path its
 bookkeeping (task and backend lookups, a cancel scope, a capacity limiter) was ~13% of the server's
 GIL time, more than the rest of the hop. Here a call costs a queue put, one future and one
-`call_soon_threadsafe`. Threads are daemons started on demand up to `limit` and reused, so a long
-poll (SQS ReceiveMessage waits up to 20 s in its thread) never holds up the server's exit; calls
+`call_soon_threadsafe`. Threads are daemons started on demand up to `limit` and reused; calls
 beyond the limit wait in the queue.
+
+The pool serves every account, so nothing may hold one of its threads per waiter (issue 21.7):
+- a wait (SQS ReceiveMessage's long poll) is awaited on the event loop: `run_deferrable` lets an
+  operation answer a deferred result (anything with an async `ready_on_loop()`, queues/longpoll.py),
+  awaits it, then runs what it hands back in a worker;
+- a call that must hold its thread for long (a synchronous Invoke) takes one of its account's
+  `AccountShares` first: one account cannot take more than a share of the pool.
 """
 from __future__ import annotations
 
 import asyncio
 import queue
 import threading
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from lambdalet.models.errors import TooManyRequestsException
 
 _STOP = object()
+# Lambda's Reason for an account past its concurrency: what a synchronous Invoke past its share gets.
+ACCOUNT_EXCEEDED = "ConcurrentInvocationLimitExceeded"
 
 
 class WorkerThreads:
@@ -45,6 +56,14 @@ class WorkerThreads:
                 self._backlog += 1
         self._q.put((loop, fut, fn))
         return await fut
+
+    async def run_deferrable(self, fn: Callable[[], Any]) -> Any:
+        """`run(fn)`; while the answer is deferred (has `ready_on_loop`), await it on this loop with
+        no thread held, then run the callable it returns in a worker."""
+        result = await self.run(fn)
+        while (ready := getattr(result, "ready_on_loop", None)) is not None:
+            result = await self.run(await ready())
+        return result
 
     def close(self) -> None:
         """Idle threads exit; busy ones finish their call first. Later calls are refused."""
@@ -80,6 +99,40 @@ class WorkerThreads:
             except RuntimeError:               # the loop is closed (server exit): nobody is waiting
                 pass
             del item, fut, fn, result, error
+
+
+class AccountShares:
+    """At most `per_account` long-held calls of one account at a time (synchronous Invokes hold a
+    worker thread for the whole invocation). Past it: 429 TooManyRequestsException with Lambda's
+    Reason ConcurrentInvocationLimitExceeded, which SDKs retry; the account's concurrency limit,
+    lower by default in most setups, is enforced by the invoker as before."""
+
+    def __init__(self, per_account: int):
+        self.per_account = max(1, int(per_account))
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    @contextmanager
+    def hold(self, account_id: str) -> Iterator[None]:
+        with self._lock:
+            n = self._held.get(account_id, 0)
+            if n >= self.per_account:
+                raise TooManyRequestsException("Rate Exceeded.", extra={"Reason": ACCOUNT_EXCEEDED},
+                                               headers={"Retry-After": "1"})
+            self._held[account_id] = n + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                n = self._held[account_id] - 1
+                if n:
+                    self._held[account_id] = n
+                else:
+                    del self._held[account_id]
+
+    def held(self, account_id: str) -> int:
+        with self._lock:
+            return self._held.get(account_id, 0)
 
 
 def _settle(fut: asyncio.Future, result: Any, error: BaseException | None) -> None:

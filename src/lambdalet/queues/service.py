@@ -38,6 +38,8 @@ from lambdalet.models.context import RequestContext
 from lambdalet.queues import errors as E
 from lambdalet.queues import fifo
 from lambdalet.queues import policy as queue_policy
+from lambdalet.queues.longpoll import LongPoll
+from lambdalet.queues.longpoll import settle as settle_long_poll
 from lambdalet.queues.storage import QueueSignals, claim_messages, durable_write, next_visible_at
 from lambdalet.queues.tables import sqs_messages, sqs_queues
 
@@ -50,9 +52,6 @@ MAX_VISIBILITY_S = 43_200
 MAX_TAGS = 50
 PURGE_INTERVAL_S = 60.0
 RETENTION_SWEEP_S = 60.0
-# Upper bound of one sleep while long polling: a cheap re-check that also notices messages
-# committed by another process sharing the database.
-MAX_SLEEP_SLICE_S = 2.0
 
 _INT_ATTRS: dict[str, tuple[int, int, int]] = {        # name: (min, max, default)
     "DelaySeconds": (0, 900, 0),
@@ -449,6 +448,12 @@ class QueueService:
         return {"Successful": [{"Id": eid, **self._send_result(o)} for eid, o in ok], "Failed": failed}
 
     def receive_message(self, ctx: RequestContext, params: dict) -> dict:
+        """ReceiveMessage for a Python caller: a long poll waits in the calling thread."""
+        return settle_long_poll(self.receive_message_deferrable(ctx, params))
+
+    def receive_message_deferrable(self, ctx: RequestContext, params: dict) -> dict | LongPoll:
+        """ReceiveMessage as the API runs it: a long poll that must wait answers a LongPoll, which the
+        API awaits on its event loop instead of holding a worker thread (queues/longpoll.py)."""
         queue = self._from_url(ctx, params["QueueUrl"])
         n = _int_param(params, "MaxNumberOfMessages", 1, MAX_BATCH,
                        "Must be between 1 and 10, if provided.") or 1
@@ -467,8 +472,10 @@ class QueueService:
                 raise _bad(f"Value {a} for parameter MessageAttributeNames is invalid.")
         if queue.is_fifo and params.get("ReceiveRequestAttemptId"):
             fifo.check_id(params["ReceiveRequestAttemptId"], "ReceiveRequestAttemptId")   # accepted, not replayed
-        messages = self._receive(queue, n, vis, wait)
-        return {"Messages": [self._wire_message(m, sys_names, attr_names) for m in messages]} if messages else {}
+
+        def answer(messages: list[Message]) -> dict:
+            return {"Messages": [self._wire_message(m, sys_names, attr_names) for m in messages]} if messages else {}
+        return self._receive_or_wait(queue, n, vis, time.monotonic() + wait, answer)
 
     def delete_message(self, ctx: RequestContext, params: dict) -> dict:
         queue = self._from_url(ctx, params["QueueUrl"])
@@ -976,19 +983,17 @@ class QueueService:
     # ================================================================ internals: receiving
 
     def _receive(self, queue: Queue, n: int, vis: int, wait_s: float) -> list[Message]:
-        deadline = time.monotonic() + wait_s
-        while True:
-            gen = self.signals.generation(queue.id)
-            got, next_at = self._claim_once(queue.id, n, vis)
-            if got:
-                return got
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            sleep = min(remaining, MAX_SLEEP_SLICE_S)
-            if next_at is not None:
-                sleep = min(sleep, max(0.01, next_at - _now() + 0.005))
-            self.signals.wait(queue.id, gen, sleep)
+        return settle_long_poll(self._receive_or_wait(queue, n, vis, time.monotonic() + wait_s, list))
+
+    def _receive_or_wait(self, queue: Queue, n: int, vis: int, deadline: float, answer):
+        """One receive attempt -> answer(messages); if it found nothing and time is left, a LongPoll
+        whose next attempt is this again (the caller decides where to wait: a thread or the loop)."""
+        gen = self.signals.generation(queue.id)
+        got, next_at = self._claim_once(queue.id, n, vis)
+        if got or deadline - time.monotonic() <= 0:
+            return answer(got)
+        return LongPoll(self.signals, queue.id, gen, deadline, next_at,
+                        lambda: self._receive_or_wait(queue, n, vis, deadline, answer))
 
     def _claim_once(self, queue_id: str, n: int, vis: int) -> tuple[list[Message], float | None]:
         now = _now()

@@ -8,6 +8,7 @@ instead of queueing behind them.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from typing import Collection, Iterator
@@ -77,13 +78,15 @@ def next_visible_at(conn: Connection, queue_id: str, now: float) -> float | None
 
 class QueueSignals:
     """In-process wake-ups for long polling: senders bump a queue's generation after their commit;
-    receivers that found nothing sleep on a Condition (no DB connection held, no CPU) until the
-    generation changes or their timeout passes."""
+    receivers that found nothing sleep until the generation changes or their timeout passes, with no
+    DB connection held and no CPU: a thread on a Condition (`wait`, internal pollers), or a coroutine
+    on the API's event loop (`wait_async`, ReceiveMessage: no worker thread held, queues/longpoll.py)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._conds: dict[str, tuple[threading.Condition, list[int]]] = {}   # queue_id -> (cond, [waiters])
         self._gen: dict[str, int] = {}
+        self._futures: dict[str, dict[asyncio.Future, asyncio.AbstractEventLoop]] = {}   # queue_id -> waiters
 
     def generation(self, queue_id: str) -> int:
         with self._lock:
@@ -95,6 +98,12 @@ class QueueSignals:
             entry = self._conds.get(queue_id)
             if entry:
                 entry[0].notify_all()
+            futures = self._futures.pop(queue_id, None)
+        for fut, loop in (futures or {}).items():
+            try:
+                loop.call_soon_threadsafe(_wake, fut)
+            except RuntimeError:       # that loop is closed (server exit): nobody is waiting
+                pass
 
     def wait(self, queue_id: str, generation: int, timeout: float) -> bool:
         """Sleep until `notify(queue_id)` after `generation` was read, or timeout. True if notified."""
@@ -112,3 +121,39 @@ class QueueSignals:
                 waiters[0] -= 1
                 if waiters[0] == 0:
                     self._conds.pop(queue_id, None)
+
+    async def wait_async(self, queue_id: str, generation: int, timeout: float) -> bool:
+        """`wait` for a coroutine: the event loop sleeps, no thread does."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self._lock:
+            if self._gen.get(queue_id, 0) != generation:
+                return True
+            if timeout <= 0:
+                return False
+            self._futures.setdefault(queue_id, {})[fut] = loop
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                waiting = self._futures.get(queue_id)
+                if waiting is not None:
+                    waiting.pop(fut, None)
+                    if not waiting:
+                        del self._futures[queue_id]
+
+    def async_waiters(self, queue_id: str | None = None) -> int:
+        """Coroutines waiting (on one queue, or on all): for tests and the bench."""
+        with self._lock:
+            if queue_id is not None:
+                return len(self._futures.get(queue_id, ()))
+            return sum(len(w) for w in self._futures.values())
+
+
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)

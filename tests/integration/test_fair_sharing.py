@@ -1,0 +1,103 @@
+"""Tenants cannot starve each other through the platform's shared workers (issue 21.7), measured
+with two accounts against a real server: account A misbehaves, account B's latency stays low.
+
+(a) A keeps 600 SQS long polls open (more than the API's 512 worker threads): B's ListQueues and
+    GetFunction stay fast, and the server does not hold a thread per poll.
+(b) A floods Event invokes of a function that sleeps 4 s (more than the 16 Event workers can run at
+    once): B's Event invoke of a warm, fast function reaches its OnSuccess destination within
+    seconds, not after A's backlog.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .e2e_support import WAIT, make_zip, unique
+from .fair_support import LongPollFlood, pct, server_threads, timed
+from .tenancy_support import LAMBDA_TRUST, client_as, destinations_role, make_role, second_account
+
+IS_ROOT = os.geteuid() == 0
+APP = """
+import time
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return {"rid": context.aws_request_id}
+"""
+ZIP = make_zip({"app.py": APP})
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    from conftest import own_server
+    yield from own_server(tmp_path_factory, *(() if IS_ROOT else ("--sandbox", "process")), prefix="lambdalet-fair")
+
+
+@pytest.fixture(scope="module")
+def tenant_b(srv):
+    return second_account(srv)[1]
+
+
+def _function(lam, role: str, **kw) -> str:
+    name = unique("fair")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=role,
+                        Code={"ZipFile": ZIP}, Timeout=30, **kw)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    return name
+
+
+def test_long_polls_of_one_account_do_not_slow_another(srv, tenant_b):
+    url = srv.client("sqs").create_queue(QueueName=unique("longpoll"))["QueueUrl"]
+    sqs_b, lam_b = client_as(srv, "sqs", tenant_b), client_as(srv, "lambda", tenant_b)
+    fn = _function(lam_b, make_role(client_as(srv, "iam", tenant_b), LAMBDA_TRUST))
+    calls = [sqs_b.list_queues, lambda: lam_b.get_function(FunctionName=fn)]
+    quiet = [t for call in calls for t in timed(call, 10)]
+    admin = {"AccessKeyId": srv.access_key, "SecretAccessKey": srv.secret_key}
+    flood = LongPollFlood(srv.url, srv.region, admin, url, 600, srv.ca).start()
+    try:
+        time.sleep(1.0)
+        threads = server_threads(srv.pid)
+        loud = [t for call in calls for t in timed(call, 30)]
+        still_open = flood.open
+    finally:
+        flood.stop()
+    assert not flood.errors, flood.errors[:3]
+    assert still_open >= 590, f"A's long polls were answered early ({still_open} open)"
+    print(f"\nB's p50/p99 quiet {pct(quiet, 50)*1e3:.1f}/{pct(quiet, 99)*1e3:.1f} ms, with 600 long polls of A "
+          f"{pct(loud, 50)*1e3:.1f}/{pct(loud, 99)*1e3:.1f} ms; server threads {threads}")
+    assert pct(loud, 99) < 1.0, f"B's p99 {pct(loud, 99):.2f} s while A long polls"
+    assert threads < 400, f"{threads} server threads: a thread per long poll?"
+
+
+def test_event_backlog_of_one_account_does_not_delay_another(srv, tenant_b):
+    lam_a = srv.client()
+    slow = _function(lam_a, make_role(srv.client("iam"), LAMBDA_TRUST))
+    lam_b, sqs_b = client_as(srv, "lambda", tenant_b), client_as(srv, "sqs", tenant_b)
+    fast = _function(lam_b, destinations_role(client_as(srv, "iam", tenant_b)))
+    url = sqs_b.create_queue(QueueName=unique("done"))["QueueUrl"]
+    arn = sqs_b.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    lam_b.put_function_event_invoke_config(FunctionName=fast, DestinationConfig={"OnSuccess": {"Destination": arn}})
+    lam_b.invoke(FunctionName=fast, Payload=b"{}")            # warm: B's delay is the queueing, not a cold start
+
+    def delay() -> float:
+        t0 = time.monotonic()
+        lam_b.invoke(FunctionName=fast, InvocationType="Event", Payload=b"{}")
+        while time.monotonic() - t0 < 60:
+            got = sqs_b.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", [])
+            if got:
+                sqs_b.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+                return time.monotonic() - t0
+        return float("inf")
+
+    quiet = delay()
+    body = json.dumps({"sleep": 4}).encode()
+    with ThreadPoolExecutor(8) as pool:                        # 160 x 4 s: 40 s of A's backlog at 16 workers
+        list(pool.map(lambda _: lam_a.invoke(FunctionName=slow, InvocationType="Event", Payload=body), range(160)))
+    time.sleep(3)                                              # A's wave is running, its backlog buffered
+    loud = [delay() for _ in range(3)]
+    print(f"\nB's Event delay quiet {quiet:.2f} s, behind A's backlog {[round(x, 2) for x in loud]} s")
+    assert max(loud) < 4.0, f"B's Event invokes waited {loud} s behind A's backlog (A's invocations take 4 s)"
+    lam_a.put_function_concurrency(FunctionName=slow, ReservedConcurrentExecutions=0)   # drop A's backlog
