@@ -32,6 +32,12 @@ class Settings:
     sandbox: str = "namespace"           # isolation backend: namespace | process | microvm
     env_idle_ttl_s: float = 300.0        # an idle execution environment is reaped after this
     env_max_lifetime_s: float = 7200.0   # and every environment is replaced after this
+    # Execution environments per account and in all (invoke/envbudget.py, sandbox/cgroups.py).
+    account_envs: int = 200              # live environments (running, idle or starting) per account
+    account_env_mb: int = 10240          # their MemorySize summed, MiB, per account
+    env_memory_mb: int | None = None     # the same over all accounts; None: 75% of the host's RAM
+    account_pids: int = 4096             # processes and threads of an account's environments (pids cgroup)
+    platform_pids: int | None = None     # ... of all environments; None: 16,384 or half of kernel.pid_max
     sandbox_slots: int = 2               # pre-isolated slots kept per forked runtime (sandbox/slots.py); 0: none
     runtime_dir: Path | None = None      # tmpfs for unpacked code (never the data dir: no plain code at rest)
     async_workers: int = 16              # threads delivering Event invocations (lambdalet.events)

@@ -44,6 +44,18 @@ def main() -> None:
               help="Seconds an idle execution environment is kept warm.")
 @click.option("--env-max-lifetime", type=click.FloatRange(1), default=7200.0, show_default=True,
               help="Seconds after which any execution environment is replaced.")
+@click.option("--account-envs", type=click.IntRange(1), default=200, show_default=True,
+              help="Live execution environments (running, idle or starting) per account; its idle ones are "
+                   "evicted to make room, else Invoke answers 429.")
+@click.option("--account-env-mb", type=click.IntRange(128), default=10240, show_default=True,
+              help="Their MemorySize summed per account, MiB.")
+@click.option("--env-memory-mb", type=click.IntRange(128), default=None,
+              help="Their MemorySize summed over all accounts, MiB; the least recently used idle environment of "
+                   "the account holding the most goes first.  [default: 75% of the host's RAM]")
+@click.option("--account-pids", type=click.IntRange(64), default=4096, show_default=True,
+              help="Processes and threads of one account's environments, idle ones included (each: 1,024).")
+@click.option("--platform-pids", type=click.IntRange(64), default=None,
+              help="Processes and threads of all environments.  [default: 16,384 or half of kernel.pid_max]")
 @click.option("--async-workers", type=click.IntRange(1, 1000), default=16, show_default=True,
               help="Threads delivering Event (asynchronous) invocations.")
 @click.option("--async-retry-scale", type=click.FloatRange(0.0001, 1.0), default=1.0, show_default=True,
@@ -83,6 +95,8 @@ def main() -> None:
               help="TEST ONLY: accept rate(N seconds) schedule expressions and tick the scheduler every 0.2 s.")
 def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool, sandbox: str,
           concurrency_limit: int, env_idle_ttl: float, env_max_lifetime: float, async_workers: int = 16,
+          account_envs: int = 200, account_env_mb: int = 10240, env_memory_mb: int | None = None,
+          account_pids: int = 4096, platform_pids: int | None = None,
           async_retry_scale: float = 1.0, allow_unknown_roles: bool = False,
           lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",), schedule_test_seconds: bool = False,
           runtimes_dir: Path | None = None, runtime_interpreters: tuple[str, ...] = (),
@@ -98,6 +112,8 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         region=region, insecure_http=insecure_http, sandbox=sandbox,
                         concurrent_executions_limit=concurrency_limit, env_idle_ttl_s=env_idle_ttl,
                         env_max_lifetime_s=env_max_lifetime, async_workers=async_workers,
+                        account_envs=account_envs, account_env_mb=account_env_mb, env_memory_mb=env_memory_mb,
+                        account_pids=account_pids, platform_pids=platform_pids,
                         async_retry_scale=async_retry_scale, allow_unknown_roles=allow_unknown_roles,
                         lambda_principals=tuple(lambda_principals), schedule_test_seconds=schedule_test_seconds,
                         runtimes_dir=runtimes_dir, runtime_interpreters=tuple(runtime_interpreters),

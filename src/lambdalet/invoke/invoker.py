@@ -156,7 +156,7 @@ class Invoker:
         """A pooled environment whose credentials outlive this invocation, else a new one: AWS sets them
         once per environment, so they are refreshed by replacing it (invoke/credentials.py)."""
         while True:
-            sandbox, cold = self.pool.acquire(key, lambda: self._start(target))
+            sandbox, cold = self.pool.acquire(key, lambda: self._start(target), target.memory_mb)   # budgeted
             expires = self._expiry.get(sandbox)
             if cold or expires is None or self.credentials is None or self.credentials.fresh(expires, target.timeout_s):
                 return sandbox, cold

@@ -5,6 +5,11 @@ Lambda's rules, kept here: an environment belongs to one version of one function
 reuses an old environment); it runs one invocation at a time (an environment is either idle in
 the pool or lent to exactly one caller); it is frozen while idle; idle environments are reaped
 after `idle_ttl_s`, and none lives longer than `max_lifetime_s`.
+
+Live environments are budgeted (invoke/envbudget.py): per account and in all, idle ones are evicted
+to make room, and a new one that cannot fit is refused with 429. Environments whose version the
+control plane changed or deleted are destroyed within a reaper tick of the change (`watch`), not at
+their idle TTL: their memory goes back at once.
 """
 from __future__ import annotations
 
@@ -12,11 +17,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
+from lambdalet.invoke.envbudget import EnvBudget
 from lambdalet.sandbox.api import Sandbox
 
 log = logging.getLogger("lambdalet.invoke")
+WATCH_INTERVAL_S = 0.25      # how often the reaper looks at the control plane's generation
 
 
 @dataclass(frozen=True)
@@ -28,93 +35,157 @@ class PoolKey:
     revision_id: str       # any configuration change of the version makes a new key
 
 
-@dataclass
+@dataclass(eq=False)      # compared by identity: two environments are never "equal"
 class _Entry:
     sandbox: Sandbox
     created: float
+    key: PoolKey
+    memory_mb: int = 0
     idle_since: float = field(default_factory=time.monotonic)
+    checked: int = 0       # the control-plane generation at which its key was last found current
+
+    @property
+    def account_id(self) -> str:
+        return self.key.account_id
 
 
 class EnvironmentPool:
-    def __init__(self, idle_ttl_s: float, max_lifetime_s: float, reap_interval_s: float = 1.0):
+    def __init__(self, idle_ttl_s: float, max_lifetime_s: float, reap_interval_s: float = 1.0,
+                 budget: EnvBudget | None = None):
         self.idle_ttl_s = idle_ttl_s
         self.max_lifetime_s = max_lifetime_s
+        self.budget = budget or EnvBudget()
         self._idle: dict[PoolKey, list[_Entry]] = {}
-        self._busy: dict[int, tuple[PoolKey, _Entry]] = {}
+        self._busy: dict[int, _Entry] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
         # Environments that can never be used again (their version moved on, or they died idle),
         # destroyed by the reaper thread: a kill and its clean-up take milliseconds that the invoke
-        # which found them must not wait for.
-        self._doomed: list[Sandbox] = []
+        # which found them must not wait for. They stay charged to the budget until destroyed.
+        self._doomed: list[_Entry] = []
         self._work = threading.Event()
+        # The control plane's generation and a check of which keys still name a current version (watch()).
+        self._generation: Callable[[], int] | None = None
+        self._stale: Callable[[list[PoolKey]], set[PoolKey]] | None = None
+        self._unchecked = False
         self._reaper = threading.Thread(target=self._reap_loop, args=(reap_interval_s,), name="env-reaper",
                                          daemon=True)
         self._reaper.start()
 
-    def acquire(self, key: PoolKey, create: Callable[[], Sandbox]) -> tuple[Sandbox, bool]:
-        """An environment for exactly this key, lent to the caller alone. Returns (sandbox, cold)."""
-        stale: list[_Entry] = []
+    def watch(self, generation: Callable[[], int], stale: Callable[[list[PoolKey]], set[PoolKey]]) -> None:
+        """Destroy idle environments whose key stopped naming a current version (function or version
+        deleted, $LATEST's code or configuration updated) as soon as `generation()` moves: `stale(keys)`
+        says which of `keys` are gone. Runs on the reaper thread, never on an invoke."""
+        self._generation, self._stale = generation, stale
+
+    def acquire(self, key: PoolKey, create: Callable[[], Sandbox], memory_mb: int = 0) -> tuple[Sandbox, bool]:
+        """An environment for exactly this key, lent to the caller alone. Returns (sandbox, cold).
+        A new one must fit the budget (idle environments are evicted for it), else TooManyRequests."""
         entry = None
         with self._lock:
             # Versions that moved on (new code or configuration) will never be used again.
             for other in [k for k in self._idle if k != key and k.function_arn == key.function_arn
                           and k.version == key.version]:
-                stale += self._idle.pop(other)
+                self._doomed += self._idle.pop(other)
             idle = self._idle.get(key, [])
             while idle and entry is None:
                 candidate = idle.pop()       # most recently used first: warmest caches
                 if candidate.sandbox.alive and time.monotonic() - candidate.created < self.max_lifetime_s:
                     entry = candidate
                 else:
-                    stale.append(candidate)
-        if stale:
-            with self._lock:
-                self._doomed += [old.sandbox for old in stale]
-            self._work.set()
-        cold = entry is None
+                    self._doomed.append(candidate)
+            if not idle:
+                self._idle.pop(key, None)
+            if self._doomed:
+                self._work.set()
         if entry is not None:
             try:
                 entry.sandbox.thaw()
             except Exception:
                 log.exception("thaw failed; replacing environment")
-                _destroy(entry.sandbox)
-                entry, cold = None, True
+                self._destroy(entry)
+                entry = None
             else:
                 if not entry.sandbox.alive:      # it died while idle (the thaw found its bridge hung up)
-                    _destroy(entry.sandbox)
-                    entry, cold = None, True
+                    self._destroy(entry)
+                    entry = None
+        cold = entry is None
         if entry is None:
-            entry = _Entry(create(), time.monotonic())   # create() starts it; InitFailed propagates
+            entry = self._create(key, create, memory_mb)
         with self._lock:
-            self._busy[id(entry.sandbox)] = (key, entry)
+            self._busy[id(entry.sandbox)] = entry
         return entry.sandbox, cold
+
+    def _create(self, key: PoolKey, create: Callable[[], Sandbox], memory_mb: int) -> _Entry:
+        with self._lock:
+            doomed = [e for e in self._doomed if e.account_id == key.account_id] + \
+                     [e for e in self._doomed if e.account_id != key.account_id]
+            idle = [e for entries in self._idle.values() for e in entries]
+            victims = self.budget.pick_victims(key.account_id, memory_mb, idle, first=doomed)   # or 429
+            for v in victims:
+                if v in self._doomed:
+                    self._doomed.remove(v)
+                else:
+                    self._remove_idle(v)
+            self.budget.charge(key.account_id, memory_mb)
+        for v in victims:                     # evicted on this (cold) path: the memory is back before we use it
+            _destroy(v.sandbox)
+        try:
+            sandbox = create()               # create() starts it; InitFailed propagates
+        except BaseException:
+            with self._lock:
+                self.budget.credit(key.account_id, memory_mb)
+            raise
+        return _Entry(sandbox, time.monotonic(), key, memory_mb)
+
+    def _remove_idle(self, entry: _Entry) -> None:
+        entries = self._idle.get(entry.key, [])
+        entries.remove(entry)
+        if not entries:
+            self._idle.pop(entry.key, None)
 
     def release(self, sandbox: Sandbox) -> None:
         """Give an environment back after its invocation: frozen and idle if healthy, else destroyed."""
         with self._lock:
-            key, entry = self._busy.pop(id(sandbox))
+            entry = self._busy.pop(id(sandbox))
         if self._closed.is_set() or not sandbox.alive:
-            _destroy(sandbox)
+            self._destroy(entry)
             return
         try:
             sandbox.freeze()
         except Exception:
             log.exception("freeze failed; destroying environment")
-            _destroy(sandbox)
+            self._destroy(entry)
             return
         entry.idle_since = time.monotonic()
         with self._lock:
-            self._idle.setdefault(key, []).append(entry)
+            self._idle.setdefault(entry.key, []).append(entry)
+            self._unchecked = True           # the watcher looks at it on its next tick
 
     def discard(self, sandbox: Sandbox) -> None:
         with self._lock:
-            self._busy.pop(id(sandbox), None)
-        _destroy(sandbox)
+            entry = self._busy.pop(id(sandbox), None)
+        if entry is None:
+            _destroy(sandbox)
+        else:
+            self._destroy(entry)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
             return {"idle": sum(len(v) for v in self._idle.values()), "busy": len(self._busy)}
+
+    def charged_mb(self, account_id: str | None = None) -> int:
+        """MemorySize of the live environments (of one account, or all): what the budget counts."""
+        with self._lock:
+            return self.budget.total_mb if account_id is None else self.budget.usage(account_id)[1]
+
+    def _destroy(self, entry: _Entry) -> None:
+        """Destroy an environment no longer in the pool, and give its share of the budget back."""
+        try:
+            _destroy(entry.sandbox)
+        finally:
+            with self._lock:
+                self.budget.credit(entry.account_id, entry.memory_mb)
 
     def _reap_once(self) -> None:
         now = time.monotonic()
@@ -130,23 +201,52 @@ class EnvironmentPool:
                 else:
                     del self._idle[key]
         for e in doomed:
-            _destroy(e.sandbox)
+            self._destroy(e)
+
+    def _watch_once(self) -> None:
+        """Doom idle environments of versions the control plane no longer has (as they are)."""
+        if self._generation is None or self._stale is None:
+            return
+        generation = self._generation()
+        with self._lock:
+            unchecked = [e for entries in self._idle.values() for e in entries if e.checked < generation]
+            self._unchecked = False
+        if not unchecked:
+            return
+        try:
+            stale = self._stale(list({e.key for e in unchecked}))
+        except Exception:
+            log.exception("could not check which environments are still current")
+            return
+        with self._lock:
+            for e in unchecked:
+                if e.key not in stale:
+                    e.checked = generation
+                elif e in self._idle.get(e.key, ()):      # still idle: not lent out meanwhile
+                    self._remove_idle(e)
+                    self._doomed.append(e)
+        self._destroy_doomed()
 
     def _destroy_doomed(self) -> None:
         with self._lock:
             doomed, self._doomed = self._doomed, []
-        for sandbox in doomed:
-            _destroy(sandbox)
+        for entry in doomed:
+            self._destroy(entry)
 
     def _reap_loop(self, interval: float) -> None:
         next_reap = time.monotonic() + interval
+        seen = None
         while not self._closed.is_set():
-            self._work.wait(max(0.0, next_reap - time.monotonic()))
+            self._work.wait(max(0.0, min(next_reap - time.monotonic(), WATCH_INTERVAL_S)))
             self._work.clear()
             if self._closed.is_set():
                 break
             try:
                 self._destroy_doomed()
+                generation = self._generation() if self._generation is not None else None
+                if generation != seen or self._unchecked:
+                    seen = generation
+                    self._watch_once()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + interval
                     self._reap_once()
@@ -159,10 +259,12 @@ class EnvironmentPool:
         self._work.set()
         with self._lock:
             idle = [e for entries in self._idle.values() for e in entries]
-            busy = [e for _, e in self._busy.values()]
+            busy = [e.sandbox for e in self._busy.values()]     # their release() gives their budget back
             self._idle.clear()
-        for e in idle + busy:
-            _destroy(e.sandbox)
+        for e in idle:
+            self._destroy(e)
+        for sandbox in busy:
+            _destroy(sandbox)
         self._destroy_doomed()
 
 

@@ -182,7 +182,8 @@ class NamespaceBackend(Backend):
                  root_dir: str = "/run/lambdalet/root", cgroup_parent: str = "lambdalet",
                  python_prefix: str | None = None, seccomp_profile: str = "default",
                  init_cpu_quota_us: int = 100_000, host_runtimes=None, slots: int = 0,
-                 slot_runtimes: list[str] | None = None, slot_ttl_s: float = 300.0, slots_dir: str | None = None):
+                 slot_runtimes: list[str] | None = None, slot_ttl_s: float = 300.0, slots_dir: str | None = None,
+                 account_pids: int | None = None, platform_pids: int | None = None):
         """slots: idle pre-isolated slots kept per family (0: none); slot_runtimes: the runtimes to keep
         them for (default: those whose runtime forks, the server's own Python); slot_ttl_s: how long an
         idle slot lives, and how long after the last cold start the pool is refilled; slots_dir: the
@@ -198,6 +199,7 @@ class NamespaceBackend(Backend):
         self.python_name = f"python{sys.version_info.major}.{sys.version_info.minor}"
         self.host_runtimes = host_runtimes        # runtime.hostruntimes.HostRuntimes; discovered when None
         self.pids_max, self.root_dir, self.cgroup_parent = pids_max, root_dir, cgroup_parent.strip("/")
+        self.account_pids, self.platform_pids = account_pids, platform_pids
         self.seccomp_profile = seccomp_profile
         self.init_cpu_quota_us = init_cpu_quota_us
         self.slots_dir = os.path.realpath(slots_dir or os.path.realpath(root_dir).rstrip("/") + "-slots").rstrip("/")

@@ -23,7 +23,9 @@ from lambdalet.invoke.concurrency import ConcurrencyLimiter
 from lambdalet.invoke.credentials import ExecutionRoles, ensure_default_role
 from lambdalet.invoke.invoker import Invoker
 from lambdalet.invoke.layercache import LayerCache
+from lambdalet.invoke.envbudget import BudgetLimits, EnvBudget, default_total_mb
 from lambdalet.invoke.pool import EnvironmentPool
+from lambdalet.invoke.version_watch import stale_keys
 from lambdalet.invoke.targets import TargetResolver
 from lambdalet.queues import QueueService
 from lambdalet.sandbox import open_backend
@@ -108,8 +110,14 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
                                root_dir=str(settings.run_dir / "root"),
                                uid_base=1_000_000 + uid_block * 10_000, uid_count=10_000,
                                host_runtimes=settings.host_runtimes(), slots=settings.sandbox_slots,
-                               slot_ttl_s=settings.env_idle_ttl_s, slots_dir=str(settings.run_dir / "slots"))
-    pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s)
+                               slot_ttl_s=settings.env_idle_ttl_s, slots_dir=str(settings.run_dir / "slots"),
+                               account_pids=settings.account_pids, platform_pids=settings.platform_pids)
+    # Live environments and their memory, per account and in all; deleted or updated versions'
+    # environments go as soon as the control plane's generation moves (invoke/envbudget.py, pool.py).
+    budget = EnvBudget(BudgetLimits(account_envs=settings.account_envs, account_mb=settings.account_env_mb,
+                                    total_mb=settings.env_memory_mb or default_total_mb()))
+    pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s, budget=budget)
+    pool.watch(lambda: service.resolver.generation, stale_keys(db))
     invoker = Invoker(TargetResolver(service.resolver, db), backend, code, pool,
                       ConcurrencyLimiter(settings.concurrent_executions_limit), settings.region, logs=logs)
     invoker.layers = layers                           # functions' layers, for /opt
