@@ -58,6 +58,8 @@ class Settings:
     unpacked_account_mb: int = 2048      # ... and per account
     audit_digest_interval_s: float = 3600.0      # a signed audit digest at least this often, even idle
     audit_digest_dir: Path | None = None         # digests also written here (another mount), audit/digest_files.py
+    disk_low_mb: int = 256               # data disk low-water mark: max(this, disk_low_percent); store/headroom.py
+    disk_low_percent: float = 2.0        # ... below it logs are dropped, below half of it writes are refused
 
     def host_runtimes(self):
         """What this host can run (runtime/hostruntimes.py), probed once per Settings."""
@@ -96,6 +98,11 @@ class Settings:
             return self.runtime_dir
         base = Path("/dev/shm") if Path("/dev/shm").is_dir() else self.data_dir / "run"
         return base / f"lambdalet-{self.instance_id}"
+
+    @property
+    def status_file(self) -> Path:
+        """The running server's disk state (store/headroom.py), on tmpfs: readable on a full disk."""
+        return self.run_dir / "status.json"
 
     @property
     def endpoint_file(self) -> Path:

@@ -91,6 +91,11 @@ def main() -> None:
 @click.option("--audit-digest-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write every audit digest here, one 0600 file each (use another mount), so whoever "
                    "can rewrite the database cannot erase them; check with `audit verify --digest-dir`.")
+@click.option("--disk-low-mb", type=click.IntRange(1), default=256, show_default=True,
+              help="Data disk low-water mark, MiB (or --disk-low-percent, whichever is larger): below it function "
+                   "logs are dropped; below half of it state-changing calls answer retryable throttling errors.")
+@click.option("--disk-low-percent", type=click.FloatRange(0, 50), default=2.0, show_default=True,
+              help="The same as a percentage of the data dir's filesystem.")
 @click.option("--schedule-test-seconds", is_flag=True, hidden=True,
               help="TEST ONLY: accept rate(N seconds) schedule expressions and tick the scheduler every 0.2 s.")
 def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool, sandbox: str,
@@ -104,7 +109,7 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
           max_unverified_body_mb: int = 256, request_head_timeout: float = 10.0,
           request_body_timeout: float = 120.0, log_rate_kb: int = 1024, log_account_mb: int = 4096,
           unpacked_mb: int = 8192, unpacked_account_mb: int = 2048, audit_digest_interval: float = 3600.0,
-          audit_digest_dir: Path | None = None) -> None:
+          audit_digest_dir: Path | None = None, disk_low_mb: int = 256, disk_low_percent: float = 2.0) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
 
@@ -123,7 +128,8 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         log_rate_kb=log_rate_kb, log_account_mb=log_account_mb,
                         unpacked_mb=unpacked_mb, unpacked_account_mb=unpacked_account_mb,
                         audit_digest_interval_s=audit_digest_interval,
-                        audit_digest_dir=audit_digest_dir.expanduser().resolve() if audit_digest_dir else None)
+                        audit_digest_dir=audit_digest_dir.expanduser().resolve() if audit_digest_dir else None,
+                        disk_low_mb=disk_low_mb, disk_low_percent=disk_low_percent)
     run_server(settings)
 
 
@@ -169,6 +175,10 @@ def env(data_dir: Path | None) -> None:
 
 
 main.add_command(audit_group)
+
+from lambdalet.cli.status import status  # noqa: E402  (is the server up, and is its data disk healthy)
+
+main.add_command(status)
 
 from lambdalet.signing.cli import signer  # noqa: E402  (code signing: profiles, sign, revoke)
 

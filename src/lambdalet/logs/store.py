@@ -266,8 +266,9 @@ class LogStore:
     def __init__(self, db: Database, keyring, *, clock: Callable[[], float] = time.time,
                  flush_interval_s: float = FLUSH_INTERVAL_S, max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
                  maintenance_interval_s: float = MAINTENANCE_INTERVAL_S, background: bool = True,
-                 quotas: LogQuotas = LogQuotas()):
+                 quotas: LogQuotas = LogQuotas(), headroom=None):
         self.db = db
+        self.headroom = headroom      # store/headroom.DiskHeadroom: below its low-water mark logs are dropped
         self.quotas = quotas
         self._rate = RateLimiter(quotas)
         self._account_bytes: dict[str, int] = {}   # stored message bytes per account (flusher's view)
@@ -287,6 +288,7 @@ class LogStore:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_error_log = 0.0
+        self._last_drop_log = float("-inf")
         self._thread: threading.Thread | None = None
         if background:
             self._thread = threading.Thread(target=self._run, name="log-flusher", daemon=True)
@@ -352,7 +354,8 @@ class LogStore:
             for sink in sinks:
                 events, partial_left = sink._take(force_partial)
                 if events:
-                    events = self._rate_limited(sink.key, events)
+                    events = self._within_headroom(sink.key, self._rate_limited(sink.key, events))
+                if events:
                     work.append((sink, events))
                 if partial_left:
                     self._mark_dirty(sink, False)   # look again when the partial line is due
@@ -395,6 +398,29 @@ class LogStore:
             log.warning("log group %s of account %s: %d events (%d bytes) dropped over its rate limit",
                         key.group, key.account_id, dropped, size)
         return kept
+
+    def _within_headroom(self, key: StreamKey, events: list[tuple[int, str, int]]) -> list[tuple[int, str, int]]:
+        """A low data disk takes function logs first, before state: below the low-water mark a stream
+        gets one line per flush saying what was dropped; below the critical mark, nothing at all."""
+        room = self.headroom
+        if room is None or room.logs_accepted() or not events:
+            return events
+        size = sum(e[2] for e in events)
+        room.count_dropped_logs(size)
+        if self._should_say_dropped():
+            log.warning("function logs dropped: %s (e.g. %d bytes of %s)", room.describe(), size, key.group)
+        if not room.writes_accepted():
+            return []
+        line = (f"lambdalet: {len(events)} log events ({size} bytes) were dropped: the platform's data disk is low "
+                f"on space ({room.state.free_bytes >> 20} MiB free).\n")
+        return [(events[-1][0], line, len(line))]
+
+    def _should_say_dropped(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_drop_log < 30:
+            return False
+        self._last_drop_log = now
+        return True
 
     def _charge_account(self, account_id: str, size: int) -> None:
         """Count a flush against the account's stored bytes; past the quota, delete its oldest batches."""

@@ -32,6 +32,7 @@ from lambdalet.sandbox import open_backend
 from lambdalet.services.lambda_service import LambdaService
 from lambdalet.services.runtimes import default_catalogue
 from lambdalet.store.db import Database, open_database
+from lambdalet.store.headroom import DiskHeadroom
 
 log = logging.getLogger("lambdalet")
 
@@ -54,6 +55,7 @@ class Platform:
     logs_service: LogsService | None = None
     audit: AuditRecorder | None = None
     kms: KmsService | None = None
+    headroom: DiskHeadroom | None = None   # free space on the data disk: logs, then writes, stop before ENOSPC
 
     def start(self) -> None:
         """Background work that delivers events: async-invoke pollers, then queue mappings."""
@@ -77,6 +79,8 @@ class Platform:
             self.logs.close()
         if self.audit is not None:   # last before the database: drains, commits, signs the final digest
             self.audit.close()
+        if self.headroom is not None:
+            self.headroom.close()
         self.db.close()
 
 
@@ -159,8 +163,12 @@ def build_platform(settings: Settings, *, with_invoker: bool = True) -> Platform
     # The catalogue refuses runtimes this host has no interpreter for (runtime/hostruntimes.py).
     service = LambdaService(db, keyring, blobs, settings, runtimes=default_catalogue().with_host(settings.host_runtimes()))
     platform = Platform(settings, db, keyring, blobs, identity, service, QueueService(db, keyring, settings))
+    platform.headroom = DiskHeadroom(settings.data_dir, low_mb=settings.disk_low_mb,
+                                     low_percent=settings.disk_low_percent,
+                                     status_file=settings.status_file if settings.run_dir.is_dir() else None).start()
     platform.logs = LogStore(db, keyring, quotas=LogQuotas(rate_bytes_per_s=settings.log_rate_kb << 10,
-                                                           account_bytes=settings.log_account_mb << 20))
+                                                           account_bytes=settings.log_account_mb << 20),
+                             headroom=platform.headroom)
     platform.logs_service = LogsService(platform.logs)
     platform.audit = build_recorder(settings, db, keyring, identity)
     platform.kms = build_kms(db, keyring, settings, service)

@@ -36,6 +36,7 @@ from lambdalet.events.authority import wire as wire_authority
 from lambdalet.server.platform import build_platform, wire_execution_roles
 from lambdalet.server.tls import ensure_tls, server_context
 from lambdalet.sandbox.instances import RunDir, sweep_stale
+from lambdalet.store.disk_gate import DiskGate, admitting
 from lambdalet.store.permissions import secure_data_dir
 
 log = logging.getLogger("lambdalet")
@@ -120,7 +121,8 @@ def serve(settings: Settings) -> None:
                   "cloudtrail": ServiceBinding(JsonProtocol(load_service_model("cloudtrail")),
                                                CloudTrailService(platform.db, platform.keyring, platform.audit,
                                                                  unattributed_account=BOOTSTRAP_ACCOUNT))},
-                 platform.identity.lookup, max_skew_s=settings.max_clock_skew_s, authorize=authorize,
+                 platform.identity.lookup, max_skew_s=settings.max_clock_skew_s,
+                 authorize=admitting(authorize, DiskGate(platform.headroom)),   # a nearly full disk: retryable refusals
                  limits=RequestLimits(unverified_body_bytes=settings.max_unverified_body_mb << 20,
                                       body_timeout_s=settings.request_body_timeout_s),
                  internal_routes=[code_route(platform.keyring, platform.blobs,
@@ -170,6 +172,7 @@ def serve(settings: Settings) -> None:
     gc.freeze()
     _write_endpoint(settings, url, ca)
     log.info("lambdalet serving the Lambda API at %s (data dir %s)", url, settings.data_dir)
+    log.info("data disk: %s", platform.headroom.describe())
     try:
         server.run(sockets=[sock])
     finally:
