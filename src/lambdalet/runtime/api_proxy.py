@@ -24,6 +24,12 @@ Limits (both ends; the host's are the ones that count, since init runs in the te
 request body 7 MB (an Invoke payload is at most 6 MB), request headers 32 KB, response 7 MB,
 16 requests in flight and 50 requests/s (burst 100) per environment. Refusals are answered as
 AWS does: 413 RequestEntityTooLargeException, 429 TooManyRequestsException.
+
+What one environment has buffered on the host, outside its cgroup, is bounded too (issue 21.9: 16
+requests of 7 MB held ~190 MiB): request bodies from admission until answered, and response bodies
+as they are collected, count against MAX_HELD_BYTES (12 MiB) per environment. A request that does
+not fit beside the ones in flight is refused with 429 (it may be retried); a response that does not
+fit is not collected, and answered 502.
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ MAX_HEADER_BYTES = 32 * 1024
 MAX_TARGET = 16 * 1024
 DRAIN_LIMIT = 80 * 1024 * 1024   # a too-large body up to this is read and dropped before the 413
 MAX_IN_FLIGHT = 16
+MAX_HELD_BYTES = 12 * 1024 * 1024   # per environment: one largest request and a response beside it
 RATE_PER_S = 50.0
 BURST = 100.0
 WAIT_S = 960.0            # a nested synchronous Invoke may last the callee's 900 s timeout plus a cold start
@@ -193,6 +200,50 @@ def _make_handler(proxy: ApiProxy):
 # ====================================================================== on the host
 
 
+class HeldBytes:
+    """Bytes one environment has buffered on the host (request and response bodies in flight)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self.held + n > self.limit:
+                return False
+            self.held += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.held -= n
+
+
+class Charge:
+    """One response's share of an environment's HeldBytes, given back whole by `release` (after which
+    nothing more is taken: a forwarder that timed out may still be collecting)."""
+
+    def __init__(self, held: HeldBytes):
+        self._held = held
+        self._taken = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self._closed or not self._held.take(n):
+                return False
+            self._taken += n
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._closed = True
+            taken, self._taken = self._taken, 0
+        self._held.give(taken)
+
+
 class HostRelay:
     """The host's side for one environment: validate, limit, forward on a thread, answer by frame.
     `send(kind, header, body)` writes one frame to the environment (raises once it is gone);
@@ -200,9 +251,11 @@ class HostRelay:
 
     def __init__(self, send: Callable[[int, dict, bytes], None], forwarder: Callable | None, *,
                  rate_per_s: float = RATE_PER_S, burst: float = BURST, max_in_flight: int = MAX_IN_FLIGHT,
+                 max_held_bytes: int = MAX_HELD_BYTES,
                  clock: Callable[[], float] = time.monotonic, spawn: Callable[[Callable], None] | None = None):
         self._send = send
         self.forwarder = forwarder
+        self.held = HeldBytes(max_held_bytes)
         self._rate, self._burst, self._max = rate_per_s, burst, max_in_flight
         self._clock = clock
         self._tokens, self._last = burst, clock()
@@ -219,9 +272,10 @@ class HostRelay:
         if (method not in METHODS or not isinstance(target, str) or not target.startswith("/")
                 or len(target) > MAX_TARGET or not _valid_headers(headers)):
             return self._reply(rid, *error_response(400, "InvalidRequestException", "Malformed API request."))
-        if len(body) > MAX_REQUEST_BODY:
+        if len(body) > min(MAX_REQUEST_BODY, self.held.limit):
             return self._reply(rid, *error_response(413, "RequestEntityTooLargeException",
-                                                    f"Request must be smaller than {MAX_REQUEST_BODY} bytes."))
+                                                    f"Request must be smaller than "
+                                                    f"{min(MAX_REQUEST_BODY, self.held.limit)} bytes."))
         if self.forwarder is None:
             return self._reply(rid, *error_response(503, "ServiceException",
                                                     "lambdalet's API is not reachable from this environment."))
@@ -229,7 +283,7 @@ class HostRelay:
             now = self._clock()
             self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
             self._last = now
-            if self._tokens < 1 or self._in_flight >= self._max:
+            if self._tokens < 1 or self._in_flight >= self._max or not self.held.take(len(body)):
                 limited = True
             else:
                 limited = False
@@ -240,8 +294,12 @@ class HostRelay:
         self._spawn(lambda: self._run(rid, method, target, headers, body))
 
     def _run(self, rid: int, method: str, target: str, headers: Headers, body: bytes) -> None:
+        charge = Charge(self.held)
         try:
-            status, rheaders, rbody = self.forwarder(method, target, headers, body)
+            if getattr(self.forwarder, "charges_response", False):     # InProcessApi: counted as collected
+                status, rheaders, rbody = self.forwarder(method, target, headers, body, held=charge)
+            else:
+                status, rheaders, rbody = self.forwarder(method, target, headers, body)
         except Exception:
             import logging      # host only: init never imports logging
             logging.getLogger("lambdalet.api_proxy").exception("forwarding an API request from an environment failed")
@@ -251,7 +309,11 @@ class HostRelay:
                 self._in_flight -= 1
         if len(rbody) > MAX_RESPONSE_BODY:
             status, rheaders, rbody = error_response(502, "ServiceException", "The response is too large to relay.")
-        self._reply(rid, status, rheaders, rbody)
+        try:
+            self._reply(rid, status, rheaders, rbody)
+        finally:             # the request's body (still referenced until now) and the response's
+            self.held.give(len(body))
+            charge.release()
 
     def _reply(self, rid: int, status: int, headers: Headers, body: bytes) -> None:
         try:
@@ -276,6 +338,8 @@ class InProcessApi:
     server's event loop (captured by `wrap`, which the server puts around its app), like a request
     from the socket. Host only (asyncio is imported lazily: init never needs it)."""
 
+    charges_response = True    # HostRelay passes its environment's HeldBytes (`held`)
+
     def __init__(self, app, *, timeout_s: float = WAIT_S, client: tuple[str, int] = ("127.0.0.1", 0)):
         self.app = app
         self.timeout_s = timeout_s
@@ -292,7 +356,10 @@ class InProcessApi:
             await asgi_app(scope, receive, send)
         return app
 
-    def __call__(self, method: str, target: str, headers: Headers, body: bytes) -> tuple[int, Headers, bytes]:
+    def __call__(self, method: str, target: str, headers: Headers, body: bytes,
+                 held: Charge | None = None) -> tuple[int, Headers, bytes]:
+        """The response. With `held`, its body is charged there chunk by chunk (the caller releases it
+        once the answer is sent); one that does not fit is dropped and answered 502."""
         import asyncio
         if self.loop is None or self.loop.is_closed():
             return error_response(503, "ServiceException", "lambdalet's API is not running.")
@@ -302,15 +369,15 @@ class InProcessApi:
             raw_path = path.encode("latin-1")
         except UnicodeEncodeError:
             return error_response(400, "InvalidRequestException", "Headers and the path must be ASCII.")
-        future = asyncio.run_coroutine_threadsafe(self._request(method, path, raw_path, query, raw_headers, body),
-                                                  self.loop)
+        future = asyncio.run_coroutine_threadsafe(
+            self._request(method, path, raw_path, query, raw_headers, body, held), self.loop)
         try:
             return future.result(self.timeout_s)
         except TimeoutError:
             future.cancel()
             return error_response(504, "ServiceException", "The lambdalet API did not answer in time.")
 
-    async def _request(self, method, path, raw_path, query, raw_headers, body):
+    async def _request(self, method, path, raw_path, query, raw_headers, body, held=None):
         import asyncio
         from urllib.parse import unquote
         scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
@@ -320,6 +387,7 @@ class InProcessApi:
         done = asyncio.Event()
         sent_body = False
         status, out_headers, chunks, size = 500, [], [], 0
+        over = False          # the body outgrew what this environment may hold: nothing more is kept
 
         async def receive():
             nonlocal sent_body
@@ -330,21 +398,24 @@ class InProcessApi:
             return {"type": "http.disconnect"}
 
         async def send(message):
-            nonlocal status, out_headers, size
+            nonlocal status, out_headers, size, over
             if message["type"] == "http.response.start":
                 status = message["status"]
                 out_headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in message.get("headers", [])]
             elif message["type"] == "http.response.body":
                 data = message.get("body", b"")
                 size += len(data)
-                if size <= MAX_RESPONSE_BODY:
+                if not over and size <= MAX_RESPONSE_BODY and (held is None or held.take(len(data))):
                     chunks.append(data)
+                elif not over:
+                    over = True          # what was taken stays charged until the relay releases it
+                    chunks.clear()
                 if not message.get("more_body", False):
                     done.set()
         try:
             await self.app(scope, receive, send)
         finally:
             done.set()
-        if size > MAX_RESPONSE_BODY:
+        if over or size > MAX_RESPONSE_BODY:
             return error_response(502, "ServiceException", "The response is too large to relay.")
         return status, out_headers, b"".join(chunks)
