@@ -34,7 +34,7 @@ class Settings:
     env_max_lifetime_s: float = 7200.0   # and every environment is replaced after this
     # Execution environments per account and in all (invoke/envbudget.py, sandbox/cgroups.py).
     account_envs: int = 200              # live environments (running, idle or starting) per account
-    account_env_mb: int = 10240          # their MemorySize summed, MiB, per account
+    account_env_mb: int | None = None    # their MemorySize summed, MiB, per account; None: 10 GiB or half of the next
     env_memory_mb: int | None = None     # the same over all accounts; None: 75% of the host's RAM
     account_pids: int = 4096             # processes and threads of an account's environments (pids cgroup)
     platform_pids: int | None = None     # ... of all environments; None: 16,384 or half of kernel.pid_max

@@ -128,3 +128,61 @@ def test_freeze_thaw_peak_memory_and_oom_kills_read_v2_files(fakefs):
     assert cg.oom_kills() == 1
     cg.set_cpu_quota(100_000)
     assert (d / "cpu.max").read_text() == "100000 100000"
+
+
+# ---- per-account and platform pids (issue 21.4)
+
+def test_account_groups_nest_environments_and_carry_the_accounts_pids_limit(fakefs):
+    root, svc = fakefs
+    cgroups.set_parent_pids("lambdalet-x", 16384, version=2)
+    acct = cgroups.account_group("lambdalet-x", "111111111111", 4096, version=2)
+    base = svc / "lambdalet-x"
+    assert acct == "acct-111111111111"
+    assert (base / "pids.max").read_text() == "16384"
+    assert (base / acct / "pids.max").read_text() == "4096"
+    assert (base / acct / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"   # delegated again
+    cg = Cgroup.create("env1", Limits(memory_mb=256), parent="lambdalet-x", version=2, account=acct)
+    assert cg.dirs == {"unified": str(base / acct / "env1")}
+    assert (base / acct / "env1" / "pids.max").read_text() == "1024"
+    # A stale clean-up sees the environment inside its account's group, by its own name.
+    assert cgroups.stale_children("lambdalet-x") == {"env1": {"unified": str(base / acct / "env1")}}
+
+
+def test_pids_room_is_the_smaller_of_the_account_and_the_platform(fakefs):
+    root, svc = fakefs
+    cgroups.set_parent_pids("lambdalet-x", 1000, version=2)
+    acct = cgroups.account_group("lambdalet-x", "111111111111", 300, version=2)
+    base = svc / "lambdalet-x"
+    (base / "pids.current").write_text("900\n")
+    (base / acct / "pids.current").write_text("250\n")
+    assert cgroups.pids_room("lambdalet-x", acct, version=2) == 50
+    (base / "pids.current").write_text("990\n")
+    assert cgroups.pids_room("lambdalet-x", acct, version=2) == 10
+    assert cgroups.pids_room("lambdalet-x", None, version=2) == 10
+    (base / "pids.max").write_text("max\n")
+    assert cgroups.pids_room("lambdalet-x", None, version=2) == 1 << 30
+
+
+def test_a_claimed_slot_moves_into_its_accounts_group(fakefs, monkeypatch):
+    """A slot is built for no account; claiming it moves its tasks (the kernel moves one per write)."""
+    root, svc = fakefs
+    base = svc / "lambdalet-x"
+    slot = Cgroup.create("slot-1", Limits(memory_mb=128), parent="lambdalet-x", version=2)
+    (base / "slot-1" / "cgroup.procs").write_text("41\n42\n")
+    acct = cgroups.account_group("lambdalet-x", "222222222222", 4096, version=2)
+    real_write = cgroups._write
+
+    def write(path, value):
+        real_write(path, value)
+        if path.endswith("/cgroup.procs"):          # what the kernel does: the task leaves its old group
+            old = base / "slot-1" / "cgroup.procs"
+            if old.exists():
+                old.write_text("".join(f"{p}\n" for p in old.read_text().split() if p != value))
+
+    monkeypatch.setattr(cgroups, "_write", write)
+    monkeypatch.setattr(cgroups.os, "rmdir", lambda d: None)     # a fake dir is never empty of files
+    slot.move_to_account("lambdalet-x", acct, Limits(memory_mb=512))
+    new = base / acct / "slot-1"
+    assert slot.dirs == {"unified": str(new)}
+    assert (base / "slot-1" / "cgroup.procs").read_text() == ""
+    assert (new / "memory.max").read_text() == str(512 << 20) and (new / "pids.max").read_text() == "1024"

@@ -47,8 +47,8 @@ def main() -> None:
 @click.option("--account-envs", type=click.IntRange(1), default=200, show_default=True,
               help="Live execution environments (running, idle or starting) per account; its idle ones are "
                    "evicted to make room, else Invoke answers 429.")
-@click.option("--account-env-mb", type=click.IntRange(128), default=10240, show_default=True,
-              help="Their MemorySize summed per account, MiB.")
+@click.option("--account-env-mb", type=click.IntRange(128), default=None,
+              help="Their MemorySize summed per account, MiB.  [default: 10240 or half of --env-memory-mb]")
 @click.option("--env-memory-mb", type=click.IntRange(128), default=None,
               help="Their MemorySize summed over all accounts, MiB; the least recently used idle environment of "
                    "the account holding the most goes first.  [default: 75% of the host's RAM]")
@@ -100,7 +100,7 @@ def main() -> None:
               help="TEST ONLY: accept rate(N seconds) schedule expressions and tick the scheduler every 0.2 s.")
 def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool, sandbox: str,
           concurrency_limit: int, env_idle_ttl: float, env_max_lifetime: float, async_workers: int = 16,
-          account_envs: int = 200, account_env_mb: int = 10240, env_memory_mb: int | None = None,
+          account_envs: int = 200, account_env_mb: int | None = None, env_memory_mb: int | None = None,
           account_pids: int = 4096, platform_pids: int | None = None,
           async_retry_scale: float = 1.0, allow_unknown_roles: bool = False,
           lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",), schedule_test_seconds: bool = False,

@@ -23,9 +23,10 @@ from lambdalet.models.errors import (
     InvalidRequestContentException,
     RequestTooLargeException,
     ServiceException,
+    TooManyRequestsException,
 )
-from lambdalet.sandbox.api import (Backend, EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult, NotDelivered,
-                                   SandboxError)
+from lambdalet.sandbox.api import (Backend, CapacityExceeded, EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult,
+                                   NotDelivered, SandboxError)
 
 log = logging.getLogger("lambdalet.invoke")
 
@@ -121,6 +122,10 @@ class Invoker:
                     sandbox, cold = self._acquire(key, target)
                 except InitFailed as failed:
                     return _as_unhandled(failed.result)
+                except CapacityExceeded as e:      # the account's (or the host's) pids are at their limit
+                    raise TooManyRequestsException(f"Rate Exceeded: {e}; retry once some of them end.",
+                                                   extra={"Reason": "ConcurrentInvocationLimitExceeded"},
+                                                   headers={"Retry-After": "1"}) from None
                 except SandboxError as e:
                     log.error("environment for %s could not start: %s", qualified, e)
                     raise ServiceException("The execution environment could not be started.") from None

@@ -70,6 +70,11 @@ class SandboxError(Exception):
     """The platform failed (not the function): the caller answers ServiceException."""
 
 
+class CapacityExceeded(SandboxError):
+    """No room for a new environment under a limit of the account or the host (e.g. pids): nothing
+    started; the caller answers a retryable throttle (429), not a failure."""
+
+
 class NotDelivered(SandboxError):
     """The environment died before its runtime took the invocation (killed while idle): nothing of
     it ran, so the caller may run it on a fresh environment. The sandbox is dead. `.result` is what

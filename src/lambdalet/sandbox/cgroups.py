@@ -3,6 +3,11 @@
 v1 is what this host has (the v2 tree has no controllers). Each environment's group is created
 under the server's own cgroup (from /proc/self/cgroup) + "/lambdalet", so limits nest inside
 whatever the operator gave the server, and nothing is placed beside other tenants of the machine.
+
+Process ids are capped at three levels, idle (frozen) environments included since their tasks stay
+in their groups: each environment (Limits.pids_max, 1,024 as Lambda), each account (an `acct-<id>`
+group between the parent and its environments: on v1 in the pids hierarchy only, the one limit it
+carries; on v2 a group of its own) and the parent (every environment and slot of this server).
 """
 from __future__ import annotations
 
@@ -63,6 +68,7 @@ def _read(path: str) -> str:
 
 
 V2_CONTROLLERS = ("memory", "cpu", "pids")
+ACCOUNT_PREFIX = "acct-"                 # an account's group under the parent: acct-<account id>
 _v2_parents: dict[str, str] = {}          # parent name -> its directory, fixed at first use
 
 
@@ -120,12 +126,15 @@ class Cgroup:
         self._destroyed = False          # after destroy() nothing (re)opens a descriptor: _fd() refuses
 
     @classmethod
-    def create(cls, name: str, limits: Limits, parent: str = "lambdalet", version: int | None = None) -> "Cgroup":
+    def create(cls, name: str, limits: Limits, parent: str = "lambdalet", version: int | None = None,
+               account: str | None = None) -> "Cgroup":
+        """account: the account group (account_group(), made beforehand) whose pids the group counts in."""
         version = version or detect_version()
         if version == 2:
-            cg = cls(2, {"unified": f"{v2_parent(parent)}/{name}"})
+            cg = cls(2, {"unified": f"{v2_parent(parent)}/{account + '/' if account else ''}{name}"})
         else:
-            cg = cls(1, {c: f"{ROOT}/{c}{_own_path(c)}/{parent}/{name}" for c in V1_CONTROLLERS})
+            cg = cls(1, {c: f"{ROOT}/{c}{_own_path(c)}/{parent}/{account + '/' if account and c == 'pids' else ''}{name}"
+                         for c in V1_CONTROLLERS})
         try:
             for d in cg.dirs.values():
                 os.makedirs(d)
@@ -181,6 +190,35 @@ class Cgroup:
     def attach(self, pid: int) -> None:
         for p in self.procs_files():
             _write(p, str(pid))
+
+    def move_to_account(self, parent: str, account: str, limits: Limits, timeout_s: float = 2.0) -> None:
+        """Move a live group's processes into a new group of the same name under `account` (a claimed
+        slot was built for no account). v1: the pids group only (memory stays charged where it is);
+        v2: the whole group, its limits applied first. Nothing may fork meanwhile (a slot waits idle)."""
+        key = "unified" if self.version == 2 else "pids"
+        old = self.dirs[key]
+        new = f"{parent_dirs(parent, self.version)[key]}/{account}/{os.path.basename(old)}"
+        os.makedirs(new)
+        moved = Cgroup(self.version, {key: new})
+        try:
+            if self.version == 2:
+                moved._apply(limits)
+            else:
+                _write(f"{new}/pids.max", str(limits.pids_max))
+            end = time.monotonic() + timeout_s
+            while (pids := _procs(old)):
+                if time.monotonic() > end:
+                    raise TimeoutError(f"cgroup {old} still has members: {sorted(pids)}")
+                for pid in pids:
+                    try:
+                        _write(f"{new}/cgroup.procs", str(pid))
+                    except ProcessLookupError:
+                        pass
+        except BaseException:
+            kill_and_remove({key: new}, timeout_s)     # whatever moved dies: the caller destroys the rest
+            raise
+        self.dirs[key] = new
+        os.rmdir(old)
 
     def _main(self) -> str:
         return self.dirs.get("unified") or self.dirs["pids"]
@@ -353,6 +391,49 @@ def _remove_freeze_anchor(freezer_parent: str) -> None:
         pass
 
 
+def account_group(parent: str, account_id: str, pids_max: int, version: int | None = None) -> str:
+    """Make (or update) an account's group under the parent with its pids.max; returns its name."""
+    name = ACCOUNT_PREFIX + "".join(ch for ch in account_id if ch.isalnum())[:64]
+    version = version or detect_version()
+    d = f"{parent_dirs(parent, version)['unified' if version == 2 else 'pids']}/{name}"
+    os.makedirs(d, exist_ok=True)
+    if version == 2:
+        _enable_v2(d)
+    _write(f"{d}/pids.max", str(pids_max))
+    return name
+
+
+def set_parent_pids(parent: str, pids_max: int, version: int | None = None) -> None:
+    """The ceiling for every environment and slot of this server (the parent group's pids.max)."""
+    version = version or detect_version()
+    d = parent_dirs(parent, version)["unified" if version == 2 else "pids"]
+    os.makedirs(d, exist_ok=True)
+    _write(f"{d}/pids.max", str(pids_max))
+
+
+def pids_room(parent: str, account: str | None = None, version: int | None = None) -> int:
+    """How many more tasks fit under the parent and, if given, the account group (the smaller)."""
+    version = version or detect_version()
+    base = parent_dirs(parent, version)["unified" if version == 2 else "pids"]
+    room = 1 << 30
+    for d in (base, f"{base}/{account}") if account else (base,):
+        try:
+            limit, current = _read(f"{d}/pids.max").strip(), _read(f"{d}/pids.current").strip()
+        except FileNotFoundError:
+            continue
+        if limit != "max":
+            room = min(room, int(limit) - int(current))
+    return room
+
+
+def default_platform_pids(cap: int = 16_384) -> int:
+    """16,384 or half of kernel.pid_max, whichever is smaller: the host keeps the rest."""
+    try:
+        return min(cap, int(_read("/proc/sys/kernel/pid_max")) // 2)
+    except (OSError, ValueError):
+        return cap
+
+
 def parent_dirs(parent: str = "lambdalet", version: int | None = None) -> dict[str, str]:
     """controller (or "unified") -> this process's per-server parent group directory."""
     version = version or detect_version()
@@ -391,7 +472,7 @@ def remove_parent(parent: str = "lambdalet") -> None:
     dirs = parent_dirs(parent)
     if "freezer" in dirs:
         _remove_freeze_anchor(dirs["freezer"])
-    for d in dirs.values():
+    for d in [sub for d in dirs.values() for sub in _subtree(d)]:     # empty account groups, then the parent
         try:
             os.rmdir(d)
         except OSError:
@@ -477,10 +558,28 @@ def stale_children(parent: str = "lambdalet") -> dict[str, dict[str, str]]:
     (the union over controllers, so a group left in only some of them is found too)."""
     out: dict[str, dict[str, str]] = {}
     for ctrl, pdir in parent_dirs(parent).items():
-        try:
-            names = [e.name for e in os.scandir(pdir) if e.is_dir(follow_symlinks=False) and e.name != FREEZE_ANCHOR]
-        except FileNotFoundError:
-            continue
-        for name in names:
-            out.setdefault(name, {})[ctrl] = os.path.join(pdir, name)
+        for path in _groups_in(pdir):
+            if os.path.basename(path).startswith(ACCOUNT_PREFIX):    # an account's: its environments are inside
+                for inner in _groups_in(path):
+                    out.setdefault(os.path.basename(inner), {})[ctrl] = inner
+            else:
+                out.setdefault(os.path.basename(path), {})[ctrl] = path
     return out
+
+
+def _groups_in(d: str) -> list[str]:
+    try:
+        return [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False) and e.name != FREEZE_ANCHOR]
+    except FileNotFoundError:
+        return []
+
+
+def remove_empty_account_groups(parent: str = "lambdalet") -> None:
+    """Account groups with no environment left (after a stale clean-up)."""
+    for pdir in parent_dirs(parent).values():
+        for path in _groups_in(pdir):
+            if os.path.basename(path).startswith(ACCOUNT_PREFIX):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass

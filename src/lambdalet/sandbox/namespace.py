@@ -30,8 +30,9 @@ import uuid
 from lambdalet.runtime import bridge, launch
 from lambdalet.runtime.init import CONFIG
 from lambdalet.sandbox import mounts
-from lambdalet.sandbox.api import Backend, EnvironmentSpec, SandboxError, register_backend
-from lambdalet.sandbox.cgroups import Cgroup, Limits, kill_and_remove, remove_parent, stale_children
+from lambdalet.sandbox.api import Backend, CapacityExceeded, EnvironmentSpec, SandboxError, register_backend
+from lambdalet.sandbox.cgroups import (Cgroup, Limits, account_group, kill_and_remove, pids_room, remove_empty_account_groups,
+                                       remove_parent, set_parent_pids, stale_children)
 from lambdalet.sandbox.host import BridgedSandbox
 from lambdalet.sandbox.slots import Slot, SlotPool
 from lambdalet.sandbox.zygote import ForkServer
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 MNT_DETACH = 2
 SLOT_MEMORY_MB = 128            # an unclaimed slot's limit (Lambda's smallest MemorySize); claiming sets the function's
 SLOT_BUILD_TIMEOUT_S = 10.0
+START_PIDS = 16                 # tasks a new environment needs to start (init, the runtime and their threads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +75,12 @@ class NamespaceSandbox(BridgedSandbox):
                 "env": launch.runtime_env(spec, layout), "cwd": "/var/task", "port": 9001, "pid1": True,
                 "python_fork": fam.python_fork}
         self._limits = Limits(spec.memory_mb, b.pids_max)
+        account = b.account_group(spec.account_id)       # None: no per-account pids limit configured
+        b.check_pids_room(account)                        # CapacityExceeded (429) rather than a failed fork
         slot = b.slots.take(fam) if b.slots is not None else None
         if slot is not None:
             try:
-                return self._claim(slot, icfg)
+                return self._claim(slot, icfg, account)
             except Exception as e:
                 log.warning("slot %s could not be claimed, building an environment instead: %s", slot.name, e)
                 slot.sock.close()
@@ -89,7 +93,7 @@ class NamespaceSandbox(BridgedSandbox):
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.env_id)[:64] + "-" + uuid.uuid4().hex[:8]
         b._live_cgroups.add(name)
         self._cg_name = name
-        self._cg = Cgroup.create(name, self._limits, parent=b.cgroup_parent)
+        self._cg = Cgroup.create(name, self._limits, parent=b.cgroup_parent, account=account)
         # Init runs with at least one full vCPU, as Lambda boosts the init phase; _init_done restores it.
         self._cg.set_cpu_quota(max(self._limits.cpu_quota_us, b.init_cpu_quota_us))
         self._uid = b._alloc_uid()
@@ -107,7 +111,7 @@ class NamespaceSandbox(BridgedSandbox):
         self._timings["zygote_fork_ms"] = reply.get("fork_ms")
         return host
 
-    def _claim(self, slot: Slot, icfg: dict) -> socket.socket:
+    def _claim(self, slot: Slot, icfg: dict, account: str | None) -> socket.socket:
         """Make a slot this environment: from here on its cgroup, uid and mounts are ours (destroyed with
         us, or by the caller if the claim fails)."""
         spec, b = self.spec, self._b
@@ -119,6 +123,8 @@ class NamespaceSandbox(BridgedSandbox):
             raise SandboxError("the slot said something while idle (its init or runtime died?)")
 
         def limits() -> None:
+            if account is not None:      # built for no account: its tasks now count in the account's pids
+                self._cg.move_to_account(b.cgroup_parent, account, self._limits)
             self._cg.set_memory(spec.memory_mb)
             self._cg.set_cpu_quota(max(self._limits.cpu_quota_us, b.init_cpu_quota_us))   # init's boost, as above
 
@@ -200,6 +206,8 @@ class NamespaceBackend(Backend):
         self.host_runtimes = host_runtimes        # runtime.hostruntimes.HostRuntimes; discovered when None
         self.pids_max, self.root_dir, self.cgroup_parent = pids_max, root_dir, cgroup_parent.strip("/")
         self.account_pids, self.platform_pids = account_pids, platform_pids
+        self._account_groups: dict[str, str] = {}     # account id -> its group's name (made once)
+        self._account_lock = threading.Lock()
         self.seccomp_profile = seccomp_profile
         self.init_cpu_quota_us = init_cpu_quota_us
         self.slots_dir = os.path.realpath(slots_dir or os.path.realpath(root_dir).rstrip("/") + "-slots").rstrip("/")
@@ -217,6 +225,8 @@ class NamespaceBackend(Backend):
             fcntl.flock(self._owner, fcntl.LOCK_SH)
         else:
             log.info("another live sandbox backend uses %s / cgroup %s: no stale clean-up", root_dir, cgroup_parent)
+        if platform_pids is not None:
+            set_parent_pids(self.cgroup_parent, platform_pids)
         self.zygote = ForkServer(own_mount_namespace=slots > 0)   # the slots' mounts live there, not on the host
         if slots > 0:
             os.makedirs(self.slots_dir, mode=0o700, exist_ok=True)
@@ -237,6 +247,7 @@ class NamespaceBackend(Backend):
                 log.error("stale cgroup %s could not be removed: %s", name, e)
                 continue
             cleaned.append(f"cgroup {self.cgroup_parent}/{name}" + (f" (killed pids {pids})" if pids else ""))
+        remove_empty_account_groups(self.cgroup_parent)
         cleaned += self._cleanup_root_dir()
         cleaned += self._cleanup_slots_dir()
         for line in cleaned:
@@ -290,6 +301,24 @@ class NamespaceBackend(Backend):
                 mounts.remove_empty_tree(entry.path)
                 cleaned += [] if os.path.lexists(entry.path) else [f"directory {entry.path}"]
         return cleaned
+
+    # --- per-account pids (cgroups.py) ---------------------------------------------------------
+    def account_group(self, account_id: str) -> str | None:
+        """The account's group under the parent (made once, with --account-pids), or None."""
+        if self.account_pids is None:
+            return None
+        with self._account_lock:
+            if account_id not in self._account_groups:
+                self._account_groups[account_id] = account_group(self.cgroup_parent, account_id, self.account_pids)
+            return self._account_groups[account_id]
+
+    def check_pids_room(self, account: str | None) -> None:
+        """Refuse a new environment whose start would hit the account's or the platform's pids limit."""
+        if self.account_pids is None and self.platform_pids is None:
+            return
+        if pids_room(self.cgroup_parent, account) < START_PIDS:
+            raise CapacityExceeded("the processes and threads of this account's execution environments (or of "
+                                   "all of them) are at their limit")
 
     # --- slots (slots.py) ------------------------------------------------------------------------
     def family(self, ex) -> Family:

@@ -29,6 +29,7 @@ from lambdalet.invoke.version_watch import stale_keys
 from lambdalet.invoke.targets import TargetResolver
 from lambdalet.queues import QueueService
 from lambdalet.sandbox import open_backend
+from lambdalet.sandbox.cgroups import default_platform_pids
 from lambdalet.services.lambda_service import LambdaService
 from lambdalet.services.runtimes import default_catalogue
 from lambdalet.store.db import Database, open_database
@@ -115,11 +116,14 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
                                uid_base=1_000_000 + uid_block * 10_000, uid_count=10_000,
                                host_runtimes=settings.host_runtimes(), slots=settings.sandbox_slots,
                                slot_ttl_s=settings.env_idle_ttl_s, slots_dir=str(settings.run_dir / "slots"),
-                               account_pids=settings.account_pids, platform_pids=settings.platform_pids)
+                               account_pids=settings.account_pids,
+                               platform_pids=settings.platform_pids or default_platform_pids())
     # Live environments and their memory, per account and in all; deleted or updated versions'
     # environments go as soon as the control plane's generation moves (invoke/envbudget.py, pool.py).
-    budget = EnvBudget(BudgetLimits(account_envs=settings.account_envs, account_mb=settings.account_env_mb,
-                                    total_mb=settings.env_memory_mb or default_total_mb()))
+    # By default one account may hold half the platform's budget at most, so another always has room.
+    total_mb = settings.env_memory_mb or default_total_mb()
+    budget = EnvBudget(BudgetLimits(account_envs=settings.account_envs, total_mb=total_mb,
+                                    account_mb=settings.account_env_mb or min(10240, total_mb // 2)))
     pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s, budget=budget)
     pool.watch(lambda: service.resolver.generation, stale_keys(db))
     invoker = Invoker(TargetResolver(service.resolver, db), backend, code, pool,
