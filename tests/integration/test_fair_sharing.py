@@ -3,7 +3,7 @@ with two accounts against a real server: account A misbehaves, account B's laten
 
 (a) A keeps 600 SQS long polls open (more than the API's 512 worker threads): B's ListQueues and
     GetFunction stay fast, and the server does not hold a thread per poll.
-(b) A floods Event invokes of a function that sleeps 4 s (more than the 16 Event workers can run at
+(b) A floods Event invokes of a function that sleeps 8 s (more than the 16 Event workers can run at
     once): B's Event invoke of a warm, fast function reaches its OnSuccess destination within
     seconds, not after A's backlog.
 """
@@ -69,7 +69,9 @@ def test_long_polls_of_one_account_do_not_slow_another(srv, tenant_b):
     print(f"\nB's p50/p99 quiet {pct(quiet, 50)*1e3:.1f}/{pct(quiet, 99)*1e3:.1f} ms, with 600 long polls of A "
           f"{pct(loud, 50)*1e3:.1f}/{pct(loud, 99)*1e3:.1f} ms; server threads {threads}")
     assert pct(loud, 99) < 1.0, f"B's p99 {pct(loud, 99):.2f} s while A long polls"
-    assert threads < 400, f"{threads} server threads: a thread per long poll?"
+    # Worker threads start on demand for the polls' bursts of attempts, but none is held per poll:
+    # before, the 512 workers were all asleep in long polls (and B waited up to 20 s).
+    assert threads < 500, f"{threads} server threads: a thread per long poll?"
 
 
 def test_event_backlog_of_one_account_does_not_delay_another(srv, tenant_b):
@@ -93,11 +95,11 @@ def test_event_backlog_of_one_account_does_not_delay_another(srv, tenant_b):
         return float("inf")
 
     quiet = delay()
-    body = json.dumps({"sleep": 4}).encode()
-    with ThreadPoolExecutor(8) as pool:                        # 160 x 4 s: 40 s of A's backlog at 16 workers
-        list(pool.map(lambda _: lam_a.invoke(FunctionName=slow, InvocationType="Event", Payload=body), range(160)))
+    body = json.dumps({"sleep": 8}).encode()
+    with ThreadPoolExecutor(8) as pool:                        # 100 x 8 s: 50 s of A's backlog at 16 workers
+        list(pool.map(lambda _: lam_a.invoke(FunctionName=slow, InvocationType="Event", Payload=body), range(100)))
     time.sleep(3)                                              # A's wave is running, its backlog buffered
     loud = [delay() for _ in range(3)]
     print(f"\nB's Event delay quiet {quiet:.2f} s, behind A's backlog {[round(x, 2) for x in loud]} s")
-    assert max(loud) < 4.0, f"B's Event invokes waited {loud} s behind A's backlog (A's invocations take 4 s)"
+    assert max(loud) < 3.0, f"B's Event invokes waited {loud} s behind A's backlog (A's invocations take 8 s)"
     lam_a.put_function_concurrency(FunctionName=slow, ReservedConcurrentExecutions=0)   # drop A's backlog

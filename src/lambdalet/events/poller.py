@@ -3,6 +3,13 @@ queues (round robin over accounts) for a small pool of worker threads, each of w
 through `Invoker.run` (the same concurrency accounting as a synchronous Invoke) and handles the
 outcome completely before acknowledging it.
 
+The workers serve every account, so they are shared fairly (issue 21.7; fair_queue.py): workers take
+events round robin over accounts, then over an account's functions; one account runs at most
+`account_cap` events at once (a quarter of the workers stays for the others) and holds at most
+`account_buffer` claimed events, so its backlog never fills the buffer, and an event enqueued for an
+idle account wakes the dispatcher at once. Another account's event waits at most about one
+invocation of the account ahead of it.
+
 Database work is batched (acks.py): the dispatcher claims up to a buffer's worth of events per
 transaction (refilling when half the buffer is free, or at once when the workers ran dry), and
 applies the acks/nacks recorded by the workers since its last round in one transaction before each
@@ -24,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +40,7 @@ import sqlalchemy as sa
 
 from lambdalet.events.acks import BatchedAcks, ImmediateAcks
 from lambdalet.events.async_invoke import INTERNAL_ACCOUNT, QUEUE_PREFIX, AsyncInvocations, internal_context
+from lambdalet.events.fair_queue import FairQueue
 from lambdalet.events.destinations import (EVENT_AGE_EXCEEDED, RETRIES_EXHAUSTED, SUCCESS, Destinations,
                                            error_message_of, invocation_record)
 from lambdalet.events.invoke_config import EffectiveConfig, EventInvokeConfigs
@@ -80,8 +87,11 @@ class EventPoller:
         self.retry_scale = float(retry_scale)
         self.claim_visibility_s = int(claim_visibility_s)
         self.idle_wait_s = idle_wait_s
-        # Claimed and not yet settled: one wave running plus one buffered, refilled half at a time.
-        self.capacity = min(2 * self.workers + 4, self.workers + MAX_CLAIM)
+        # Claimed and not yet settled: one wave running plus one buffered, refilled half at a time;
+        # one account (internal queue) at most `account_buffer` of it, `account_cap` of it running.
+        self.account_cap = max(1, self.workers - max(1, self.workers // 4))
+        self.account_buffer = self.account_cap + max(2, self.account_cap // 2)
+        self.capacity = min(2 * self.workers + 4, self.workers + MAX_CLAIM) + self.account_buffer
         self.refill_at = max(1, (self.capacity - self.workers) // 2 + 1)
         self.stats = PollerStats()
         self._wake = threading.Event()
@@ -90,7 +100,9 @@ class EventPoller:
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._outstanding = 0
-        self._work: queue.Queue = queue.Queue()
+        self._held: dict[str, int] = {}          # internal queue ARN -> claimed, not yet handled
+        self._woken = False                      # an enqueue since the last claim round
+        self._work = FairQueue(self.account_cap)
         self._arns: list[str] = []
         self._arns_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -124,13 +136,8 @@ class EventPoller:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        while True:
-            try:
-                item = self._work.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self.acks.nack(item[0].receipt, 0)
+        for m, _ in self._work.close():
+            self.acks.nack(m.receipt, 0)
         self.acks.flush()          # what finished, and what was buffered (given back)
         still = [t.name for t in self._threads if t.is_alive()]
         if still:
@@ -138,6 +145,9 @@ class EventPoller:
 
     def wake(self, arn: str) -> None:
         self._add_arn(arn)
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
         self._wake.set()
 
     def release_orphans(self) -> int:
@@ -171,16 +181,19 @@ class EventPoller:
             if not refill:           # woke only to settle
                 continue
             self._wake.clear()
+            with self._cond:
+                self._woken = False
             got = self._claim_round(free)
             if not got and not self.acks.pending():
                 self._wake.wait(self.idle_wait_s)
-        for _ in range(self.workers):
-            self._work.put(None)
+        for m, _ in self._work.close():     # buffered, never started: given back (close() flushes)
+            self.acks.nack(m.receipt, 0)
 
     def _refill_due(self) -> bool:
-        """Claim when half the buffer is free, or now if the workers have nothing left to take."""
+        """Claim when half the buffer is free, or now if the workers have nothing they may take, or
+        an event was just enqueued (its account may be idle: it must not wait for the others)."""
         free = self.capacity - self._outstanding
-        return free >= self.refill_at or (free > 0 and self._work.empty())
+        return free >= self.refill_at or (free > 0 and (self._woken or not self._work.runnable()))
 
     def _claim_round(self, free: int) -> int:
         """One claim transaction per internal queue, round robin, sharing `free` between them."""
@@ -193,7 +206,9 @@ class EventPoller:
         for i, arn in enumerate(arns):
             if free <= 0 or self._stop.is_set():
                 break
-            share = -(-free // (len(arns) - i))
+            share = min(-(-free // (len(arns) - i)), self.account_buffer - self._held.get(arn, 0))
+            if share <= 0:             # this account's buffer is full: the others' turn
+                continue
             try:
                 msgs = self.queues.claim(arn, min(MAX_CLAIM, share), self.claim_visibility_s, 0)
             except AwsError as e:
@@ -210,8 +225,9 @@ class EventPoller:
                 now = time.monotonic()
                 with self._cond:
                     self._outstanding += len(msgs)
+                    self._held[arn] = self._held.get(arn, 0) + len(msgs)
                 for m in msgs:
-                    self._work.put((m, now))
+                    self._work.put((arn, _function_of(m)), (m, now))
                 free -= len(msgs)
                 got += len(msgs)
         return got
@@ -219,13 +235,14 @@ class EventPoller:
     # ------------------------------------------------------------------ workers
     def _work_loop(self) -> None:
         while True:
-            item = self._work.get()
-            if item is None or self._stop.is_set():
-                if item is not None:           # give it back: delivered by the next server
-                    self._work.put(item)
-                    self._done()
+            got = self._work.get()
+            if got is None:
                 return
-            m, claimed_at = item
+            lane, (m, claimed_at) = got
+            if self._stop.is_set():            # give it back: delivered by the next server
+                self.acks.nack(m.receipt, 0)
+                self._done(lane)
+                continue
             try:
                 self.process(m, claimed_at, self.acks)
             except Exception:
@@ -233,11 +250,18 @@ class EventPoller:
                 log.exception("event message %s: unexpected failure; it will be delivered again", m.message_id)
                 self.acks.nack(m.receipt, PLATFORM_RETRY_DELAY_S)
             finally:
-                self._done()
+                self._done(lane)
 
-    def _done(self) -> None:
+    def _done(self, lane) -> None:
+        self._work.done(lane)
         with self._cond:
             self._outstanding -= 1
+            arn = lane[0]
+            n = self._held.get(arn, 0) - 1
+            if n > 0:
+                self._held[arn] = n
+            else:
+                self._held.pop(arn, None)
             self._cond.notify_all()
 
     def _scaled(self, seconds: float, minimum: int = 0) -> int:
@@ -334,3 +358,12 @@ class EventPoller:
                      msg.request_id, msg.qualified_arn, condition, invoke_count)
         self.stats.add("failed")
         acks.ack(m.receipt, msg.payload_ref)
+
+
+def _function_of(m) -> str:
+    """The function an event is for (fairness between an account's functions); "" if undecodable
+    (process() drops it)."""
+    try:
+        return EventMessage.decode(m.body).function_name
+    except (ValueError, KeyError, TypeError):
+        return ""
