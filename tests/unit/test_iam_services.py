@@ -217,7 +217,14 @@ def test_lambda_request_arns(env, op, params, want):
 
 def test_lambda_request_condition_keys(env):
     _, _, keys = lambda_request("CreateFunctionUrlConfig", {"FunctionName": "f", "AuthType": "NONE"}, env.admin)
-    assert keys == {"lambda:FunctionUrlAuthType": "NONE"}
+    assert keys == {"lambda:FunctionUrlAuthType": "NONE",      # and lambda:FunctionArn, as AWS lists for it
+                    "lambda:FunctionArn": "arn:aws:lambda:us-east-1:000000000000:function:f"}
+    _, _, keys = lambda_request("PutFunctionCodeSigningConfig", {"FunctionName": "f", "CodeSigningConfigArn":
+                                "arn:aws:lambda:us-east-1:000000000000:code-signing-config:csc-1"}, env.admin)
+    assert keys == {"lambda:CodeSigningConfigArn": "arn:aws:lambda:us-east-1:000000000000:code-signing-config:csc-1"}
+    action, arn, keys = lambda_request("UpdateEventSourceMapping", {"UUID": "u-1", "FunctionName": "g"}, env.admin)
+    assert arn == "arn:aws:lambda:us-east-1:000000000000:event-source-mapping:u-1"
+    assert keys == {"lambda:FunctionArn": "arn:aws:lambda:us-east-1:000000000000:function:g"}
     _, _, keys = lambda_request("CreateEventSourceMapping", {"FunctionName": "f:live", "Tags": {"a": "b"}}, env.admin)
     assert keys == {"lambda:FunctionArn": "arn:aws:lambda:us-east-1:000000000000:function:f:live",
                     "aws:RequestTag/a": "b", "aws:TagKeys": ["a"]}

@@ -234,20 +234,29 @@ def test_unimplemented_operations_answer_a_modelled_4xx():
             assert err.code in {e.name for e in op.error_shapes} and err.status < 500, name
 
 
-def test_migration_0012_down_and_up(tmp_path):
-    spec = importlib.util.spec_from_file_location("mig0012", MIGRATIONS_DIR / "versions" / "0012_organizations.py")
+def _migration(name: str):
+    spec = importlib.util.spec_from_file_location(name, MIGRATIONS_DIR / "versions" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_migration_0012_down_and_up(tmp_path):
+    mod = _migration("0012_organizations")
+    later = _migration("0018_scps_source_function")     # adds to the organization tables: undone first
     assert (mod.revision, mod.down_revision) == ("0012", "0011")
     db = open_database(f"sqlite:///{tmp_path / 'm.db'}")
     names = {iam_tables.organizations.name, iam_tables.organization_accounts.name,
-             iam_tables.organization_create_requests.name}
+             iam_tables.organization_create_requests.name, iam_tables.organization_policies.name,
+             iam_tables.organization_policy_targets.name}
     with db.engine.begin() as conn:
         with Operations.context(MigrationContext.configure(conn)):
+            later.downgrade()
             mod.downgrade()
         assert not names & set(sa.inspect(conn).get_table_names())
         with Operations.context(MigrationContext.configure(conn)):
             mod.upgrade()
+            later.upgrade()
         assert names <= set(sa.inspect(conn).get_table_names())
         diff = [d for d in compare_metadata(MigrationContext.configure(conn), schema.metadata)
                 if any(x in str(d) for x in names)]

@@ -20,10 +20,10 @@ import re
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from lambdalet.iam.policy import IDENTITY, IMPLICIT_DENY, Decision, MalformedPolicy, Policy, Principal, Request, \
-    build_context, evaluate, parse_policy
+from lambdalet.iam.policy import EXPLICIT_DENY, IDENTITY, IMPLICIT_DENY, Decision, MalformedPolicy, Policy, \
+    Principal, Request, build_context, evaluate, evaluate_scps, parse_policy
 from lambdalet.iam.principals import PrincipalPolicies
 from lambdalet.models.context import Caller, RequestContext
 from lambdalet.models.errors import AccessDeniedException, AwsError
@@ -31,7 +31,8 @@ from lambdalet.models.errors import AccessDeniedException, AwsError
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 # Condition keys about the caller that only the platform's records may set (lower case prefixes).
 _PLATFORM_KEYS = ("aws:principaltag/", "aws:principalorgid", "aws:principalorgpaths", "aws:sourceidentity",
-                  "aws:tokenissuetime")
+                  "aws:tokenissuetime", "lambda:sourcefunctionarn")
+_SERVICE_LINKED = ":role/aws-service-role/"     # SCPs never restrict service-linked roles
 LAMBDA_ACTIONS_PATH = Path(__file__).resolve().parent.parent / "data" / "lambda_actions.json"
 
 
@@ -67,10 +68,14 @@ class Authorizer:
 
     def __init__(self, directory, *, resource_tags: Callable[[str], Mapping[str, str]] | None = None):
         self.directory = directory
-        self.resource_tags = resource_tags     # ARN -> tags, for aws:ResourceTag/<key>
+        self.resource_tags = resource_tags     # ARN -> tags, for aws:ResourceTag/<key> (IAM users and roles:
+        # iam/resource_tags.py, set by iam_service.build_iam)
         # account -> (organization id, root id) or None; set by iam/organizations_service.py so every
         # decision sees aws:PrincipalOrgID / aws:PrincipalOrgPaths (None: no organizations served).
         self.principal_org: Callable[[str], tuple[str, str] | None] | None = None
+        # account -> the SCPs of each level above its principals (root, account), None when none apply
+        # (the management account, no organization, SCPs disabled); set by organizations_service.py.
+        self.service_control: Callable[[str], Sequence[Sequence[Policy]] | None] | None = None
         self._policies: dict[tuple[str, str], tuple[int, list[Policy]]] = {}
 
     def principal_policies(self, caller: Caller) -> PrincipalPolicies:
@@ -120,17 +125,35 @@ class Authorizer:
                 extra["aws:PrincipalOrgID"] = org[0]
                 extra["aws:PrincipalOrgPaths"] = [f"{org[0]}/{org[1]}/"]
         if self.resource_tags is not None and resource_arn != "*":
+            iam_resource = resource_arn.split(":", 3)[2:3] == ["iam"]
             for k, v in (self.resource_tags(resource_arn) or {}).items():
                 extra.setdefault(f"aws:ResourceTag/{k}", v)
+                if iam_resource:         # IAM users and roles also answer to iam:ResourceTag/<key>
+                    extra.setdefault(f"iam:ResourceTag/{k}", v)
         if resource_policy is not None and not isinstance(resource_policy, Policy):
             try:
                 resource_policy = parse_policy(resource_policy, "resource", label="resource-policy")
             except MalformedPolicy:
                 resource_policy = None
         account = resource_account or _resource_account(resource_arn) or caller.account_id
-        return evaluate(Request(who, action, resource_arn, build_context(who, extra)), facts.identity,
-                        resource_policy, account, resource_policy_required=resource_policy_required,
-                        boundary=facts.boundary, session_policies=facts.session_policies)
+        request = Request(who, action, resource_arn, build_context(who, extra))
+        scp = self._scp_refusal(request)
+        if scp is not None and scp.effect == EXPLICIT_DENY:
+            return scp
+        decision = evaluate(request, facts.identity, resource_policy, account,
+                            resource_policy_required=resource_policy_required, boundary=facts.boundary,
+                            session_policies=facts.session_policies)
+        # SCPs limit whatever granted it, a resource-based policy included ("SCP evaluation")
+        return scp if (scp is not None and decision.allowed) else decision
+
+    def _scp_refusal(self, request: Request) -> Decision | None:
+        who = request.principal
+        if self.service_control is None or who.kind in ("service", "anonymous") or not who.account_id:
+            return None
+        if _SERVICE_LINKED in (who.role_arn or who.arn):
+            return None
+        levels = self.service_control(who.account_id)
+        return evaluate_scps(request, levels) if levels is not None else None
 
     def check(self, ctx: RequestContext, action: str, resource_arn: str, context: Mapping[str, Any] | None = None,
               resource_policy: Mapping | str | Policy | None = None, *,

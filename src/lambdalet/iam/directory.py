@@ -29,6 +29,8 @@ from lambdalet.iam.errors import (
 )
 from lambdalet.iam.managed_policies import ADMIN_POLICY_ARN, AWS_MANAGED  # noqa: F401  (re-exported)
 from lambdalet.iam.policy import MalformedPolicy, Policy, parse_policy
+from lambdalet.iam.policy_validation import check_identity_document, inline_quota_error, managed_quota_error, \
+    trust_quota_error
 from lambdalet.iam.principals import PrincipalPolicies, load_principal
 from lambdalet.store import schema
 
@@ -61,10 +63,16 @@ def _tags(raw: str) -> list[dict]:
 
 
 def _check_document(document: str, kind: str) -> Policy:
+    """kind: "trust", "managed" or "inline" (an inline policy's quota is the principal's total: put_inline)."""
     try:
-        return parse_policy(document, kind)
+        policy = parse_policy(document, "trust") if kind == "trust" else check_identity_document(document)
     except MalformedPolicy as e:
         raise MalformedPolicyDocument(str(e)) from None
+    too_large = trust_quota_error(document) if kind == "trust" else \
+        managed_quota_error(document) if kind == "managed" else None
+    if too_large:
+        raise LimitExceeded(too_large)
+    return policy
 
 
 def _check_path(path: str) -> str:
@@ -397,7 +405,7 @@ class Directory:
     def create_policy(self, account_id: str, name: str, document: str, path: str = "/", description: str = "",
                       tags: list[dict] | None = None) -> dict:
         path = _check_path(path)
-        _check_document(document, "identity")
+        _check_document(document, "managed")
         now = self._clock()
         with self._begin() as conn:
             p = t.iam_policies.c
@@ -491,7 +499,7 @@ class Directory:
                  "CreateDate": x.created_at} for x in vers]
 
     def create_policy_version(self, account_id: str, arn: str, document: str, set_default: bool) -> dict:
-        _check_document(document, "identity")
+        _check_document(document, "managed")
         now = self._clock()
         with self._begin() as conn:
             row = self._visible_policy(conn, account_id, arn)
@@ -572,10 +580,15 @@ class Directory:
 
     # ---------------------------------------------------------------- inline policies
     def put_inline(self, account_id: str, ptype: str, name: str, policy_name: str, document: str) -> None:
-        _check_document(document, "identity")
+        _check_document(document, "inline")
         with self._begin() as conn:
             who = self._principal(conn, account_id, ptype, name)
             i = t.iam_inline_policies.c
+            others = [r.document for r in conn.execute(sa.select(i.document).where(
+                i.principal_type == ptype, i.principal_id == who.id, i.name != policy_name))]
+            too_large = inline_quota_error(ptype, who.name, others + [document])
+            if too_large:
+                raise LimitExceeded(too_large)
             where = (i.principal_type == ptype, i.principal_id == who.id, i.name == policy_name)
             if conn.execute(sa.select(i.name).where(*where)).first():
                 conn.execute(t.iam_inline_policies.update().where(*where)

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from lambdalet.iam.authz import Authorizer
 from lambdalet.iam.directory import Directory, policy_arn, role_arn, user_arn
 from lambdalet.iam.errors import AccessDenied, LimitExceeded, NoSuchEntity, ValidationError
+from lambdalet.iam.resource_tags import IamResourceTags
 from lambdalet.models.context import RequestContext
 
 MAX_KEYS_PER_USER = 2
@@ -355,6 +356,6 @@ def build_iam(platform) -> tuple["IamService", Any, Directory, Authorizer]:
 
     directory = Directory(platform.db)
     directory.ensure_builtin()
-    authorizer = Authorizer(directory)
+    authorizer = Authorizer(directory, resource_tags=IamResourceTags(directory))
     return (IamService(directory, platform.identity, authorizer), StsService(directory, platform.identity, authorizer),
             directory, authorizer)

@@ -135,11 +135,14 @@ class IdentityStore:
 
     def create_session(self, account_id: str, session_arn: str, user_id: str, role_id: str, role_arn: str,
                        session_name: str, expires_at: float, *, source_identity: str | None = None,
-                       session_policies: dict | None = None, tags: dict | None = None) -> SessionCredentials:
+                       session_policies: dict | None = None, tags: dict | None = None,
+                       source_function_arn: str | None = None) -> SessionCredentials:
         """STS: a temporary key for a role session; the token is returned once and stored hashed.
         The session is bound to `role_id` (iam/principals.py): a recreated role does not honour it.
         `session_policies` ({"Policy": doc, "PolicyArns": [...]}) and `tags` ({"Tags": {..},
-        "Transitive": [..]}) are kept as given, for the session's life."""
+        "Transitive": [..]}) are kept as given, for the session's life. `source_function_arn`: the
+        function whose environments get these credentials (Lambda's execution-role sessions only); every
+        request signed with them carries it as `lambda:SourceFunctionArn`, wherever it is made from."""
         key_id, secret = _new_session_key_id(), _new_secret()
         token = "LSTS" + secrets.token_urlsafe(96)
         with self._db.begin() as conn:
@@ -148,7 +151,8 @@ class IdentityStore:
                 access_key_id=key_id, token_sha256=_token_hash(token), role_id=role_id, role_arn=role_arn,
                 session_name=session_name, created_at=time.time(), source_identity=source_identity,
                 session_policies=json.dumps(session_policies) if session_policies is not None else None,
-                tags=json.dumps(tags) if tags else None))
+                tags=json.dumps(tags) if tags else None,
+                source_function_arn=":".join(source_function_arn.split(":")[:7]) if source_function_arn else None))
         return SessionCredentials(key_id, secret, token, expires_at)
 
     def purge_expired_sessions(self, now: float | None = None) -> int:

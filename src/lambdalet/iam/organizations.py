@@ -34,6 +34,8 @@ from lambdalet.models.errors import AwsError
 from lambdalet.store import schema
 
 DEFAULT_ACCESS_ROLE = "OrganizationAccountAccessRole"
+SCP_TYPE = "SERVICE_CONTROL_POLICY"
+FULL_ACCESS_ID = "p-FullAWSAccess"     # AWS-managed; attached to the root and every account when SCPs are enabled
 _ID_CHARS = string.ascii_lowercase + string.digits
 
 
@@ -109,6 +111,21 @@ def management_email(account_id: str) -> str:
     return f"{account_id}@lambdalet.invalid"
 
 
+def enabled_policy_types(conn, org_id: str) -> list[str]:
+    row = conn.execute(sa.select(t.organizations.c.policy_types).where(t.organizations.c.id == org_id)).first()
+    try:
+        return list(json.loads(row.policy_types or "[]")) if row else []
+    except ValueError:
+        return []
+
+
+def attach_full_access_if_enabled(conn, org_id: str, target_id: str, now: float) -> None:
+    """A new member gets FullAWSAccess while SCPs are enabled, as AWS attaches it."""
+    if SCP_TYPE in enabled_policy_types(conn, org_id):
+        conn.execute(t.organization_policy_targets.insert().values(
+            policy_id=FULL_ACCESS_ID, target_id=target_id, organization_id=org_id, attached_at=now))
+
+
 def _random(n: int) -> str:
     return "".join(secrets.choice(_ID_CHARS) for _ in range(n))
 
@@ -145,6 +162,11 @@ class OrganizationStore:
         self._lock = threading.Lock()
         self._generation = 0
         self._members: dict[str, tuple[str, str]] | None = None   # account -> (org id, root id)
+
+    @property
+    def generation(self) -> int:
+        """Moves after every write here (snapshots of this state compare it, iam/scp.py)."""
+        return self._generation
 
     # ---------------------------------------------------------------- the membership snapshot
     def principal_org(self, account_id: str) -> tuple[str, str] | None:
@@ -218,6 +240,9 @@ class OrganizationStore:
                                                     "accounts (except the master).")
             conn.execute(t.organization_create_requests.delete()
                          .where(t.organization_create_requests.c.organization_id == org.id))
+            conn.execute(t.organization_policy_targets.delete()
+                         .where(t.organization_policy_targets.c.organization_id == org.id))
+            conn.execute(t.organization_policies.delete().where(t.organization_policies.c.organization_id == org.id))
             conn.execute(t.organization_accounts.delete().where(a.organization_id == org.id))
             conn.execute(t.organizations.delete().where(t.organizations.c.id == org.id))
 
@@ -261,6 +286,7 @@ class OrganizationStore:
                 conn.execute(t.organization_accounts.insert().values(
                     account_id=account_id, organization_id=org.id, email=email, email_lower=email.lower(),
                     joined_method="CREATED", joined_at=now, tags=json.dumps(tags)))
+                attach_full_access_if_enabled(conn, org.id, account_id, now)
             conn.execute(t.organization_create_requests.insert().values(
                 id=request_id, organization_id=org.id, account_name=name, state="FAILED" if failure else "SUCCEEDED",
                 failure_reason=failure, account_id=account_id, requested_at=now, completed_at=now))
@@ -297,6 +323,9 @@ class OrganizationStore:
         with self._write() as conn:
             res = conn.execute(t.organization_accounts.delete().where(a.organization_id == org.id,
                                                                       a.account_id == account_id))
+            conn.execute(t.organization_policy_targets.delete().where(   # its SCPs stay with the organization
+                t.organization_policy_targets.c.organization_id == org.id,
+                t.organization_policy_targets.c.target_id == account_id))
         if res.rowcount == 0:
             raise AccountNotFoundException(ACCOUNT_NOT_FOUND)
 

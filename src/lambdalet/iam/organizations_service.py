@@ -3,8 +3,8 @@
 One method per operation, `snake_case(Op)(ctx, params) -> dict`. Served: CreateOrganization,
 DescribeOrganization, DeleteOrganization, CreateAccount, DescribeCreateAccountStatus,
 ListCreateAccountStatus, ListAccounts, DescribeAccount, ListRoots, ListAccountsForParent,
-ListParents, RemoveAccountFromOrganization, LeaveOrganization, and tags on accounts. Every other
-operation of the model answers a modelled error (api/app.py).
+ListParents, RemoveAccountFromOrganization, LeaveOrganization, tags on accounts, and service control
+policies (scp_service.py). Every other operation of the model answers a modelled error (api/app.py).
 
 Authorization, as AWS does it, in two steps (the service authorizes itself, like IAM: the resource
 ARNs carry the organization id): the policy engine must allow `organizations:<Operation>` (on the
@@ -13,11 +13,6 @@ account may manage the organization (AccessDeniedException otherwise); any membe
 DescribeOrganization; an account in no organization gets AWSOrganizationsNotInUseException.
 """
 from __future__ import annotations
-
-import base64
-import json
-import re
-from typing import Any
 
 from lambdalet.api.json_protocol import InvalidParameterValue, JsonProtocol, MissingParameter, SerializationException
 from lambdalet.iam.authz import Authorizer
@@ -41,85 +36,19 @@ from lambdalet.iam.organizations import (
     ResourcePolicyNotFoundException,
     TargetNotFoundException,
 )
+from lambdalet.iam.organizations_input import (
+    _ACCOUNT_ID, _ACCOUNT_NAME, _EMAIL, _PARENT_ID, _REQUEST_ID, _ROLE_NAME, _STATES, MAX_TAGS, _check, _check_tags,
+    _invalid, _page, _tag_keys)
+from lambdalet.iam.scp import ServiceControlPolicies
+from lambdalet.iam.scp_service import PolicyOperations
 from lambdalet.models.context import RequestContext
 
-# Patterns and lengths of botocore's organizations model (the protocol checks types only).
-_ACCOUNT_ID = re.compile(r"\d{12}")
-_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
-_ACCOUNT_NAME = re.compile(r"[\u0020-\u007E]+")
-_ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
-_REQUEST_ID = re.compile(r"car-[a-z0-9]{8,32}")
-_PARENT_ID = re.compile(r"(r-[0-9a-z]{4,32})|(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32})")
-_TAG_CHARS = re.compile(r"[\w\s.:/=+\-@]*", re.UNICODE)
-_STATES = ("IN_PROGRESS", "SUCCEEDED", "FAILED")
-MAX_RESULTS = 20
-MAX_TAGS = 50
 
-
-def _invalid(message: str, reason: str) -> InvalidInputException:
-    return InvalidInputException(message, reason=reason)
-
-
-def _check(value: Any, pattern: re.Pattern, lo: int, hi: int) -> str:
-    if not isinstance(value, str) or len(value) < lo:
-        raise _invalid("You provided a value that is too short.", "MIN_LENGTH_EXCEEDED")
-    if len(value) > hi:
-        raise _invalid("You provided a value that is too long.", "MAX_LENGTH_EXCEEDED")
-    if not pattern.fullmatch(value):
-        raise _invalid("You provided a value that does not match the required pattern.", "INVALID_PATTERN")
-    return value
-
-
-def _check_tags(tags: Any) -> list[dict]:
-    tags = list(tags or [])
-    if len(tags) > MAX_TAGS:
-        raise _invalid("You provided too many tags.", "INVALID_LIST_MEMBER")
-    keys = [x.get("Key", "") for x in tags]
-    if len(set(keys)) != len(keys):
-        raise _invalid("You provided a duplicate tag key.", "DUPLICATE_TAG_KEY")
-    for tag in tags:
-        _check(tag.get("Key"), _TAG_CHARS, 1, 128)
-        _check(tag.get("Value", ""), _TAG_CHARS, 0, 256)
-        if tag["Key"].lower().startswith("aws:"):
-            raise _invalid("You provided a tag key with the reserved prefix aws:.", "INVALID_SYSTEM_TAGS_PARAMETER")
-    return [{"Key": x["Key"], "Value": x.get("Value", "")} for x in tags]
-
-
-def _tag_keys(tags: list[dict]) -> dict[str, Any]:
-    keys: dict[str, Any] = {f"aws:RequestTag/{x['Key']}": x["Value"] for x in tags}
-    if tags:
-        keys["aws:TagKeys"] = [x["Key"] for x in tags]
-    return keys
-
-
-def _page(items: list, params: dict, key: str) -> dict:
-    """NextToken (opaque) + MaxResults (1-20) -> one page."""
-    size = params.get("MaxResults")
-    if size is None:
-        size = MAX_RESULTS
-    if size < 1:
-        raise _invalid("You provided a value that is too small.", "MIN_VALUE_EXCEEDED")
-    if size > MAX_RESULTS:
-        raise _invalid("You provided a value that is too large.", "MAX_VALUE_EXCEEDED")
-    start = 0
-    token = params.get("NextToken")
-    if token:
-        try:
-            start = int(json.loads(base64.urlsafe_b64decode(token.encode()).decode())["o"])
-        except (ValueError, KeyError, TypeError):
-            raise _invalid("The specified token is invalid.", "INVALID_NEXT_TOKEN") from None
-        if start < 0:
-            raise _invalid("The specified token is invalid.", "INVALID_NEXT_TOKEN")
-    out: dict[str, Any] = {key: items[start:start + size]}
-    if start + size < len(items):
-        out["NextToken"] = base64.urlsafe_b64encode(json.dumps({"o": start + size}).encode()).decode()
-    return out
-
-
-class OrganizationsService:
-    def __init__(self, store: OrganizationStore, authorizer: Authorizer):
+class OrganizationsService(PolicyOperations):
+    def __init__(self, store: OrganizationStore, authorizer: Authorizer, scps: ServiceControlPolicies | None = None):
         self.store = store
         self.authorizer = authorizer
+        self.scps = scps or ServiceControlPolicies(store)
 
     # ---------------------------------------------------------------- authorization
     def _caller_org(self, ctx: RequestContext, operation: str, resource=None) -> Organization:
@@ -152,7 +81,7 @@ class OrganizationsService:
         return {"Id": org.id, "Arn": org.arn, "FeatureSet": org.feature_set,
                 "MasterAccountArn": org.account_arn(org.management_account_id),
                 "MasterAccountId": org.management_account_id, "MasterAccountEmail": mgmt.get("Email", ""),
-                # No policy type is enforced here (no SCPs), so none is reported as available.
+                # Deprecated by AWS (ListRoots reports the root's policy types); kept empty.
                 "AvailablePolicyTypes": []}
 
     def create_organization(self, ctx: RequestContext, params: dict) -> dict:
@@ -177,7 +106,8 @@ class OrganizationsService:
 
     def list_roots(self, ctx: RequestContext, params: dict) -> dict:
         org = self._managed(ctx, "ListRoots")
-        roots = [{"Id": org.root_id, "Arn": org.root_arn, "Name": "Root", "PolicyTypes": []}]
+        roots = [{"Id": org.root_id, "Arn": org.root_arn, "Name": "Root",
+                  "PolicyTypes": self.scps.root_policy_types(org)}]
         return _page(roots, params, "Roots")
 
     # ---------------------------------------------------------------- accounts
@@ -306,7 +236,9 @@ class OrganizationsProtocol(JsonProtocol):
 
 def build_organizations(platform, directory, authorizer: Authorizer) -> OrganizationsService:
     """The Organizations API over the platform's database; makes every authorization see the
-    caller's organization (`aws:PrincipalOrgID`)."""
+    caller's organization (`aws:PrincipalOrgID`) and its account's service control policies."""
     store = OrganizationStore(platform.db, directory)
+    scps = ServiceControlPolicies(store)
     authorizer.principal_org = store.principal_org
-    return OrganizationsService(store, authorizer)
+    authorizer.service_control = scps.levels
+    return OrganizationsService(store, authorizer, scps)

@@ -1,6 +1,7 @@
 """The policy language and AWS's evaluation logic. Pure: documents and request in, Decision out.
 
-Evaluation (IAM User Guide, "Policy evaluation logic"; SCPs and RCPs do not exist on this platform):
+Evaluation (IAM User Guide, "Policy evaluation logic"; RCPs do not exist on this platform; SCPs are
+`evaluate_scps`, applied by iam/authz.py to principals of member accounts):
 1. Every applicable statement is evaluated: the caller's identity-based policies (no Principal
    element), its permissions boundary and session policies (when it has them), and the resource's
    resource-based policy (statements whose Principal/NotPrincipal names the caller).
@@ -360,6 +361,7 @@ def statement_applies(st: Statement, action: str, resource: str, ctx: ContextVal
 ALLOW, EXPLICIT_DENY, IMPLICIT_DENY = "Allow", "ExplicitDeny", "ImplicitDeny"
 IDENTITY, RESOURCE = "identity-based policy", "resource-based policy"
 BOUNDARY, SESSION = "permissions boundary", "session policy"
+SCP = "service control policy"
 
 
 @dataclass(frozen=True)
@@ -488,6 +490,19 @@ def evaluate(request: Request, identity_policies: Sequence[Policy] = (), resourc
     if not (res_direct or res_role or res_account):
         return Decision(IMPLICIT_DENY, missing=RESOURCE)
     return Decision(ALLOW, matched=matched)
+
+
+def evaluate_scps(request: Request, levels: Sequence[Sequence[Policy]]) -> Decision | None:
+    """Organizations User Guide, "SCP evaluation": an explicit Deny in the SCPs of any level (root,
+    OUs, account) denies; otherwise every level must have an Allow that applies. None: allowed (the
+    caller is then decided by its own policies); a Decision: refused by the SCPs."""
+    missing = False
+    for level in levels:
+        allows, denied = _statements_allow(level, request, SCP)
+        if denied is not None:
+            return denied
+        missing = missing or not allows
+    return Decision(IMPLICIT_DENY, missing=SCP) if missing else None
 
 
 def is_allowed(principal: Principal, action: str, resource: str, identity_policies: Sequence[Policy] = (),

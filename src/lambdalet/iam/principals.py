@@ -8,7 +8,8 @@
   with the session, never by name — a role deleted (and maybe recreated under the same name) does
   not lend its policies to an old session's keys (`exists` is False then, and every request is
   refused) — plus what the session was created with: SourceIdentity, issue time, session
-  policies (inline + managed ARNs) and session tags (which override the role's tags of the same key).
+  policies (inline + managed ARNs) and session tags (which override the role's tags of the same key),
+  and for Lambda's execution-role sessions the function they were issued to (lambda:SourceFunctionArn).
 
 Pure reads on a connection; the caching lives in iam/authz.py (keyed by Directory.generation).
 """
@@ -126,6 +127,8 @@ def load_principal(conn, account_id: str, principal_arn: str, access_key_id: str
                                                                                    dt.timezone.utc)}
         if session.source_identity:
             context["aws:SourceIdentity"] = session.source_identity
+        if session.source_function_arn:      # an execution-role session Lambda issued to this function
+            context["lambda:SourceFunctionArn"] = session.source_function_arn
         return PrincipalPolicies(True, _identity(conn, "role", role.id), _boundary(conn, role.permissions_boundary),
                                  _session_policies(conn, session.session_policies),
                                  {**tags_dict(role.tags), **session_tags}, context,

@@ -165,6 +165,30 @@ def map_request(service: str, operation: str, params: Mapping[str, Any], ctx: Re
     return f"{service}:{operation}", "*", {}     # cloudtrail:LookupEvents and anything unscoped
 
 
+def removed_statement_keys(policy: Policy, sid: Any) -> dict[str, Any]:
+    """RemovePermission's lambda:Principal and lambda:FunctionUrlAuthType: what the statement it
+    removes grants (the principal as AddPermission took it: a service, an account id, an ARN or *)."""
+    for st in policy.statements:
+        if not sid or st.sid != sid:
+            continue
+        keys: dict[str, Any] = {}
+        spec = st.principal or {}
+        if "*" in spec or spec.get("AWS") == ("*",):
+            keys["lambda:Principal"] = "*"
+        elif spec.get("Service"):
+            keys["lambda:Principal"] = spec["Service"][0]
+        elif spec.get("AWS"):
+            m = re.fullmatch(r"arn:aws[a-zA-Z-]*:iam::(\d{12}):root", spec["AWS"][0])
+            keys["lambda:Principal"] = m.group(1) if m else spec["AWS"][0]
+        for block in (st.condition or {}).values():
+            if isinstance(block, Mapping):
+                for key, value in block.items():
+                    if key.lower() == "lambda:functionurlauthtype":
+                        keys["lambda:FunctionUrlAuthType"] = value
+        return keys
+    return {}
+
+
 def resource_account(arn: str) -> str | None:
     parts = arn.split(":", 5)
     if len(parts) == 6 and _ACCOUNT_RE.fullmatch(parts[4]):
@@ -259,6 +283,8 @@ class RequestAuthorizer:
                 policy, tags = self._function(m["region"], m["account"], m["name"], m["qualifier"])
                 for k, v in tags.items():
                     keys.setdefault(f"aws:ResourceTag/{k}", v)
+                if operation == "RemovePermission" and policy is not None:
+                    keys.update(removed_statement_keys(policy, params.get("StatementId")))
         if service == "lambda" and self.layer_policies is not None:
             m = _LAYER_VERSION_ARN.fullmatch(arn)
             if m:       # another account may use a layer version its policy grants (lambda:GetLayerVersion)

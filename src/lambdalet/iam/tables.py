@@ -100,6 +100,8 @@ iam_sessions = sa.Table(
     sa.Column("source_identity", sa.String(256), nullable=True),
     sa.Column("session_policies", sa.Text, nullable=True),            # JSON {"Policy": str|null, "PolicyArns": [..]}
     sa.Column("tags", sa.Text, nullable=True),                        # JSON {"Tags": {k: v}, "Transitive": [k..]}
+    # migration 0018: the function whose environments got this session (lambda:SourceFunctionArn)
+    sa.Column("source_function_arn", sa.String(2048), nullable=True),
 )
 
 # ---------------------------------------------------------------- AWS Organizations (migration 0012)
@@ -114,6 +116,8 @@ organizations = sa.Table(
     sa.Column("root_id", sa.String(34), nullable=False),              # r-xxxx
     sa.Column("feature_set", sa.String(32), nullable=False),          # ALL | CONSOLIDATED_BILLING
     sa.Column("created_at", sa.Float, nullable=False),
+    # migration 0018: policy types enabled on the root, JSON ["SERVICE_CONTROL_POLICY"]
+    sa.Column("policy_types", sa.Text, nullable=False, server_default="[]"),
     sa.UniqueConstraint("management_account_id", name="uq_organizations_management_account_id"),
 )
 
@@ -141,4 +145,30 @@ organization_create_requests = sa.Table(
     sa.Column("requested_at", sa.Float, nullable=False),
     sa.Column("completed_at", sa.Float, nullable=True),
     sa.Index("ix_organization_create_requests_org_time", "organization_id", "requested_at"),
+)
+
+# ---------------------------------------------------------------- service control policies (migration 0018)
+# Customer-managed SCPs of the organization; the AWS-managed FullAWSAccess (p-FullAWSAccess) is not
+# a row here, only its attachments are. Targets are the root id or a member account id.
+
+organization_policies = sa.Table(
+    "organization_policies", metadata,
+    sa.Column("id", sa.String(130), primary_key=True),                # p-xxxxxxxxxx
+    sa.Column("organization_id", sa.String(34), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),                 # SERVICE_CONTROL_POLICY
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("description", sa.String(512), nullable=False, server_default=""),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_organization_policies_organization_id", "organization_id"),
+)
+
+organization_policy_targets = sa.Table(
+    "organization_policy_targets", metadata,
+    sa.Column("policy_id", sa.String(130), primary_key=True),         # no FK: p-FullAWSAccess has no row
+    sa.Column("target_id", sa.String(100), primary_key=True),         # r-xxxx | account id
+    sa.Column("organization_id", sa.String(34), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("attached_at", sa.Float, nullable=False),
+    sa.Index("ix_organization_policy_targets_org_target", "organization_id", "target_id"),
 )

@@ -190,7 +190,8 @@ class ExecutionRoles:
             expires = now + self.ttl_s
             session_arn = f"arn:aws:sts::{account_id}:assumed-role/{role['RoleName']}/{function_name}"
             creds = self.identity.create_session(account_id, session_arn, f"{role['RoleId']}:{function_name}",
-                                                 role["RoleId"], role["Arn"], function_name, expires)
+                                                 role["RoleId"], role["Arn"], function_name, expires,
+                                                 source_function_arn=function_arn)   # lambda:SourceFunctionArn
             issued = IssuedCredentials(creds.access_key_id, creds.secret_access_key, creds.session_token,
                                        expires, role["Arn"], session_arn, role["RoleId"])
             self._cache[key] = issued
