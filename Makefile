@@ -12,9 +12,18 @@ NODE22 := $(VENV)/runtimes/node22
 SAMVENV := $(VENV)/tools/sam
 NODE_ARCH := $(patsubst x86_64,x64,$(patsubst aarch64,arm64,$(shell uname -m)))
 
-.PHONY: install install-test serve test clean
+# The AWS SDK for Python in the Python runtimes (as AWS's carry it): boto3 and its dependencies from
+# PyPI into .venv/runtimes/python-sdk/X.Y for each pythonX.Y the host runs (runtime/pysdk_provision.py).
+# Optional: without it (no network), functions must vendor their SDK.
+PYTHON_SDK := boto3==1.44.18
 
-install: $(STAMP) $(NODE22)/.stamp
+.PHONY: install install-test serve test clean python-sdk
+
+install: $(STAMP) $(NODE22)/.stamp python-sdk
+
+python-sdk: | $(STAMP)
+	@$(BIN)/python -m lambdalet.runtime.pysdk_provision $(VENV)/runtimes $(PYTHON_SDK) || \
+	  echo "note: could not provision $(PYTHON_SDK): Python functions must bring their own AWS SDK"
 
 $(NODE22)/.stamp: | $(STAMP)
 	@if ! command -v npm >/dev/null; then \

@@ -6,11 +6,15 @@ The catalogue (services/runtimes.py) says what AWS accepts; this says what lambd
 - nodejsNN.x: a node of that major: provisioned under the runtimes dir (`make install` puts the npm
   package node-linux-<arch>@22 in <runtimes_dir>/node22), a configured path, or `node` on PATH;
 - provided.*: always (the function brings its own bootstrap).
+A Python runtime also carries the AWS SDK for Python when `make install` provisioned it in
+<runtimes_dir>/python-sdk/X.Y (pysdk_provision.py): bound read-only at the interpreter's
+site-packages inside (runtime/pysdk.py), where an exec'd interpreter finds it too.
 An executor's prefix is bound at /var/lang by the namespace backend; the interpreter runs as
 /var/lang/<its path below the prefix>.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import glob
 import os
@@ -32,6 +36,13 @@ class Executor:
     prefix: str           # host directory bound at /var/lang ("" for provided.*)
     version: str          # "3.12.1", "v22.23.3", ""
     fork: bool = False    # python only: the server's own interpreter, so init may fork it (pyfork.py)
+    sdk_dir: str = ""     # python only: host dir of its AWS SDK (boto3...), bound at `sdk_inner`
+    sdk_version: str = ""  # that SDK's boto3 version
+
+    @property
+    def sdk_inner(self) -> str:
+        """Where the SDK is inside: the interpreter's own site-packages (the last sys.path entry)."""
+        return f"/var/lang/lib/python{self.runtime[len('python'):]}/site-packages" if self.sdk_dir else ""
 
     @property
     def inner_exe(self) -> str:
@@ -51,6 +62,10 @@ class HostRuntimes:
 
     def identifiers(self) -> list[str]:
         return list(self._by_id)
+
+    def forked_python_sdk(self) -> str:
+        """The SDK dir of the Python runtime init forks (the fork server pre-imports it), or ""."""
+        return next((e.sdk_dir for e in self._by_id.values() if e.fork), "")
 
 
 def _probe(argv: list[str]) -> str | None:
@@ -140,8 +155,20 @@ def discover(runtimes: list[str], *, runtimes_dir: Path | None = None,
         elif re.fullmatch(r"nodejs\d+\.x", rid):
             ex = node_executor(rid, node_candidates(rid[len("nodejs"):].split(".")[0], runtimes_dir, interpreters))
         if ex is not None:
-            found[rid] = ex
+            found[rid] = with_sdk(ex, runtimes_dir) if rid.startswith("python") else ex
     return HostRuntimes(found)
+
+
+def with_sdk(ex: Executor, runtimes_dir: Path | None) -> Executor:
+    """The executor with its provisioned SDK, if there is one and its interpreter has a site-packages dir
+    to bind it on (every CPython built with the default layout does)."""
+    ver = ex.runtime[len("python"):]
+    sdk = Path(runtimes_dir) / "python-sdk" / ver if runtimes_dir else None
+    if sdk is None or not (sdk / "boto3" / "__init__.py").is_file() \
+            or not os.path.isdir(os.path.join(ex.prefix, "lib", f"python{ver}", "site-packages")):
+        return ex
+    versions = [p.name[len("boto3-"):-len(".dist-info")] for p in sdk.glob("boto3-*.dist-info")]
+    return dataclasses.replace(ex, sdk_dir=str(sdk.resolve()), sdk_version=versions[0] if versions else "?")
 
 
 def default_runtimes_dir() -> Path | None:

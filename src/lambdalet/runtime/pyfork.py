@@ -35,7 +35,7 @@ import json
 import os
 import sys
 
-from lambdalet.runtime import python_bootstrap   # noqa: F401  (imported here so the fork server has it)
+from lambdalet.runtime import pysdk, python_bootstrap   # noqa: F401  (imported here so the fork server has it)
 
 BOOTSTRAP_MODULE = "lambdalet.runtime.python_bootstrap"
 _STDLIB = os.path.dirname(os.__file__) + os.sep   # the host's stdlib dir (mounted as /var/lang/lib/python3.X)
@@ -46,7 +46,10 @@ _SEEN = -1
 
 
 def _foreign() -> list[str]:
-    return [n for n, m in list(sys.modules.items()) if not getattr(m, "__file__", _STDLIB).startswith(_STDLIB)]
+    """Modules an exec'd runtime would not have: all but the stdlib's and the pre-imported SDK's (pysdk.py)."""
+    sdk = pysdk.loaded_names()
+    return [n for n, m in list(sys.modules.items())
+            if not getattr(m, "__file__", _STDLIB).startswith(_STDLIB) and n not in sdk]
 
 
 def prepare() -> None:
@@ -76,6 +79,7 @@ def spawn(argv: list[str], cwd: str, env: dict[str, str], stdin_fd: int, out_fd:
         _stdio(stdin_fd, out_fd, keep=-1)
         _reset_interpreter()
         _configure(argv, cwd, env)
+        _sdk_for_tenant()
         sys.modules["__main__"].main()
 
     _run(become)
@@ -106,6 +110,7 @@ def prespawn(stdin_fd: int, out_fd: int, runtime_api: str) -> tuple[int, int]:
             os._exit(0)                          # the slot was destroyed unclaimed
         cfg = json.loads(data)
         _configure(cfg["argv"], cfg["cwd"], cfg["env"])
+        _sdk_for_tenant()
         boot.main(conn if os.environ.get("AWS_LAMBDA_RUNTIME_API") == runtime_api else None)
 
     _run(become)
@@ -134,6 +139,13 @@ _WARM_UP_ENV = ("PATH", "LANG", "TZ", "LD_LIBRARY_PATH", "PYTHONPATH", "AWS_LAMB
                 "LAMBDA_RUNTIME_DIR", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV",
                 "AWS_LAMBDA_RUNTIME_API", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                 "AWS_SESSION_TOKEN")
+
+
+def _sdk_for_tenant() -> None:
+    """The pre-imported SDK stays unless the function's own paths bring something it would shadow."""
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    pysdk.for_tenant(os.environ.get("LAMBDA_TASK_ROOT", "/var/task"), os.environ.get("_HANDLER", ""),
+                     f"{sys.prefix}/lib/python{ver.replace('.', '')}.zip")
 
 
 def release(fd: int, argv: list[str], cwd: str, env: dict[str, str]) -> None:

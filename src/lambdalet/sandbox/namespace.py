@@ -51,6 +51,7 @@ class Family:
     hide: tuple[str, ...]        # inside paths covered by an empty tmpfs (the interpreter's site-packages)
     python_fork: bool            # the runtime is our python_bootstrap forked from init (pyfork.py)
     inner_exe: str               # the interpreter's path inside
+    sdk_bind: tuple[str, str] | None = None   # Python: (host dir of its AWS SDK, its site-packages inside), runtime/pysdk.py
 
 
 class NamespaceSandbox(BridgedSandbox):
@@ -227,7 +228,8 @@ class NamespaceBackend(Backend):
             log.info("another live sandbox backend uses %s / cgroup %s: no stale clean-up", root_dir, cgroup_parent)
         if platform_pids is not None:
             set_parent_pids(self.cgroup_parent, platform_pids)
-        self.zygote = ForkServer(own_mount_namespace=slots > 0)   # the slots' mounts live there, not on the host
+        self.zygote = ForkServer(own_mount_namespace=slots > 0,   # the slots' mounts live there, not on the host
+                                 python_sdk=self.runtimes().forked_python_sdk())
         if slots > 0:
             os.makedirs(self.slots_dir, mode=0o700, exist_ok=True)
             self.slots = SlotPool(self._build_slot, self._destroy_slot, lambda: self._slot_families(slot_runtimes),
@@ -325,12 +327,13 @@ class NamespaceBackend(Backend):
         inner = ex.inner_exe or f"/var/lang/bin/{self.python_name}"
         hide = f"/var/lang/lib/{os.path.basename(inner) if ex.runtime.startswith('python') else self.python_name}" \
                "/site-packages"            # the host interpreter's packages
-        return Family(lang_prefix=ex.prefix or self.python_prefix, hide=(hide,), inner_exe=inner,
-                      python_fork=launch.family(ex.runtime) == "python" and ex.fork)   # exec any other Python
+        sdk = (getattr(ex, "sdk_dir", ""), getattr(ex, "sdk_inner", "")) if getattr(ex, "sdk_dir", "") else None
+        return Family(lang_prefix=ex.prefix or self.python_prefix, hide=() if sdk else (hide,), inner_exe=inner,
+                      python_fork=launch.family(ex.runtime) == "python" and ex.fork, sdk_bind=sdk)   # exec any other Python
 
     def jail_config(self, fam: Family, uid: int, cg: Cgroup, *, code_dir: str | None = None,
                     layers_dir: str | None = None, tmp_mb: int = 512, slot_dir: str = "") -> dict:
-        binds = [("/usr", "/usr"), (fam.lang_prefix, "/var/lang")]
+        binds = [("/usr", "/usr"), (fam.lang_prefix, "/var/lang")] + ([fam.sdk_bind] if fam.sdk_bind else [])
         # The bootstraps are copied, not bound: a bind would show the checkout's path in /proc/self/mountinfo.
         copies = [(os.path.join(launch.RUNTIME_DIR, f), f"/var/runtime/{f}") for f in launch.RUNTIME_FILES]
         if code_dir:

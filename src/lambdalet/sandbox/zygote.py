@@ -53,13 +53,14 @@ import encodings.idna  # noqa: F401
 import http.server  # noqa: F401
 import select
 import socketserver  # noqa: F401
-from lambdalet.runtime import bridge, init, pyfork  # noqa: F401  (pyfork: python_bootstrap too)
+from lambdalet.runtime import bridge, init, pyfork, pysdk  # noqa: F401  (pyfork: python_bootstrap too)
 from lambdalet.sandbox import cgroups, jail, mounts, seccomp
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 CLONE_NEWNS = 0x20000
 MOUNTER_FD = "--mounter-fd="            # argv: own a mount namespace, and serve slots' mounts on this fd
+PYTHON_SDK = "--python-sdk="            # argv: the host dir of the forked Python runtime's AWS SDK, pre-imported
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -202,7 +203,14 @@ def _group_of(procs_files: list[str]) -> dict[str, str]:
     return out
 
 
-def serve(ctl: socket.socket, server_pid: int | None = None, mounter: socket.socket | None = None) -> None:
+def serve(ctl: socket.socket, server_pid: int | None = None, mounter: socket.socket | None = None,
+          python_sdk: str = "") -> None:
+    if python_sdk:                                      # the forked Python runtime's boto3 (runtime/pysdk.py)
+        try:
+            pysdk.preload(python_sdk)
+        except Exception as e:                          # then functions import it themselves, slower
+            print(f"lambdalet zygote: the AWS SDK in {python_sdk} could not be pre-imported: {e!r}",
+                  file=sys.stderr, flush=True)
     # Everything imported so far goes to the permanent generation: the children's (init's, the forked
     # Python runtime's) collections never visit these objects, so their pages stay shared, not copied.
     pyfork.prepare()
@@ -313,8 +321,9 @@ class ForkServer:
     fires when the *thread* that forked a child exits, so starting it from a short-lived worker thread
     would kill every environment when that thread retires."""
 
-    def __init__(self, python_exe: str | None = None, own_mount_namespace: bool = False):
-        """own_mount_namespace: for slots (see the module's doc); request_mounts() then reaches the mounter."""
+    def __init__(self, python_exe: str | None = None, own_mount_namespace: bool = False, python_sdk: str = ""):
+        """own_mount_namespace: for slots (see the module's doc); request_mounts() then reaches the mounter.
+        python_sdk: the AWS SDK dir of the forked Python runtime, pre-imported (runtime/pysdk.py)."""
         self._ctl, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._mounter = mounter_child = None
         pass_fds = [child.fileno()]
@@ -327,6 +336,8 @@ class ForkServer:
             self._mounter_lock = threading.Lock()
             pass_fds.append(mounter_child.fileno())
             argv.append(f"{MOUNTER_FD}{mounter_child.fileno()}")
+        if python_sdk:
+            argv.append(f"{PYTHON_SDK}{python_sdk}")
         started = threading.Event()
         failure: list[BaseException] = []
 
@@ -400,8 +411,9 @@ class ForkServer:
 
 def main() -> None:
     mounter = [int(a[len(MOUNTER_FD):]) for a in sys.argv[3:] if a.startswith(MOUNTER_FD)]
+    sdk = [a[len(PYTHON_SDK):] for a in sys.argv[3:] if a.startswith(PYTHON_SDK)]
     serve(socket.socket(fileno=int(sys.argv[1])), int(sys.argv[2]) if len(sys.argv) > 2 else None,
-          socket.socket(fileno=mounter[0]) if mounter else None)
+          socket.socket(fileno=mounter[0]) if mounter else None, sdk[0] if sdk else "")
 
 
 if __name__ == "__main__":
