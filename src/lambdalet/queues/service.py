@@ -486,13 +486,21 @@ class QueueService:
         queue = self._from_url(ctx, params["QueueUrl"])
         entries = params.get("Entries") or []
         _batch_ids(entries)
-        ok, failed = [], []
+        ok, failed, valid = [], [], []
         for e in entries:
             try:
-                self._delete(queue.id, e["ReceiptHandle"])
-                ok.append({"Id": e["Id"]})
+                valid.append((e["Id"], self._deletable(queue.id, e["ReceiptHandle"])))
             except E.SqsError as err:
                 failed.append(_failure(e["Id"], err))
+        m = sqs_messages
+        deleted = 0
+        with self.db.begin() as conn:      # one writer turn for the batch, not one per entry (issue 19.7)
+            for entry_id, (mid, count) in valid:
+                deleted += conn.execute(sa.delete(m).where(m.c.id == mid, m.c.queue_id == queue.id,
+                                                           m.c.receive_count == count)).rowcount
+                ok.append({"Id": entry_id})
+        if deleted and queue.id in self._fifo_ids:
+            self.signals.notify(queue.id)
         return {"Successful": ok, "Failed": failed}
 
     def change_message_visibility(self, ctx: RequestContext, params: dict) -> dict:
@@ -1115,10 +1123,15 @@ class QueueService:
         count = struct.unpack(">I", raw[33:37])[0]
         return queue_id, message_id, count
 
-    def _delete(self, queue_id: str, receipt: str) -> bool:
+    def _deletable(self, queue_id: str, receipt: str) -> tuple[str, int]:
+        """(message id, receive count) a receipt handle of this queue names, or ReceiptHandleIsInvalid."""
         rq, mid, count = self._open_receipt(receipt)
         if rq != queue_id:
             raise E.ReceiptHandleIsInvalid(f'The input receipt handle "{receipt[:200]}" is not a valid receipt handle.')
+        return mid, count
+
+    def _delete(self, queue_id: str, receipt: str) -> bool:
+        mid, count = self._deletable(queue_id, receipt)
         m = sqs_messages
         with self.db.begin() as conn:
             res = conn.execute(sa.delete(m).where(m.c.id == mid, m.c.queue_id == queue_id, m.c.receive_count == count))

@@ -7,8 +7,10 @@ without waiting for busy_timeout). Readers use a plain deferred BEGIN and, in WA
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -34,18 +36,32 @@ class Database:
         # while writers sleep. This process's writers queue here instead and the next one runs at
         # release (other processes still meet the busy handler). Re-entrant, and bounded by the busy
         # timeout, so a nested or stuck writer fails as it did before rather than hanging.
-        self._write_lock = threading.RLock() if self.is_sqlite else None
+        # First come, first served: threading.RLock lets a thread that just released barge ahead of
+        # those waiting, so under load one busy writer (a sender's loop) starved the others for
+        # hundreds of ms (bench/sqs_write_bench.py: DeleteMessageBatch p50 819 ms).
+        self._write_lock = FairRLock() if self.is_sqlite else None
+        self._turns = [0, 0.0, 0.0]     # writer turns, seconds waited for them, seconds held (benchmarks)
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[None]:
         """Hold this process's writer turn (SQLite) around one write transaction."""
         lock = self._write_lock
+        t0 = time.perf_counter()
         got = lock is not None and lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000)
+        t1 = time.perf_counter()
         try:
             yield
         finally:
             if got:
+                turns = self._turns          # updated under the lock: exact for outermost turns
+                turns[0] += 1
+                turns[1] += t1 - t0
+                turns[2] += time.perf_counter() - t1
                 lock.release()
+
+    def writer_stats(self) -> dict:
+        """Writer turns taken, and seconds spent waiting for and holding them, since the start."""
+        return {"turns": self._turns[0], "wait_s": self._turns[1], "hold_s": self._turns[2]}
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -68,6 +84,49 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class FairRLock:
+    """A re-entrant lock granted in arrival order (acquire(timeout) like threading.RLock's)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+        self._waiting: collections.deque[tuple[int, threading.Event]] = collections.deque()
+
+    def acquire(self, timeout: float = -1) -> bool:
+        me = threading.get_ident()
+        with self._mutex:
+            if self._owner == me:
+                self._depth += 1
+                return True
+            if self._owner is None and not self._waiting:
+                self._owner, self._depth = me, 1
+                return True
+            turn = (me, threading.Event())
+            self._waiting.append(turn)
+        if turn[1].wait(None if timeout < 0 else timeout):
+            return True                      # release() handed it over: we own it
+        with self._mutex:
+            if turn[1].is_set():             # handed over just as we timed out
+                return True
+            self._waiting.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("cannot release un-acquired lock")
+            self._depth -= 1
+            if self._depth:
+                return
+            if self._waiting:
+                me, event = self._waiting.popleft()
+                self._owner, self._depth = me, 1
+                event.set()
+            else:
+                self._owner = None
 
 
 def _sqlite_events(engine: Engine) -> None:
