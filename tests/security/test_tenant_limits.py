@@ -4,6 +4,7 @@ Two accounts against a real server: the pids limits live in cgroups (namespace b
 the memory budget and the deleted functions' environments in the pool (any backend)."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
@@ -55,7 +56,6 @@ def create_as(lam, name, role=None, **kw):
 
 def invoke(lam, name, payload=None):
     resp = lam.invoke(FunctionName=name, Payload=json.dumps(payload or {}).encode(), LogType="Tail")
-    import base64
     tail = base64.b64decode(resp["LogResult"]).decode()
     return json.loads(resp["Payload"].read()), "Init Duration" in tail, resp.get("FunctionError")
 
