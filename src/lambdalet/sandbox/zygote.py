@@ -136,6 +136,49 @@ def _own_mount_namespace(libc) -> None:
         raise OSError(ctypes.get_errno(), "cannot make the fork server's own mount namespace")
 
 
+def _sdk_on_a_tmpfs_of_its_own(libc, host_dir: str) -> None:
+    """In this namespace only, the SDK's dir becomes a read-only tmpfs copy of itself: an environment's
+    bind of it then shows `/` of a tmpfs named python-sdk in its mountinfo, not the checkout's path."""
+    src = os.open(host_dir, os.O_RDONLY | os.O_DIRECTORY)      # the original, once covered
+    try:
+        if libc.mount(b"python-sdk", host_dir.encode(), b"tmpfs", jail.MS_NOSUID | jail.MS_NODEV,
+                      b"size=512m,mode=755") != 0:
+            raise OSError(ctypes.get_errno(), f"cannot mount a tmpfs on {host_dir}")
+        dst = os.open(host_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _copy_tree(src, dst)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    if libc.mount(None, host_dir.encode(), None, jail.MS_REMOUNT | jail.MS_RDONLY | jail.MS_NOSUID | jail.MS_NODEV,
+                  None) != 0:
+        raise OSError(ctypes.get_errno(), f"cannot make {host_dir} read-only")
+
+
+def _copy_tree(src: int, dst: int) -> None:
+    """Directories and regular files only (what pip installs), relative to descriptors."""
+    for entry in os.scandir(src):
+        if entry.is_dir(follow_symlinks=False):
+            os.mkdir(entry.name, 0o755, dir_fd=dst)
+            s, d = (os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd) for fd in (src, dst))
+            try:
+                _copy_tree(s, d)
+            finally:
+                os.close(s)
+                os.close(d)
+        elif entry.is_file(follow_symlinks=False):
+            s = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=src)
+            d = os.open(entry.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dst)
+            try:
+                os.sendfile(d, s, 0, os.fstat(s).st_size)
+            finally:
+                os.close(s)
+                os.close(d)
+            os.utime(entry.name, ns=(entry.stat(follow_symlinks=False).st_atime_ns,
+                                     entry.stat(follow_symlinks=False).st_mtime_ns), dir_fd=dst)
+
+
 def _make_slot_dir(d: str) -> None:
     os.makedirs(d, mode=0o755, exist_ok=True)
     mounts.make_shared_tmpfs(d, [sub for sub, _ in jail.SLOT_MOUNTS])
@@ -205,7 +248,15 @@ def _group_of(procs_files: list[str]) -> dict[str, str]:
 
 def serve(ctl: socket.socket, server_pid: int | None = None, mounter: socket.socket | None = None,
           python_sdk: str = "") -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if mounter is not None or python_sdk:               # before any thread or child: a namespace of our own
+        _own_mount_namespace(libc)
     if python_sdk:                                      # the forked Python runtime's boto3 (runtime/pysdk.py)
+        try:
+            _sdk_on_a_tmpfs_of_its_own(libc, python_sdk)
+        except Exception as e:                          # environments bind the original dir instead
+            libc.umount2(python_sdk.encode(), 2)        # MNT_DETACH: no half-made copy stays
+            print(f"lambdalet zygote: could not copy the AWS SDK onto a tmpfs: {e!r}", file=sys.stderr, flush=True)
         try:
             pysdk.preload(python_sdk)
         except Exception as e:                          # then functions import it themselves, slower
@@ -215,9 +266,7 @@ def serve(ctl: socket.socket, server_pid: int | None = None, mounter: socket.soc
     # Python runtime's) collections never visit these objects, so their pages stay shared, not copied.
     pyfork.prepare()
     gc.freeze()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if mounter is not None:                             # before any thread or child: a namespace of our own
-        _own_mount_namespace(libc)
+    if mounter is not None:
         _start_mounter(libc, mounter)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
