@@ -234,8 +234,11 @@ def test_control_plane_errors(lam):
     name = create(lam)
     try:
         lam.publish_version(FunctionName=name)
-        with expect_error("InvalidParameterValueException", 400):   # a version number is not a URL qualifier
+        # a version number is not a URL qualifier: the model's pattern refuses it (recorded from AWS)
+        with expect_error("ValidationException", 400) as err:
             lam.create_function_url_config(FunctionName=name, Qualifier="1", AuthType="NONE")
+        assert err.message == ("1 validation error detected: Value '1' at 'qualifier' failed to satisfy constraint: "
+                               "Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)")
         with expect_error("InvalidParameterValueException", 400):
             lam.create_function_url_config(FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM")
         with expect_error("ResourceNotFoundException", 404) as err:

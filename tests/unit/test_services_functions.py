@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from lambdalet.models.errors import (AccessDeniedException, InvalidParameterValueException,
+from lambdalet.models.errors import (ValidationException, AccessDeniedException, InvalidParameterValueException,
                                      PreconditionFailedException, RequestTooLargeException,
                                      ResourceConflictException, ResourceNotFoundException)
 try:        # tests/unit may become a package one day; work either way
@@ -17,6 +17,15 @@ except ImportError:
 
 ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:"
 
+
+
+# AWS answers a member that breaks its model constraint with ValidationException ("N validation
+# error(s) detected: ..."), and the service's own checks with InvalidParameterValueException.
+PARAM_ERRORS = (InvalidParameterValueException, ValidationException)
+
+
+def assert_aws_kind(err) -> None:
+    assert isinstance(err, ValidationException) == ("validation error detected" in err.message), repr(err)
 
 def b64sha(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
@@ -160,21 +169,22 @@ def test_invalid_create_is_refused_and_writes_nothing(env, over, needle):
                   Code={"ZipFile": make_zip()})
     params.update(over)
     params = {k: v for k, v in params.items() if v is not None}
-    with pytest.raises(InvalidParameterValueException) as err:
+    with pytest.raises(PARAM_ERRORS) as err:
         env.svc.create_function(env.ctx, params)
     assert needle in err.value.message
+    assert_aws_kind(err.value)
     assert _count_rows(env, "functions") == 0 and _count_rows(env, "function_versions") == 0
     assert blob_files(env) == []
 
 
 def test_missing_role_is_refused(env):
-    with pytest.raises(InvalidParameterValueException, match="role"):
+    with pytest.raises(ValidationException, match="Value null at 'role' failed to satisfy constraint: Member must not be null"):
         env.svc.create_function(env.ctx, dict(FunctionName="fn", Runtime="python3.12", Handler="a.b",
                                               Code={"ZipFile": make_zip()}))
 
 
 def test_env_error_does_not_echo_bad_key_values(env):
-    with pytest.raises(InvalidParameterValueException) as err:
+    with pytest.raises(ValidationException) as err:
         env.create("fn", Environment={"Variables": {"bad-key": "s3cr3t-value"}})
     assert "s3cr3t-value" not in err.value.message
 
@@ -281,8 +291,9 @@ def test_list_functions_all_versions_and_deletes_between_pages(env):
 @pytest.mark.parametrize("params", [{"MaxItems": 0}, {"MaxItems": 10001}, {"Marker": "garbage!"},
                                     {"FunctionVersion": "SOME"}])
 def test_list_functions_bad_params(env, params):
-    with pytest.raises(InvalidParameterValueException):
+    with pytest.raises(PARAM_ERRORS) as err:
         env.call("list_functions", **params)
+    assert_aws_kind(err.value)
 
 
 def test_list_is_scoped_to_account(env):
@@ -355,8 +366,9 @@ def test_update_configuration(env):
                                   {"Handler": "a b"}, {"Role": "arn:aws:iam::1:role/x"}])
 def test_update_configuration_validation_leaves_function_unchanged(env, over):
     first = env.create("fn", MemorySize=256)
-    with pytest.raises(InvalidParameterValueException):
+    with pytest.raises(PARAM_ERRORS) as err:
         env.call("update_function_configuration", FunctionName="fn", **over)
+    assert_aws_kind(err.value)
     after = env.call("get_function_configuration", FunctionName="fn")
     assert after["MemorySize"] == 256 and after["RevisionId"] == first["RevisionId"]
 

@@ -7,7 +7,7 @@ from dataclasses import FrozenInstanceError, replace
 import pytest
 
 from lambdalet.config import Settings
-from lambdalet.models.errors import (AccessDeniedException, InvalidParameterValueException,
+from lambdalet.models.errors import (ValidationException, AccessDeniedException, InvalidParameterValueException,
                                      ResourceNotFoundException)
 from lambdalet.services.arns import FunctionRef, Scope, parse_function_ref
 from lambdalet.services.runtimes import RuntimeCatalogue, default_catalogue
@@ -37,13 +37,14 @@ def test_tag_errors(env):
     env.call("tag_resource", Resource=ARN + "fn", Tags={"k1": "replaced", "x": "1"})   # 50 exactly
     with pytest.raises(InvalidParameterValueException, match="versions are not supported"):
         env.call("tag_resource", Resource=ARN + "fn:1", Tags={"x": "1"})
-    with pytest.raises(InvalidParameterValueException):
+    # Constraint failures are AWS's ValidationException (its request layer's), not the service's code.
+    with pytest.raises(ValidationException, match="at 'resource'"):
         env.call("tag_resource", Resource="fn", Tags={"x": "1"})
-    with pytest.raises(InvalidParameterValueException):
+    with pytest.raises(ValidationException):
         env.call("tag_resource", Resource=ARN + "fn", Tags={"k" * 129: "1"})
-    with pytest.raises(InvalidParameterValueException):
+    with pytest.raises(ValidationException):
         env.call("tag_resource", Resource=ARN + "fn", Tags={"x": "v" * 257})
-    with pytest.raises(InvalidParameterValueException):
+    with pytest.raises(ValidationException):
         env.call("tag_resource", Resource=ARN + "fn", Tags={"bad*key": "v"})
     with pytest.raises(ResourceNotFoundException):
         env.call("list_tags", Resource=ARN + "nope")
@@ -77,7 +78,7 @@ def test_reserved_concurrency(env):
     assert env.call("get_function_concurrency", FunctionName="a") == {}
     assert env.call("get_account_settings")["AccountLimit"]["UnreservedConcurrentExecutions"] == 900
     for bad in (-1, None, "5"):
-        with pytest.raises(InvalidParameterValueException):
+        with pytest.raises(ValidationException):
             env.call("put_function_concurrency", FunctionName="a", ReservedConcurrentExecutions=bad)
     with pytest.raises(InvalidParameterValueException):
         env.call("put_function_concurrency", FunctionName="a:1", ReservedConcurrentExecutions=1)
@@ -183,5 +184,13 @@ def test_parse_function_ref(text, ref):
 
 @pytest.mark.parametrize("text", ["", "bad name", "a" * 65, "fn:", "fn:a:b", "arn:aws:s3:::bucket", "x" * 141, None])
 def test_parse_function_ref_refuses(text):
-    with pytest.raises(InvalidParameterValueException):
-        parse_function_ref(SCOPE, text)
+    with pytest.raises(ValidationException, match="at 'functionName'"):
+        parse_function_ref(SCOPE, text, action="CreateFunction")
+
+
+@pytest.mark.parametrize("text", ["bad name", "a" * 65, "fn:", "fn:a:b", "arn:aws:s3:::bucket", "x" * 141])
+def test_a_name_that_cannot_exist_is_not_found(text):
+    """Outside CreateFunction AWS answers a name no function can have (over 64 characters, ...) as
+    missing, not as invalid."""
+    with pytest.raises(ResourceNotFoundException, match="Function not found: arn:aws:lambda:"):
+        parse_function_ref(SCOPE, text, action="GetFunction")

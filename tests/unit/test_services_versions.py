@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lambdalet.models.errors import (InvalidParameterValueException, PreconditionFailedException,
+from lambdalet.models.errors import (ValidationException, InvalidParameterValueException, PreconditionFailedException,
                                      ResourceConflictException, ResourceNotFoundException)
 try:        # tests/unit may become a package one day; work either way
     from .test_services_harness import ACCOUNT, REGION, env, make_zip  # noqa: F401
@@ -133,11 +133,11 @@ def test_alias_lifecycle(three_versions):
 
 @pytest.mark.parametrize("primary, weights, error", [
     ("1", {"2": 0.5, "3": 0.1}, InvalidParameterValueException),       # at most one extra version
-    ("1", {"2": 1.5}, InvalidParameterValueException),                 # weight in [0, 1]
-    ("1", {"2": -0.1}, InvalidParameterValueException),
+    ("1", {"2": 1.5}, ValidationException),                            # weight in [0, 1]
+    ("1", {"2": -0.1}, ValidationException),
     ("1", {"1": 0.5}, InvalidParameterValueException),                 # not the primary again
     ("$LATEST", {"2": 0.5}, InvalidParameterValueException),           # no routing from $LATEST
-    ("1", {"$LATEST": 0.5}, InvalidParameterValueException),           # only published versions
+    ("1", {"$LATEST": 0.5}, ValidationException),                      # only published versions
     ("1", {"9": 0.5}, ResourceNotFoundException),                      # must exist
     ("9", {}, ResourceNotFoundException),
 ])
@@ -151,7 +151,7 @@ def test_alias_routing_rules(three_versions, primary, weights, error):
 
 @pytest.mark.parametrize("name", ["123", "$LATEST", "has space", "a" * 129, ""])
 def test_alias_name_validation(three_versions, name):
-    with pytest.raises(InvalidParameterValueException):
+    with pytest.raises(ValidationException, match="at 'name'"):
         three_versions.call("create_alias", FunctionName="fn", Name=name, FunctionVersion="1")
 
 

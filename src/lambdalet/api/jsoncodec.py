@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from botocore.model import Shape
 
-from lambdalet.models.errors import AwsError
+from lambdalet.models.errors import AwsError, constraint_text
 
 
 @dataclass(frozen=True)
@@ -112,3 +114,100 @@ def encode(shape: Shape, value: Any) -> Any:
     if t == "timestamp":
         return value.timestamp() if isinstance(value, dt.datetime) else value
     return value
+
+
+# ---- the model's constraints (min / max / pattern / enum / required), worded as AWS words them ----
+
+def member_field(path: str, name: str) -> str:
+    """AWS names a member in validation messages by its lower-camel-case name: KMSKeyArn -> kMSKeyArn."""
+    field = name[:1].lower() + name[1:]
+    return f"{path}.{field}" if path else field
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(pattern: str) -> re.Pattern | None:
+    try:
+        return re.compile(pattern)
+    except re.error:          # a Java-only construct: the service's own check is the only one then
+        return None
+
+
+def _bound(shape: Shape, n) -> str:
+    return str(float(n)) if shape.type_name in ("float", "double") else str(n)
+
+
+def _rules(shape: Shape, value) -> list[str]:
+    """The constraints `value` breaks, in AWS's order (enum, max, min, pattern)."""
+    meta, t, out = shape.metadata, shape.type_name, []
+    if t == "string" and isinstance(value, str):
+        if "enum" in meta and value not in meta["enum"]:
+            out.append(f"Member must satisfy enum value set: [{', '.join(meta['enum'])}]")
+        if "max" in meta and len(value) > meta["max"]:
+            out.append(f"Member must have length less than or equal to {meta['max']}")
+        if meta.get("min") and len(value) < meta["min"]:
+            out.append(f"Member must have length greater than or equal to {meta['min']}")
+        pattern = meta.get("pattern")
+        if pattern and (compiled := _compiled(pattern)) is not None and not compiled.fullmatch(value):
+            out.append(f"Member must satisfy regular expression pattern: {pattern}")
+    elif t in ("integer", "long", "float", "double") and isinstance(value, (int, float)):
+        if "max" in meta and value > meta["max"]:
+            out.append(f"Member must have value less than or equal to {_bound(shape, meta['max'])}")
+        if "min" in meta and value < meta["min"]:
+            out.append(f"Member must have value greater than or equal to {_bound(shape, meta['min'])}")
+    elif t in ("list", "map") and isinstance(value, (list, dict)):
+        if "max" in meta and len(value) > meta["max"]:
+            out.append(f"Member must have length less than or equal to {meta['max']}")
+        if meta.get("min") and len(value) < meta["min"]:
+            out.append(f"Member must have length greater than or equal to {meta['min']}")
+    return out
+
+
+def _all_rules(shape: Shape) -> str:
+    """Every constraint of a list element / map key or value, as AWS lists them: [..., Member must not be null]."""
+    meta, rules = shape.metadata, []
+    length = shape.type_name in ("string", "list", "map")
+    if "enum" in meta:
+        rules.append(f"Member must satisfy enum value set: [{', '.join(meta['enum'])}]")
+    if "max" in meta:
+        rules.append(f"Member must have {'length' if length else 'value'} less than or equal to {_bound(shape, meta['max'])}")
+    if "min" in meta and (meta["min"] or not length):
+        rules.append(f"Member must have {'length' if length else 'value'} greater than or equal to "
+                     f"{_bound(shape, meta['min'])}")
+    if meta.get("pattern"):
+        rules.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
+    rules.append("Member must not be null")
+    return "[" + ", ".join(rules) + "]"
+
+
+def constraint_violations(shape: Shape, params: dict, *, unchecked: frozenset[str] = frozenset(),
+                          members: dict[str, Shape] | None = None, path: str = "") -> list[str]:
+    """Every member of `params` (decoded, keyed by member name) that breaks its shape's constraints,
+    as AWS's ValidationException lists them. `unchecked`: shape names the service checks itself
+    (with its own, different error)."""
+    out: list[str] = []
+    members = shape.members if members is None else members
+    for name, member in members.items():
+        value = params.get(name)
+        field = member_field(path, name)
+        if value is None:
+            if name in shape.required_members:
+                out.append(constraint_text(None, field, "Member must not be null"))
+            continue
+        if member.name in unchecked:
+            continue
+        sensitive = bool(member.metadata.get("sensitive"))
+        out += [constraint_text(value, field, rule, sensitive=sensitive) for rule in _rules(member, value)]
+        if member.type_name == "structure" and isinstance(value, dict) and not member.is_document_type:
+            out += constraint_violations(member, value, unchecked=unchecked, path=field)
+        elif member.type_name == "list" and isinstance(value, list) and member.member.name not in unchecked:
+            if any(v is None or _rules(member.member, v) for v in value):
+                out.append(constraint_text(value, field, f"Member must satisfy constraint: {_all_rules(member.member)}",
+                                           sensitive=sensitive))
+        elif member.type_name == "map" and isinstance(value, dict):
+            if member.key.name not in unchecked and any(_rules(member.key, k) for k in value):
+                out.append(constraint_text(value, field, f"Map keys must satisfy constraint: {_all_rules(member.key)}",
+                                           sensitive=sensitive or bool(member.key.metadata.get("sensitive"))))
+            if member.value.name not in unchecked and any(_rules(member.value, v) for v in value.values()):
+                out.append(constraint_text(value, field, f"Map value must satisfy constraint: "
+                                           f"{_all_rules(member.value)}", sensitive=sensitive))
+    return out

@@ -16,13 +16,21 @@ from urllib.parse import parse_qsl, unquote
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from lambdalet.api.jsoncodec import Faults, decode, decode_structure, encode
-from lambdalet.models.errors import AwsError, InvalidParameterValueException, UnknownOperationException
+from lambdalet.api.jsoncodec import Faults, constraint_violations, decode, decode_structure, encode
+from lambdalet.models.errors import (AwsError, InvalidParameterValueException, UnknownOperationException,
+                                     validation_error)
 
 # Lambda answers malformed or unknown body members with InvalidParameterValueException.
 _FAULTS = Faults(bad_value=InvalidParameterValueException, unknown_field=InvalidParameterValueException)
 
 _SESSION = botocore.session.get_session()
+
+# Services whose request layer refuses a member that breaks its shape's constraints (min, max,
+# pattern, enum, required) with ValidationException before the operation runs; the value is the
+# shapes the service checks itself instead, with its own error (Lambda: Runtime against its current
+# catalogue, InvalidParameterValueException; variable names: AWS accepts one-letter ones the
+# model's pattern would refuse).
+_CONSTRAINED = {"lambda": frozenset({"Runtime", "EnvironmentVariableName"})}
 
 
 def load_service_model(name: str) -> ServiceModel:
@@ -74,8 +82,10 @@ def _compile(op: OperationModel) -> _Route:
 
 
 class RestJsonProtocol:
-    def __init__(self, model: ServiceModel):
+    def __init__(self, model: ServiceModel, *, constraints: bool = True):
+        """constraints=False: routing and decoding only (tests that feed placeholder values)."""
         self.model = model
+        self._unchecked = _CONSTRAINED.get(model.service_name) if constraints else None
         routes = [_compile(model.operation_model(n)) for n in model.operation_names]
         self._routes = sorted(routes, key=lambda r: r.specificity, reverse=True)
 
@@ -136,6 +146,10 @@ class RestJsonProtocol:
             if not isinstance(doc, dict):
                 raise InvalidParameterValueException("The request body must be a JSON object.")
             params.update(decode_structure(shape, doc, "", _FAULTS, members=body_members))
+        if self._unchecked is not None:
+            violations = constraint_violations(shape, params, unchecked=self._unchecked)
+            if violations:
+                raise validation_error(violations)
         return params
 
     # ---- output ----
@@ -172,7 +186,28 @@ class RestJsonProtocol:
         return WireResponse(status, headers, raw_body)
 
     def serialize_error(self, err: AwsError) -> WireResponse:
-        return generic_error(err, self.model)
+        return rest_json_error(err, self.model)
+
+
+# Errors outside a service's model: the front end's own (validation, authentication) spell the
+# message in lower case, as AWS's request layer does; Lambda's authorizer answers `Message`.
+_UNMODELLED_MESSAGE_KEY = {"AccessDeniedException": "Message"}
+
+
+def rest_json_error(err: AwsError, model: ServiceModel) -> WireResponse:
+    """AWS's rest-json error: the code only in x-amzn-ErrorType; the body carries exactly the error
+    shape's members as the model spells them (Lambda: `Type` and `Message` or `message`)."""
+    body: dict[str, Any] = {}
+    if err.code in model.shape_names:
+        members = model.shape_for(err.code).members
+        if "Type" in members:
+            body["Type"] = "User" if err.sender_fault else "Service"
+        body["Message" if "Message" in members else "message"] = err.message
+    else:
+        body[_UNMODELLED_MESSAGE_KEY.get(err.code, "message")] = err.message
+    body.update(err.extra)
+    headers = {"x-amzn-ErrorType": err.code, "Content-Type": "application/json", **err.headers}
+    return WireResponse(err.status, headers, json.dumps(body).encode())
 
 
 def generic_error(err: AwsError, model: ServiceModel | None = None) -> WireResponse:

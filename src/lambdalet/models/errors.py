@@ -38,6 +38,43 @@ CodeStorageExceededException = _error("CodeStorageExceededException", 400)
 InvalidRuntimeException = _error("InvalidRuntimeException", 502)
 InvalidZipFileException = _error("InvalidZipFileException", 502)
 ServiceQuotaExceededException = _error("ServiceQuotaExceededException", 400)
+# Not in Lambda's model: the request-validation layer in front of every AWS JSON service answers it
+# when a member breaks its shape's constraints (min/max, pattern, enum, required).
+ValidationException = _error("ValidationException", 400)
+
+
+def render_value(value) -> str:
+    """A value as AWS's validation messages print it (Java's toString): lists [a, b], maps {k=v}."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(render_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={render_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (bytes, bytearray)):
+        return "java.nio.HeapByteBuffer"
+    return str(value)
+
+
+def constraint_text(value, field: str, rule: str, *, sensitive: bool = False) -> str:
+    """One violation, worded as AWS words it: Value 'x' at 'field' failed to satisfy constraint: <rule>."""
+    if sensitive:          # AWS never echoes a sensitive member's value
+        shown = ""
+    elif value is None:
+        shown = " null"
+    else:
+        text = render_value(value)
+        shown = f" '{text if len(text) <= 256 else text[:256] + '...'}'"
+    return f"Value{shown} at '{field}' failed to satisfy constraint: {rule}"
+
+
+def validation_error(violations: list[str]) -> AwsError:
+    """AWS's ValidationException for one or more violations (each from constraint_text)."""
+    n = len(violations)
+    head = f"{n} validation error{'s' if n != 1 else ''} detected: "
+    return ValidationException(head + "; ".join(violations))
 
 # Authentication failures: not in the Lambda model, but every AWS service answers these shapes.
 InvalidSignatureException = _error("InvalidSignatureException", 403)

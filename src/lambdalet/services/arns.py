@@ -33,7 +33,7 @@ _REF_RE = re.compile(
     r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?")
 REF_PATTERN = (r"(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?"
                r"([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?")
-QUALIFIER_RE = re.compile(r"\$LATEST|[a-zA-Z0-9_-]{1,128}")
+QUALIFIER_RE = re.compile(r"[a-zA-Z0-9$_-]{1,128}")
 VERSION_RE = re.compile(r"[0-9]{1,10}")
 
 
@@ -63,17 +63,21 @@ def function_arn(region: str, account_id: str, name: str, qualifier: str | None 
 
 
 def parse_function_ref(scope: Scope, value, *, caller_arn: str = "", action: str = "") -> FunctionRef:
-    """Validate a FunctionName member and reduce it to (name, qualifier) in the caller's scope."""
+    """Validate a FunctionName member and reduce it to (name, qualifier) in the caller's scope.
+
+    CreateFunction refuses a name it cannot create (ValidationException); every other operation
+    answers a name that cannot exist as AWS does: the function is not found."""
     if not isinstance(value, str) or not value:
         raise constraint_error(value, "functionName", "Member must have length greater than or equal to 1")
-    if len(value) > REF_MAX:
+    creating = action == "CreateFunction"
+    if len(value) > REF_MAX and creating:
         raise constraint_error(value, "functionName", f"Member must have length less than or equal to {REF_MAX}")
     m = _REF_RE.fullmatch(value)
     if not m:
-        raise constraint_error(value, "functionName", f"Member must satisfy regular expression pattern: {REF_PATTERN}")
+        if creating:
+            raise constraint_error(value, "functionName", f"Member must satisfy regular expression pattern: {REF_PATTERN}")
+        raise ResourceNotFoundException(f"Function not found: {function_arn(scope.region, scope.account_id, value)}")
     name = m["name"]
-    if len(name) > NAME_MAX:
-        raise constraint_error(value, "functionName", f"Member must have length less than or equal to {NAME_MAX}")
     if m["account"] and m["account"] != scope.account_id:
         resource = function_arn(m["region"] or scope.region, m["account"], name, m["qualifier"])
         raise AccessDeniedException(f"User: {caller_arn or 'caller'} is not authorized to perform: lambda:{action} "
@@ -82,6 +86,10 @@ def parse_function_ref(scope: Scope, value, *, caller_arn: str = "", action: str
     if m["region"] and m["region"] != scope.region:
         raise ResourceNotFoundException(f"Functions from '{m['region']}' are not reachable in this region "
                                         f"('{scope.region}')")
+    if len(name) > NAME_MAX:
+        if creating:
+            raise constraint_error(value, "functionName", f"Member must have length less than or equal to {NAME_MAX}")
+        raise ResourceNotFoundException(f"Function not found: {function_arn(scope.region, scope.account_id, name, m['qualifier'])}")
     return FunctionRef(name, m["qualifier"])
 
 
@@ -92,6 +100,7 @@ def merge_qualifier(ref: FunctionRef, qualifier) -> FunctionRef:
     if not isinstance(qualifier, str) or not QUALIFIER_RE.fullmatch(qualifier):
         raise constraint_error(qualifier, "qualifier",
                                "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)")
+    # What the pattern admits but names nothing ($latest, a$b) is simply not found, as on AWS.
     if ref.qualifier is not None and ref.qualifier != qualifier:
         raise InvalidParameterValueException(
             "The derived qualifier from the function name does not match the specified qualifier.")

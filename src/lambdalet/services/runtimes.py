@@ -14,7 +14,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from lambdalet.models.errors import InvalidParameterValueException
-from lambdalet.services.validation import constraint_error
 
 CATALOGUE_PATH = Path(__file__).resolve().parent.parent / "data" / "runtimes.json"
 
@@ -91,9 +90,12 @@ class RuntimeCatalogue:
         today = today or dt.datetime.now(dt.timezone.utc).date()
         rt = self.get(identifier) if isinstance(identifier, str) else None
         if rt is None:
-            raise constraint_error(identifier, "runtime",
-                                   f"Member must satisfy enum value set: [{', '.join(self.identifiers())}] "
-                                   "or be a valid ARN")
+            # AWS checks Runtime against the runtimes it currently accepts (not the model's enum),
+            # unquoted, without the "N validation errors" preamble, as InvalidParameterValueException.
+            current = [r.identifier for r in self._by_id.values() if not r.blocked_for_create(today)]
+            raise InvalidParameterValueException(
+                f"Value {identifier} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: "
+                f"[{', '.join(current)}] or be a valid ARN")
         blocked = rt.blocked_for_create(today) if creating else rt.blocked_for_update(today)
         if blocked:
             newest = self._newest_in_family(rt.family, today)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 
-from lambdalet.models.errors import InvalidParameterValueException
+from lambdalet.models.errors import AwsError, InvalidParameterValueException, constraint_text, validation_error
 
 MEMORY_MIN, MEMORY_MAX = 128, 10240
 TIMEOUT_MIN, TIMEOUT_MAX = 1, 900
@@ -37,10 +37,10 @@ RESERVED_ENV_KEYS = frozenset({
 })
 
 
-def constraint_error(value, field: str, rule: str) -> InvalidParameterValueException:
-    shown = value if not isinstance(value, str) or len(value) <= 256 else value[:256] + "..."
-    return InvalidParameterValueException(
-        f"1 validation error detected: Value '{shown}' at '{field}' failed to satisfy constraint: {rule}")
+def constraint_error(value, field: str, rule: str) -> AwsError:
+    """AWS's ValidationException for one member that breaks one constraint (the protocol layer
+    checks the model's; these are the checks it cannot express, or raw callers bypass)."""
+    return validation_error([constraint_text(value, field, rule)])
 
 
 def _int_range(value, field: str, lo: int, hi: int) -> int:
@@ -133,9 +133,9 @@ def environment(value) -> dict[str, str]:
     for k, v in variables.items():
         if not isinstance(k, str) or not _ENV_KEY_RE.fullmatch(k):
             # Never echo the variables themselves: the names are marked sensitive in the model.
-            raise InvalidParameterValueException(
-                "1 validation error detected: Value at 'environment.variables' failed to satisfy constraint: "
-                f"Map keys must satisfy constraint: [Member must satisfy regular expression pattern: {ENV_KEY_PATTERN}]")
+            raise validation_error([constraint_text(
+                variables, "environment.variables", "Map keys must satisfy constraint: "
+                f"[Member must satisfy regular expression pattern: {ENV_KEY_PATTERN}]", sensitive=True)])
         if not isinstance(v, str):
             raise InvalidParameterValueException("Environment variable values must be strings.")
     reserved = sorted(k for k in variables if k in RESERVED_ENV_KEYS)
