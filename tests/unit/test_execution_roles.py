@@ -191,7 +191,7 @@ class _FakeBackend:
 
 
 class _FakeCode:
-    def path_for(self, sha):
+    def path_for(self, sha, *args, **kw):
         return "/nonexistent"
 
     def clear(self):
