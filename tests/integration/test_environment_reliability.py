@@ -236,3 +236,28 @@ def test_a_new_server_cleans_what_a_killed_one_left(lambdalet_server_factory):
     with open("/proc/self/mountinfo") as f:
         assert str(run_dir) not in f.read()
     assert other.proc.poll() is None     # (whichever server started first cleaned it: any server does)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="a mount namespace of the server's own needs root")
+def test_a_killed_server_leaves_no_plaintext_code_even_before_the_next_start(lambdalet_server_factory):
+    """The server's mounts (unpacked code and layers) live in a mount namespace of its own, which ends
+    with its processes: after kill -9 no tenant code is readable on the host, with no server to clean."""
+    victim = lambdalet_server_factory(*_args())
+    lam = victim.client()
+    marker = f"PLAINTEXT-{os.urandom(6).hex()}"
+    name = create(lam, WHO + f"\nMARK = {marker!r}\n", "plain")
+    invoke(lam, name)
+    run_dir = _run_dir(victim.data_dir)
+    with open(f"/proc/{victim.pid}/mountinfo") as f:
+        assert str(run_dir / "code") in f.read(), "the code is not on a mount of its own: nothing to prove"
+    with open("/proc/self/mountinfo") as f:
+        assert str(run_dir) not in f.read(), "the server's mounts reached the host's mount table"
+    victim.proc.kill()
+    victim.proc.wait(10)
+    deadline = time.time() + 10
+    while True:
+        found = [p for p in run_dir.rglob("*") if p.is_file() and marker.encode() in p.read_bytes()]
+        if not found or time.time() > deadline:
+            break
+        time.sleep(0.2)              # the environments die with their parent (PDEATHSIG) a moment later
+    assert found == [], found

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,9 @@ def test_one_account_cannot_fill_the_cache_and_its_trees_go_when_unused(budget_s
     victim_role = make_role(client_as(budget_server, "iam", victim_key), LAMBDA_TRUST)
     names = [unique("big") for _ in range(3)]
     small = unique("small")
-    code_dir = Settings(data_dir=budget_server.data_dir).run_dir / "code"
+    # The server's mounts are in its own mount namespace: look through its root.
+    code_dir = Path(f"/proc/{budget_server.pid}/root") / str(
+        Settings(data_dir=budget_server.data_dir).run_dir / "code").lstrip("/")
     try:
         for i, name in enumerate(names):
             create_function(lam, name, zip_bytes=big_zip(f"t{i}"))

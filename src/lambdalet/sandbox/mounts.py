@@ -16,6 +16,7 @@ import ctypes
 import os
 import re
 import struct
+import threading
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -24,6 +25,7 @@ libc.syscall.restype = ctypes.c_long
 
 MS_NOSUID, MS_NODEV, MS_BIND, MS_SHARED = 2, 4, 4096, 1 << 20
 MNT_DETACH = 2
+MS_REC, MS_SLAVE, CLONE_NEWNS = 1 << 14, 1 << 19, 0x20000
 SYS_open_tree, SYS_move_mount, SYS_mount_setattr = 428, 429, 442     # the same number on every arch
 AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE = -100, 0x1000, 0x8000
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
@@ -92,6 +94,19 @@ def mount_tmpfs(dst: str, size_mb: int) -> None:
     """A sized /tmp, flags given at creation (one mount call: nothing to remount, so the copy matches)."""
     _chk(libc.mount(b"tmp", _b(dst), b"tmpfs", MS_NOSUID | MS_NODEV, _b(f"size={int(size_mb)}m,mode=1777")),
          f"mount tmpfs {dst}")
+
+
+def private_mount_namespace() -> str | None:
+    """Move this process into a mount namespace of its own whose mounts are slaves of the host's (host
+    mounts still reach it; nothing it mounts reaches the host). Must run while the process has one
+    thread. -> None, or why it could not be done (the caller says so and goes on in the host's)."""
+    if threading.active_count() != 1:
+        return f"{threading.active_count()} threads are running"
+    if libc.unshare(CLONE_NEWNS) != 0:
+        return os.strerror(ctypes.get_errno())
+    if libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None) != 0:
+        return os.strerror(ctypes.get_errno())
+    return None
 
 
 def mount_private_tmpfs(dst: str, size_bytes: int, name: str = "unpacked") -> None:

@@ -35,6 +35,7 @@ from lambdalet.server.http_protocol import CoalescingHttpToolsProtocol
 from lambdalet.events.authority import wire as wire_authority
 from lambdalet.server.platform import build_platform, wire_execution_roles
 from lambdalet.server.tls import ensure_tls, server_context
+from lambdalet.sandbox import mounts
 from lambdalet.sandbox.instances import RunDir, sweep_stale
 from lambdalet.store.disk_gate import DiskGate, admitting
 from lambdalet.store.permissions import secure_data_dir
@@ -72,6 +73,19 @@ def _lock_data_dir(settings: Settings):
     return fh
 
 
+def _own_mount_namespace(settings: Settings) -> None:
+    """Everything this server mounts (unpacked code and layers, the fork server's mounts) lives in a
+    mount namespace of its own, so it is gone with the server's processes, even after kill -9: no
+    plaintext code stays on the host's /dev/shm. After the sweep (it unmounts in the host's namespace)
+    and before anything is mounted or any thread starts."""
+    if settings.sandbox == "process" or os.geteuid() != 0:
+        return
+    why = mounts.private_mount_namespace()
+    if why is not None:
+        log.warning("could not give the server a mount namespace of its own (%s): its mounts are in the "
+                    "host's and outlive a killed server until the next start", why)
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -79,6 +93,7 @@ def serve(settings: Settings) -> None:
     secure_data_dir(settings.data_dir, None if settings.database_url else settings.data_dir / "state.db")
     run_dir = RunDir.claim(settings.run_dir)     # held while we live: other servers' sweeps skip it
     sweep_stale(settings.run_dir.parent, keep=settings.run_dir)   # leftovers of servers that are gone
+    _own_mount_namespace(settings)
     try:
         platform = build_platform(settings)
     except PermissionError as e:
