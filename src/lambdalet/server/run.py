@@ -41,6 +41,10 @@ from lambdalet.store.disk_gate import DiskGate, admitting
 from lambdalet.store.permissions import secure_data_dir
 
 log = logging.getLogger("lambdalet")
+# An idle keep-alive connection is closed after this (uvicorn's default, 5 s, made clients that pause
+# a few seconds race the close and see ConnectionClosedError on their next call; AWS's endpoints and
+# common load balancers keep idle connections for about a minute).
+KEEP_ALIVE_S = 60
 
 
 def _write_endpoint(settings: Settings, url: str, ca_bundle: str | None) -> None:
@@ -159,7 +163,8 @@ def serve(settings: Settings) -> None:
     # proxy_headers off: no X-Forwarded-For is trusted, so aws:SourceIp and the audit trail name the
     # real peer (uvicorn's default trusts it from 127.0.0.1, i.e. from any local process).
     config = uvicorn.Config(api_path.wrap(app.asgi), log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, proxy_headers=False, limit_concurrency=settings.max_connections,
+                            timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S, proxy_headers=False,
+                            limit_concurrency=settings.max_connections,
                             http=type("HttpProtocol", (CoalescingHttpToolsProtocol,),
                                       {"head_timeout_s": settings.request_head_timeout_s}))
     config.load()
