@@ -51,6 +51,8 @@ def _create(lam, role: str, files: dict, layers=()) -> str:
     name = unique("sdk")
     lam.create_function(FunctionName=name, Runtime="python3.11", Role=role, Handler="app.handler",
                         Code={"ZipFile": make_zip(files)}, Timeout=30, Layers=list(layers))
+    # A new function is Pending until Active (Invoke before then is a ResourceConflictException, as on AWS).
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     return name
 
 

@@ -41,12 +41,15 @@ def _count_rows(env, table: str) -> int:
 def test_create_returns_full_configuration(env):
     data = make_zip()
     out = env.create("fn", Code={"ZipFile": data}, MemorySize=256, Timeout=10, Description="d",
-                     Environment={"Variables": {"A": "1"}})
+                     Environment={"Variables": {"A": "1"}}, wait=False)
     assert out["FunctionName"] == "fn" and out["FunctionArn"] == ARN + "fn"
     assert (out["Runtime"], out["Handler"], out["Role"]) == ("python3.12", "app.handler", ROLE)
     assert (out["MemorySize"], out["Timeout"], out["Description"]) == (256, 10, "d")
     assert out["CodeSha256"] == b64sha(data) and out["CodeSize"] == len(data)
-    assert out["Version"] == "$LATEST" and out["State"] == "Active" and out["LastUpdateStatus"] == "Successful"
+    # AWS answers a new function as Pending (with why) and no update status yet.
+    assert out["Version"] == "$LATEST" and out["State"] == "Pending" and "LastUpdateStatus" not in out
+    assert (out["StateReason"], out["StateReasonCode"]) == ("The function is being created.", "Creating")
+    assert out["RuntimeVersionConfig"]["RuntimeVersionArn"].startswith("arn:aws:lambda:us-east-1::runtime:")
     assert out["Environment"] == {"Variables": {"A": "1"}}
     assert out["PackageType"] == "Zip" and out["Architectures"] == ["x86_64"]
     assert out["EphemeralStorage"] == {"Size": 512} and out["TracingConfig"] == {"Mode": "PassThrough"}
@@ -54,6 +57,22 @@ def test_create_returns_full_configuration(env):
     assert out["LoggingConfig"] == {"LogFormat": "Text", "LogGroup": "/aws/lambda/fn"}
     assert out["LastModified"] == "2026-11-18T11:06:40.000+0000"   # the test clock, 1795000000
     assert len(out["RevisionId"]) == 36
+    # The next read finds it Active, with a new RevisionId: the transition is a revision of its own.
+    got = env.call("get_function_configuration", FunctionName="fn")
+    assert (got["State"], got["LastUpdateStatus"]) == ("Active", "Successful") and "StateReason" not in got
+    assert got["RevisionId"] != out["RevisionId"]
+
+
+def test_updates_answer_in_progress_then_successful(env):
+    env.create("fn")
+    before = env.call("get_function_configuration", FunctionName="fn")
+    out = env.call("update_function_configuration", FunctionName="fn", Description="x")
+    assert (out["State"], out["LastUpdateStatus"]) == ("Active", "InProgress")
+    assert (out["LastUpdateStatusReason"], out["LastUpdateStatusReasonCode"]) == ("The function is being created.",
+                                                                                  "Creating")
+    got = env.call("get_function", FunctionName="fn")["Configuration"]
+    assert got["LastUpdateStatus"] == "Successful" and "LastUpdateStatusReason" not in got
+    assert len({before["RevisionId"], out["RevisionId"], got["RevisionId"]}) == 3
 
 
 def test_defaults(env):
@@ -310,8 +329,10 @@ def test_update_code_changes_sha_and_revision(env):
     out = env.call("update_function_code", FunctionName="fn", ZipFile=data)
     assert out["CodeSha256"] == b64sha(data) and out["CodeSize"] == len(data)
     assert out["RevisionId"] != first["RevisionId"] and out["LastModified"] != first["LastModified"]
-    assert out["LastUpdateStatus"] == "Successful"
-    token = env.call("get_function", FunctionName="fn")["Code"]["Location"].split("token=")[1]
+    assert out["LastUpdateStatus"] == "InProgress"          # as AWS answers an update
+    got = env.call("get_function", FunctionName="fn")
+    assert got["Configuration"]["LastUpdateStatus"] == "Successful"
+    token = got["Code"]["Location"].split("token=")[1]
     from lambdalet.crypto.tokens import read_token
     assert env.blobs.get(read_token(env.keyring.derive_key("code-url"), token)["s"]) == data
 
@@ -358,7 +379,8 @@ def test_update_configuration(env):
     assert out["Handler"] == "app.handler" and out["Runtime"] == "python3.12"
     assert out["RevisionId"] != first["RevisionId"]
     cleared = env.call("update_function_configuration", FunctionName="fn", Environment={"Variables": {}})
-    assert "Environment" not in cleared and cleared["MemorySize"] == 512
+    # AWS echoes a given Environment, an empty one included (recorded for CreateFunction)
+    assert cleared["Environment"] == {"Variables": {}} and cleared["MemorySize"] == 512
 
 
 @pytest.mark.parametrize("over", [{"MemorySize": 100}, {"MemorySize": 20000}, {"Timeout": 901},

@@ -46,11 +46,17 @@ class Env:
     keyring: Keyring
     now: list
 
-    def create(self, name: str, **over) -> dict:
+    def create(self, name: str, *, wait: bool = True, **over) -> dict:
+        """CreateFunction; wait: then, as a client with boto3's function_active_v2 waiter, read the
+        function once Active (a new RevisionId: services/states.py) and return that configuration."""
         params = dict(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
                       Code={"ZipFile": make_zip()})
         params.update(over)
-        return self.svc.create_function(self.ctx, params)
+        out = self.svc.create_function(self.ctx, params)
+        if not wait:
+            return out
+        qualifier = {} if out["Version"] == "$LATEST" else {"Qualifier": out["Version"]}
+        return self.call("get_function_configuration", FunctionName=name, **qualifier)
 
     def call(self, op: str, **params) -> dict:
         return getattr(self.svc, op)(self.ctx, params)

@@ -127,7 +127,7 @@ def test_alias_lifecycle(three_versions):
     conf = env.call("get_function_configuration", FunctionName="fn:live")
     assert conf["Version"] == "2" and conf["FunctionArn"] == ARN + "fn:live"
     assert env.call("delete_alias", FunctionName="fn", Name="live") == {}
-    with pytest.raises(ResourceNotFoundException, match="Alias not found"):
+    with pytest.raises(ResourceNotFoundException, match="Cannot find alias arn: "):
         env.call("get_alias", FunctionName="fn", Name="live")
 
 

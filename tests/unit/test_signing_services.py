@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lambdalet.models.errors import (AccessDeniedException, InvalidParameterValueException,
+from lambdalet.models.errors import (ValidationException, AccessDeniedException, InvalidParameterValueException,
                                      ResourceConflictException, ResourceNotFoundException)
 from lambdalet.services.code_signing import (CodeSigningConfigNotFoundException, CodeVerificationFailedException,
                                              InvalidCodeSignatureException)
@@ -15,6 +15,15 @@ try:
 except ImportError:
     from test_services_harness import ACCOUNT, OTHER_ACCOUNT, REGION, env, make_ctx, make_zip  # noqa: F401
 
+
+
+# AWS answers a member that breaks its model constraint with ValidationException ("N validation
+# error(s) detected: ..."), and the service's own checks with InvalidParameterValueException.
+PARAM_ERRORS = (InvalidParameterValueException, ValidationException)
+
+
+def assert_aws_kind(err) -> None:
+    assert isinstance(err, ValidationException) == ("validation error detected" in err.message), repr(err)
 
 @pytest.fixture
 def signer(env):  # noqa: F811
@@ -44,8 +53,9 @@ def test_create_validates_members(env):  # noqa: F811
         {"AllowedPublishers": {"SigningProfileVersionArns": ok}, "Description": "x" * 257},
     ]
     for params in bad_members:
-        with pytest.raises(InvalidParameterValueException):
+        with pytest.raises(PARAM_ERRORS) as err:
             env.call("create_code_signing_config", **params)
+        assert_aws_kind(err.value)
     got = env.call("create_code_signing_config", AllowedPublishers={"SigningProfileVersionArns": ok * 2})
     assert got["CodeSigningConfig"]["AllowedPublishers"]["SigningProfileVersionArns"] == ok     # deduplicated
     assert got["CodeSigningConfig"]["CodeSigningPolicies"] == {"UntrustedArtifactOnDeployment": "Warn"}
@@ -138,7 +148,7 @@ def test_list_paging(env, signer):  # noqa: F811
     page = env.call("list_functions_by_code_signing_config", CodeSigningConfigArn=one, MaxItems=2)
     rest = env.call("list_functions_by_code_signing_config", CodeSigningConfigArn=one, Marker=page["NextMarker"])
     assert [a.rsplit(":", 1)[-1] for a in page["FunctionArns"] + rest["FunctionArns"]] == ["fn0", "fn1", "fn2"]
-    with pytest.raises(InvalidParameterValueException):
+    with pytest.raises(ValidationException, match="at 'codeSigningConfigArn'"):
         env.call("get_code_signing_config", CodeSigningConfigArn="arn:aws:lambda:us-east-1:123:code-signing-config:x")
 
 

@@ -12,7 +12,7 @@ import re
 import sqlalchemy as sa
 
 from lambdalet.models.context import RequestContext
-from lambdalet.models.errors import InvalidParameterValueException, ResourceConflictException, ResourceNotFoundException
+from lambdalet.models.errors import InvalidParameterValueException, ResourceConflictException
 from lambdalet.services import paging, records, views
 from lambdalet.services.arns import VERSION_RE, Scope, parse_function_ref, require_unqualified
 from lambdalet.services.deps import Deps
@@ -86,7 +86,7 @@ def _function(ctx: RequestContext, conn, params: dict, action: str):
 def _require_alias(conn, scope: Scope, fn, name: str):
     row = records.find_alias(conn, fn.id, name)
     if row is None:
-        raise ResourceNotFoundException(f"Alias not found: {scope.function_arn(fn.name, name)}")
+        raise records.alias_not_found(scope, fn.name, name)
     return row
 
 
@@ -136,8 +136,8 @@ def delete_alias(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     name = _alias_name(params.get("Name"))
     with deps.db.begin() as conn:
         scope, fn = _function(ctx, conn, params, "DeleteAlias")
-        row = _require_alias(conn, scope, fn, name)
-        conn.execute(A.delete().where(A.c.id == row.id))
+        # AWS: deleting an alias that does not exist succeeds
+        conn.execute(A.delete().where(A.c.function_id == fn.id, A.c.name == name))
     return {}
 
 

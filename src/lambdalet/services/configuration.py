@@ -143,6 +143,8 @@ def apply(params: dict, base: dict, catalogue: RuntimeCatalogue, *, creating: bo
     if params.get("FileSystemConfigs"):
         raise InvalidParameterValueException("lambdalet does not support FileSystemConfigs (EFS mounts).")
     env = v.environment(params["Environment"]) if "Environment" in params else None
+    if env is not None:
+        cfg["EnvironmentSet"] = True      # AWS echoes a given Environment, even an empty one (views.py)
     if cfg.get("PackageType", "Zip") == "Zip" and (not cfg.get("Runtime") or not cfg.get("Handler")):
         raise InvalidParameterValueException(
             "Runtime and Handler are mandatory parameters for functions created with deployment packages.")

@@ -28,6 +28,9 @@ class Deps:
     # iam.authz.Authorizer: deploy-time checks (a function's Layers need lambda:GetLayerVersion on each,
     # services/layers.py); None (unit harnesses) allows the caller's own layers only.
     authorizer: Any = None
+    # services.states.Transitions: completes Pending -> Active and InProgress -> Successful; None in
+    # harnesses that build Deps by hand (transitions then complete only when the function is read).
+    transitions: Any = None
 
     def today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()

@@ -1,8 +1,10 @@
 """Functions: CreateFunction, GetFunction(Configuration), ListFunctions, UpdateFunctionCode,
 UpdateFunctionConfiguration, DeleteFunction.
 
-Creation and updates are synchronous, so a function is Active / Successful when the call returns
-(boto3's function_active_v2 and function_updated_v2 waiters pass at once). Each operation is one
+Creation answers State Pending and updates LastUpdateStatus InProgress, as AWS does; the package
+was checked before the answer, so the transition to Active / Successful follows within tens of
+milliseconds or at the next read (services/states.py), and boto3's function_active_v2 and
+function_updated_v2 waiters pass at their first poll. Each operation is one
 transaction; the code blob is written after every check has passed and before the rows that
 reference it, so a crash leaves at worst an unreferenced blob (for a later GC), never a dangling row.
 """
@@ -16,7 +18,7 @@ import sqlalchemy as sa
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import InvalidParameterValueException, ResourceConflictException
 from lambdalet.services import code, code_kms, code_signing, configuration, paging, records, tags, versions, views
-from lambdalet.services import layers
+from lambdalet.services import layers, states
 from lambdalet.services.arns import Scope, merge_qualifier, parse_function_ref, require_unqualified
 from lambdalet.services.deps import Deps
 from lambdalet.services.envvars import open_env, seal_env
@@ -55,8 +57,24 @@ def _check_kms_key(deps: Deps, ctx: RequestContext, cfg: dict) -> None:
         deps.kms.check_configurable(ctx, cfg["KMSKeyArn"])
 
 
-def _view(deps: Deps, scope: Scope, fn, row) -> dict:
-    return views.configuration(scope, fn, row, open_env(deps.keyring, fn.id, row.version, row.env_sealed))
+def _view(deps: Deps, scope: Scope, fn, row, **shape) -> dict:
+    return views.configuration(scope, fn, row, open_env(deps.keyring, fn.id, row.version, row.env_sealed), **shape)
+
+
+def _started(deps: Deps, function_id: str) -> None:
+    """A state transition began with the write just committed (services/states.py)."""
+    if deps.transitions is not None:
+        deps.transitions.started(function_id)
+
+
+def settle_if_needed(deps: Deps, function_id: str, row) -> bool:
+    """Reads see a transition complete: the package was checked before the write answered."""
+    if not states.unsettled(row):
+        return False
+    if deps.transitions is not None:
+        return deps.transitions.settle_now(function_id)
+    with deps.db.begin() as conn:
+        return states.settle(conn, function_id)
 
 
 def create_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
@@ -95,13 +113,17 @@ def create_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
             function_id=fid, version=records.LATEST, version_num=0, config=records.dump_config(cfg),
             env_sealed=seal_env(deps.keyring, fid, records.LATEST, env, cfg.get("KMSKeyArn")),
             code_sha256=sha, code_size=len(data),
-            revision_id=records.new_revision(), last_modified=now, state="Active", last_update_status="Successful"))
+            revision_id=records.new_revision(), last_modified=now, state=states.PENDING,
+            last_update_status=states.SUCCESSFUL))
         tags.write_tags(conn, scope.function_arn(name), new_tags)
         fn = records.find_function(conn, scope, name)
         row = records.find_version(conn, fid, records.LATEST)
-        if publish:
-            row = versions.publish(deps, conn, fn, row)
-        return _view(deps, scope, fn, row)
+        if publish:       # AWS answers the new version (Version "1", Pending) under the function's ARN
+            row = versions.publish(deps, conn, fn, row, state=states.PENDING)
+        out = _view(deps, scope, fn, row)
+        out["FunctionArn"] = scope.function_arn(name)
+    _started(deps, fid)
+    return out
 
 
 def _qualified(ctx: RequestContext, params: dict, action: str):
@@ -109,8 +131,19 @@ def _qualified(ctx: RequestContext, params: dict, action: str):
     return scope, merge_qualifier(ref, params.get("Qualifier"))
 
 
-def _configuration_for(deps: Deps, scope: Scope, fn, row, alias) -> dict:
-    out = _view(deps, scope, fn, row)
+def _read(deps: Deps, scope: Scope, ref):
+    """(function, version row, alias) for a read; a transition in flight completes first."""
+    with deps.db.read() as conn:
+        fn, row, alias = records.resolve(conn, scope, ref.name, ref.qualifier)
+    if states.unsettled(row):
+        settle_if_needed(deps, fn.id, row)   # (or the background thread just did: read again either way)
+        with deps.db.read() as conn:
+            fn, row, alias = records.resolve(conn, scope, ref.name, ref.qualifier)
+    return fn, row, alias
+
+
+def _configuration_for(deps: Deps, scope: Scope, fn, row, alias, qualifier: str | None = None) -> dict:
+    out = _view(deps, scope, fn, row, qualified_latest=qualifier == records.LATEST)
     if alias is not None:      # AWS answers an alias with its ARN and the version it points to
         out["FunctionArn"] = scope.function_arn(fn.name, alias.name)
     return out
@@ -118,9 +151,9 @@ def _configuration_for(deps: Deps, scope: Scope, fn, row, alias) -> dict:
 
 def get_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     scope, ref = _qualified(ctx, params, "GetFunction")
+    fn, row, alias = _read(deps, scope, ref)
+    out = {"Configuration": _configuration_for(deps, scope, fn, row, alias, ref.qualifier)}
     with deps.db.read() as conn:
-        fn, row, alias = records.resolve(conn, scope, ref.name, ref.qualifier)
-        out = {"Configuration": _configuration_for(deps, scope, fn, row, alias)}
         fn_tags = tags.read_tags(conn, scope.function_arn(fn.name))
     # After the read: with a SourceKMSKeyArn this asks KMS (its own read) whether the caller may decrypt.
     out["Code"] = code_kms.code_section(deps, ctx, scope.function_arn(fn.name), row.code_sha256,
@@ -135,9 +168,8 @@ def get_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:
 
 def get_function_configuration(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     scope, ref = _qualified(ctx, params, "GetFunctionConfiguration")
-    with deps.db.read() as conn:
-        fn, row, alias = records.resolve(conn, scope, ref.name, ref.qualifier)
-        return _configuration_for(deps, scope, fn, row, alias)
+    fn, row, alias = _read(deps, scope, ref)
+    return _configuration_for(deps, scope, fn, row, alias, ref.qualifier)
 
 
 def list_functions(deps: Deps, ctx: RequestContext, params: dict) -> dict:
@@ -162,7 +194,9 @@ def list_functions(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     with deps.db.read() as conn:
         rows = conn.execute(q.order_by(F.c.name, V.c.version_num).limit(limit + 1)).all()
     rows, marker = paging.page(rows, limit, "functions", lambda r: [r.function_name, r.version_num])
-    out = {"Functions": [_view(deps, scope, _FunctionKey(r.function_id, r.function_name), r) for r in rows]}
+    out = {"Functions": [_view(deps, scope, _FunctionKey(r.function_id, r.function_name), r, listed=True,
+                               qualified_latest=every == "ALL")
+                         for r in rows]}
     if marker:
         out["NextMarker"] = marker
     return out
@@ -205,7 +239,7 @@ def update_function_code(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         latest = records.find_version(conn, fn.id, records.LATEST)
         versions.check_revision_id(expected_rev, latest)
         values = dict(code_sha256=sha, code_size=len(data), revision_id=records.new_revision(),
-                      last_modified=deps.clock(), state="Active", last_update_status="Successful")
+                      last_modified=deps.clock(), last_update_status=states.IN_PROGRESS)
         cfg = records.config_of(latest)
         if cfg.get("Runtime"):            # AWS blocks code updates on a blocked runtime; so does a host lacking it
             deps.runtimes.check(cfg["Runtime"], creating=False, today=deps.today())
@@ -217,8 +251,10 @@ def update_function_code(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         conn.execute(V.update().where(V.c.id == latest.id).values(**values))
         row = records.find_version(conn, fn.id, records.LATEST)
         if publish:
-            row = versions.publish(deps, conn, fn, row)
-        return _view(deps, scope, fn, row)
+            row = versions.publish(deps, conn, fn, row, state=states.PENDING)
+        out = _view(deps, scope, fn, row)
+    _started(deps, fn.id)
+    return out
 
 
 def update_function_configuration(deps: Deps, ctx: RequestContext, params: dict) -> dict:
@@ -236,7 +272,7 @@ def update_function_configuration(deps: Deps, ctx: RequestContext, params: dict)
         if "Role" in settable:
             _check_role(deps, ctx, scope, name, cfg["Role"])
         values = dict(config=records.dump_config(cfg), revision_id=records.new_revision(),
-                      last_modified=deps.clock(), state="Active", last_update_status="Successful")
+                      last_modified=deps.clock(), last_update_status=states.IN_PROGRESS)
         key_changed = cfg.get("KMSKeyArn") != records.config_of(latest).get("KMSKeyArn")
         if key_changed or env is not None:
             _check_kms_key(deps, ctx, cfg)
@@ -245,7 +281,9 @@ def update_function_configuration(deps: Deps, ctx: RequestContext, params: dict)
         if env is not None:
             values["env_sealed"] = seal_env(deps.keyring, fn.id, records.LATEST, env, cfg.get("KMSKeyArn"))
         conn.execute(V.update().where(V.c.id == latest.id).values(**values))
-        return _view(deps, scope, fn, records.find_version(conn, fn.id, records.LATEST))
+        out = _view(deps, scope, fn, records.find_version(conn, fn.id, records.LATEST))
+    _started(deps, fn.id)
+    return out
 
 
 def delete_function(deps: Deps, ctx: RequestContext, params: dict) -> dict:

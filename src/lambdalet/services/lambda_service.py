@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lambdalet.models.context import RequestContext
 from lambdalet.services import account, aliases, concurrency, functions, policies, tags, versions
-from lambdalet.services import code_signing, layers
+from lambdalet.services import code_signing, layers, states
 from lambdalet.services.deps import Deps
 from lambdalet.services.resolver import FunctionResolver, FunctionVersion
 from lambdalet.services.runtimes import RuntimeCatalogue, default_catalogue
@@ -21,6 +21,9 @@ class LambdaService:
         if clock is not None:
             self.deps.clock = clock
         self.resolver = FunctionResolver(db, keyring, settings)
+        # A transition gives the version a new RevisionId: the data plane's cached view is stale then.
+        self.deps.transitions = states.Transitions(db, on_change=self.resolver.invalidate)
+        self.deps.transitions.settle_all()
 
     # ---- functions ----
     def create_function(self, ctx: RequestContext, params: dict) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -30,13 +31,15 @@ from lambdalet.store import schema
 
 P = schema.function_policies
 MAX_POLICY_BYTES = 20480
-_SID_RE = re.compile(r"[a-zA-Z0-9_.-]{1,100}")
+_SID_RE = re.compile(r"[a-zA-Z0-9_-]{1,100}")
 _ACTION_RE = re.compile(r"(lambda:[*]|lambda:[a-zA-Z]+|[*])")
 _ACCOUNT_RE = re.compile(r"\d{12}")
 _ORG_RE = re.compile(r"o-[a-z0-9]{10,32}")
 _SOURCE_ARN_RE = re.compile(r"arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9\-])+:([a-z]{2}(-gov)?-[a-z]+-\d{1})?:(\d{12})?:(.*)")
 REVISION_MISMATCH = ("The Revision Id provided does not match the latest Revision Id. "
                      "Call the GetPolicy API to retrieve the latest Revision Id")
+NO_POLICY = "No policy is associated with the given resource."
+NOT_FOUND = "The resource you requested does not exist."
 
 
 class PolicyLengthExceededException(AwsError):
@@ -89,16 +92,54 @@ def prune(conn) -> None:
 # ---------------------------------------------------------------- the operations
 
 
-def _target(conn, ctx: RequestContext, params: dict, action: str):
-    """(scope, function row, qualifier or None, resource ARN the statements name)."""
+_ALIAS_NAME_RE = re.compile(r"(?!^[0-9]+$)[a-zA-Z0-9_-]+")
+
+
+def _target(conn, ctx: RequestContext, params: dict, action: str, *, missing=None):
+    """(scope, function row, qualifier or None, resource ARN the statements name, the row whose
+    RevisionId guards the policy: $LATEST's, the alias's or the version's).
+    missing: the error for a function that does not exist (AWS's words differ per operation)."""
     scope = Scope.of(ctx)
     ref = merge_qualifier(parse_function_ref(scope, params.get("FunctionName"), caller_arn=ctx.caller.principal_arn,
                                              action=action), params.get("Qualifier"))
+    fn = records.find_function(conn, scope, ref.name)
+    if fn is None:
+        raise missing(scope, ref.name) if missing else records.function_not_found(scope, ref.name)
     if ref.qualifier in (None, records.LATEST):
-        fn = records.require_function(conn, scope, ref.name, ref.qualifier)
-        return scope, fn, None, scope.function_arn(fn.name)
-    fn, _row, _alias = records.resolve(conn, scope, ref.name, ref.qualifier)   # the version/alias must exist
-    return scope, fn, ref.qualifier, scope.function_arn(fn.name, ref.qualifier)
+        guard = _Guard(records.V, records.find_version(conn, fn.id, records.LATEST))
+        return scope, fn, None, scope.function_arn(fn.name), guard
+    if _ALIAS_NAME_RE.fullmatch(ref.qualifier):
+        alias = records.find_alias(conn, fn.id, ref.qualifier)
+        if alias is None:
+            raise records.alias_not_found(scope, fn.name, ref.qualifier)
+        guard = _Guard(records.A, alias)
+    else:
+        version = records.find_version(conn, fn.id, ref.qualifier)
+        if version is None:
+            raise records.function_not_found(scope, fn.name, ref.qualifier)
+        guard = _Guard(None, version)          # published versions are immutable rows: never touched
+    return scope, fn, ref.qualifier, scope.function_arn(fn.name, ref.qualifier), guard
+
+
+class _Guard(NamedTuple):
+    """The row whose RevisionId guards a policy, and its table (None: never changes)."""
+    table: sa.Table | None
+    row: Any
+
+    @property
+    def revision_id(self) -> str:
+        return self.row.revision_id
+
+
+def _touch(conn, guard: _Guard) -> None:
+    """A policy change is a change of the function (or alias): it gets a new RevisionId."""
+    if guard.table is not None:
+        conn.execute(guard.table.update().where(guard.table.c.id == guard.row.id)
+                     .values(revision_id=records.new_revision()))
+
+
+def _no_policy_for(scope: Scope, name: str) -> ResourceNotFoundException:
+    return ResourceNotFoundException(f"No policy found for: {scope.function_arn(name)}")
 
 
 def _principal(value) -> dict | str:
@@ -167,25 +208,27 @@ def _statement(params: dict, resource_arn: str) -> dict:
     return st
 
 
-def _check_revision(row, params: dict) -> None:
+def _check_revision(guard, params: dict) -> None:
+    """AddPermission's and RemovePermission's RevisionId is the function's (or alias's), as GetPolicy
+    reports it."""
     wanted = params.get("RevisionId")
-    if wanted and (row is None or row.revision_id != wanted):
+    if wanted and guard.revision_id != wanted:
         raise PreconditionFailedException(REVISION_MISMATCH)
 
 
 def add_permission(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     with deps.db.begin() as conn:
-        _scope, fn, qualifier, arn = _target(conn, ctx, params, "AddPermission")
+        _scope, fn, qualifier, arn, guard = _target(conn, ctx, params, "AddPermission")
         if params.get("Qualifier") == records.LATEST or (qualifier is None and
                                                            str(params.get("FunctionName", "")).endswith(":$LATEST")):
             raise InvalidParameterValueException("We currently do not support adding policies for $LATEST.")
         statement = _statement(params, arn)
         row = policy_row(conn, fn.id, qualifier)
-        _check_revision(row, params)
+        _check_revision(guard, params)
         doc = json.loads(row.document) if row else {"Version": "2012-10-17", "Id": "default", "Statement": []}
         if any(s.get("Sid") == statement["Sid"] for s in doc["Statement"]):
-            raise ResourceConflictException("The statement id (sid) provided already exists. Please provide a new "
-                                            "statement id, or remove the existing statement.")
+            raise ResourceConflictException(f"The statement id ({statement['Sid']}) provided already exists. Please "
+                                            "provide a new statement id, or remove the existing statement.")
         doc["Statement"].append(statement)
         text = json.dumps(doc, separators=(",", ":"))
         if len(text.encode()) > MAX_POLICY_BYTES:
@@ -196,18 +239,21 @@ def add_permission(deps: Deps, ctx: RequestContext, params: dict) -> dict:
             conn.execute(P.insert().values(function_id=fn.id, qualifier=_qualifier_key(qualifier), **values))
         else:
             conn.execute(P.update().where(P.c.function_id == fn.id, P.c.qualifier == row.qualifier).values(**values))
+        _touch(conn, guard)
     return {"Statement": json.dumps(statement, separators=(",", ":"))}
 
 
 def remove_permission(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     sid = params.get("StatementId")
     with deps.db.begin() as conn:
-        _scope, fn, qualifier, _arn = _target(conn, ctx, params, "RemovePermission")
+        _scope, fn, qualifier, _arn, guard = _target(conn, ctx, params, "RemovePermission", missing=_no_policy_for)
         row = policy_row(conn, fn.id, qualifier)
-        _check_revision(row, params)
-        doc = json.loads(row.document) if row else {"Statement": []}
+        if row is None:
+            raise ResourceNotFoundException(NO_POLICY)
+        _check_revision(guard, params)
+        doc = json.loads(row.document)
         kept = [s for s in doc["Statement"] if s.get("Sid") != sid]
-        if row is None or len(kept) == len(doc["Statement"]):
+        if len(kept) == len(doc["Statement"]):
             raise ResourceNotFoundException(f"Statement {sid} is not found in resource policy.")
         where = (P.c.function_id == fn.id, P.c.qualifier == row.qualifier)
         if kept:
@@ -216,13 +262,19 @@ def remove_permission(deps: Deps, ctx: RequestContext, params: dict) -> dict:
                                                          revision_id=records.new_revision(), updated_at=time.time()))
         else:
             conn.execute(P.delete().where(*where))
+        _touch(conn, guard)
     return {}
 
 
 def get_policy(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     with deps.db.read() as conn:
-        _scope, fn, qualifier, _arn = _target(conn, ctx, params, "GetPolicy")
+        try:
+            _scope, fn, qualifier, _arn, guard = _target(conn, ctx, params, "GetPolicy")
+        except ResourceNotFoundException as e:
+            if not e.message.startswith("Function not found") or not params.get("Qualifier"):
+                raise
+            raise ResourceNotFoundException(NOT_FOUND) from None    # a version that does not exist
         row = policy_row(conn, fn.id, qualifier)
     if row is None:
-        raise ResourceNotFoundException("The resource you requested does not exist.")
-    return {"Policy": row.document, "RevisionId": row.revision_id}
+        raise ResourceNotFoundException(NOT_FOUND)
+    return {"Policy": row.document, "RevisionId": guard.revision_id}

@@ -32,6 +32,11 @@ def function_not_found(scope: Scope, name: str, qualifier: str | None = None) ->
     return ResourceNotFoundException(f"Function not found: {scope.function_arn(name, qualifier)}")
 
 
+def alias_not_found(scope: Scope, name: str, alias: str) -> ResourceNotFoundException:
+    """AWS's words for an alias that does not exist (alias and permission operations)."""
+    return ResourceNotFoundException(f"Cannot find alias arn: {scope.function_arn(name, alias)}")
+
+
 def find_function(conn: Connection, scope: Scope, name: str) -> Row | None:
     return conn.execute(sa.select(F).where(F.c.account_id == scope.account_id, F.c.region == scope.region,
                                            F.c.name == name)).first()

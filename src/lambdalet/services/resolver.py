@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from lambdalet.services import layers, records
+from lambdalet.services import layers, records, states
 from lambdalet.services.arns import Scope, function_arn, merge_qualifier, parse_function_ref
 from lambdalet.services.envvars import open_env
 from lambdalet.services.views import code_sha256_b64
@@ -95,6 +95,7 @@ class FunctionResolver:
         ref = merge_qualifier(parse_function_ref(scope, function_name, action="InvokeFunction"), qualifier)
         with self._db.read() as conn:
             fn, row, alias = records.resolve(conn, scope, ref.name, ref.qualifier)
+        states.require_invocable(row.state)      # Pending: ResourceConflictException, as on AWS
         cfg = records.config_of(row)
         routing = None
         if alias is not None:

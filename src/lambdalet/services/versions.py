@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import (InvalidParameterValueException, PreconditionFailedException,
                                      ResourceConflictException)
-from lambdalet.services import paging, records, views
+from lambdalet.services import paging, records, states, views
 from lambdalet.services.arns import VERSION_RE, Scope, parse_function_ref, require_unqualified
 from lambdalet.services.deps import Deps
 from lambdalet.services.envvars import open_env, seal_env
@@ -36,8 +36,9 @@ def _content(deps: Deps, fn, row) -> tuple:
     return row.code_sha256, records.dump_config(cfg), open_env(deps.keyring, fn.id, row.version, row.env_sealed)
 
 
-def publish(deps: Deps, conn, fn, latest, description: str | None = None):
-    """Inside the caller's write transaction: -> the version row (new, or the unchanged newest)."""
+def publish(deps: Deps, conn, fn, latest, description: str | None = None, *, state: str = "Active"):
+    """Inside the caller's write transaction: -> the version row (new, or the unchanged newest).
+    state: Pending when published with a create or update still in progress (services/states.py)."""
     newest = conn.execute(sa.select(V).where(V.c.function_id == fn.id, V.c.version != records.LATEST)
                           .order_by(V.c.version_num.desc()).limit(1)).first()
     if newest is not None and _content(deps, fn, newest) == _content(deps, fn, latest):
@@ -55,7 +56,7 @@ def publish(deps: Deps, conn, fn, latest, description: str | None = None):
         function_id=fn.id, version=version, version_num=number, config=records.dump_config(cfg),
         env_sealed=seal_env(deps.keyring, fn.id, version, env, cfg.get("KMSKeyArn")), code_sha256=latest.code_sha256,
         code_size=latest.code_size, revision_id=records.new_revision(), last_modified=deps.clock(),
-        state="Active", last_update_status="Successful"))
+        state=state, last_update_status="Successful"))
     records.touch_latest(conn, latest.id)
     return records.find_version(conn, fn.id, version)
 
@@ -71,12 +72,13 @@ def publish_version(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         raise InvalidParameterValueException("lambdalet does not support PublishTo.")
     with deps.db.begin() as conn:
         fn = records.require_function(conn, scope, name)
+        states.settle(conn, fn.id)     # publishing reads $LATEST's code: its create or update completes first
         latest = records.find_version(conn, fn.id, records.LATEST)
         sha = params.get("CodeSha256")
         if sha is not None and sha != views.code_sha256_b64(latest.code_sha256):
             raise InvalidParameterValueException(
                 f"CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST "
-                f"({views.code_sha256_b64(latest.code_sha256)}). Please try again.")
+                f"({views.code_sha256_b64(latest.code_sha256)}). Please try again with the CodeSHA256 in $LATEST.")
         check_revision_id(expected_rev, latest)
         row = publish(deps, conn, fn, latest, description)
         return views.configuration(scope, fn, row, open_env(deps.keyring, fn.id, row.version, row.env_sealed))
@@ -96,8 +98,8 @@ def list_versions_by_function(deps: Deps, ctx: RequestContext, params: dict) -> 
             q = q.where(V.c.version_num > int(after[0]))
         rows = conn.execute(q.order_by(V.c.version_num).limit(limit + 1)).all()
         rows, marker = paging.page(rows, limit, "versions", lambda r: [r.version_num])
-        items = [views.configuration(scope, fn, r, open_env(deps.keyring, fn.id, r.version, r.env_sealed))
-                 for r in rows]
+        items = [views.configuration(scope, fn, r, open_env(deps.keyring, fn.id, r.version, r.env_sealed),
+                                     listed=True, qualified_latest=True) for r in rows]
     out = {"Versions": items}
     if marker:
         out["NextMarker"] = marker
@@ -112,8 +114,8 @@ def delete_version(deps: Deps, conn, scope: Scope, fn, qualifier: str) -> None:
         raise InvalidParameterValueException(
             f"Qualifier {qualifier} is not a version number: use DeleteAlias to delete an alias.")
     row = records.find_version(conn, fn.id, qualifier)
-    if row is None:
-        raise records.function_not_found(scope, fn.name, qualifier)
+    if row is None:          # AWS: deleting a version that does not exist succeeds
+        return
     users = [a.name for a in conn.execute(sa.select(records.A).where(records.A.c.function_id == fn.id))
              if a.function_version == qualifier or qualifier in json.loads(a.routing or "{}")]
     if users:
