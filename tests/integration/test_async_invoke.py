@@ -296,10 +296,14 @@ def test_event_invoke_config_crud_and_validation(lam, fns, queues, srv, role):
     assert len(page["FunctionEventInvokeConfigs"]) == 1 and page["NextMarker"]
     rest = lam.list_function_event_invoke_configs(FunctionName=name, Marker=page["NextMarker"])
     assert len(rest["FunctionEventInvokeConfigs"]) == 1 and "NextMarker" not in rest
+    # the model's ranges and patterns: AWS's ValidationException
     for bad in (dict(MaximumRetryAttempts=3), dict(MaximumEventAgeInSeconds=59),
                 dict(MaximumEventAgeInSeconds=21601),
-                dict(DestinationConfig={"OnSuccess": {"Destination": "not-an-arn"}}),
-                dict(DestinationConfig={"OnSuccess": {"Destination": f"arn:aws:sqs:{srv.region}:{srv.account_id}:nope-{uuid.uuid4().hex[:8]}"}}),
+                dict(DestinationConfig={"OnSuccess": {"Destination": "not-an-arn"}})):
+        with expect_error("ValidationException", 400) as err:
+            raw.put_function_event_invoke_config(FunctionName=name, **bad)
+        assert err.message.startswith("1 validation error detected: Value ")
+    for bad in (dict(DestinationConfig={"OnSuccess": {"Destination": f"arn:aws:sqs:{srv.region}:{srv.account_id}:nope-{uuid.uuid4().hex[:8]}"}}),
                 dict(DestinationConfig={"OnFailure": {"Destination": srv.function_arn(unique("nofn"))}}),
                 dict(DestinationConfig={"OnFailure": {"Destination": f"arn:aws:sqs:{srv.region}:111122223333:x"}}),
                 {}):

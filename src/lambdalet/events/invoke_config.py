@@ -34,6 +34,7 @@ FIFO_SQS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:[a-z0-9-]+:\d{12}:[A-Za-z0-9_
 LAMBDA_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:([a-z0-9-]+):(\d{12}):function:([a-zA-Z0-9_-]{1,64})"
                         r"(?::(\$LATEST|[a-zA-Z0-9_-]{1,128}))?$")
 ANY_ARN = re.compile(r"^arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9-]+):([a-z0-9-]*):(\d{12})?:(.+)$")
+FUNCTION_MISSING = "The function doesn't exist."
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,12 @@ class EventInvokeConfigs:
     # ------------------------------------------------------------------ operations
     def put_function_event_invoke_config(self, ctx: RequestContext, params: dict) -> dict:
         scope, name, qualifier = self._target(ctx, params)
-        values = self._validated(ctx, params, require_one=True, role=self._role(scope, name, qualifier))
+        try:
+            role = self._role(scope, name, qualifier)
+        except ResourceNotFoundException:
+            raise ResourceNotFoundException(FUNCTION_MISSING) from None     # AWS's words here
+        values = self._validated(ctx, params, require_one=True, role=role,
+                                 own={scope.function_arn(name), scope.function_arn(name, qualifier)})
         with self.db.begin() as conn:
             fn = self._require(conn, scope, name, qualifier)
             conn.execute(sa.delete(event_invoke_configs).where(event_invoke_configs.c.function_id == fn.id,
@@ -176,7 +182,9 @@ class EventInvokeConfigs:
         t = event_invoke_configs
         return conn.execute(sa.select(t).where(t.c.function_id == function_id, t.c.qualifier == qualifier)).first()
 
-    def _validated(self, ctx: RequestContext, params: dict, *, require_one: bool, role: str = "") -> dict:
+    def _validated(self, ctx: RequestContext, params: dict, *, require_one: bool, role: str = "",
+                   own: set[str] = frozenset()) -> dict:
+        """own: the ARNs naming the configured function itself (AWS refuses it as its own destination)."""
         out: dict = {}
         if params.get("MaximumRetryAttempts") is not None:
             out["max_retry_attempts"] = _int_range(params["MaximumRetryAttempts"], "maximumRetryAttempts", *RETRY_RANGE)
@@ -188,6 +196,9 @@ class EventInvokeConfigs:
             for member, column in (("OnSuccess", "on_success"), ("OnFailure", "on_failure")):
                 if member in dc:
                     arn = (dc.get(member) or {}).get("Destination") or ""
+                    if arn in own:
+                        raise InvalidParameterValueException(
+                            "You can't specify the function as a destination for itself.")
                     out[column] = self.check_destination(ctx, arn, f"destinationConfig.{member[0].lower()}{member[1:]}",
                                                          role=role)
         if require_one and not out:

@@ -44,8 +44,10 @@ CONFIG_ARN_PATTERN = (r"arn:(aws[a-zA-Z-]*)?:lambda:(eusc-)?[a-z]{2}((-gov)|(-is
                       r"code-signing-config:csc-[a-z0-9]{17}")
 _CONFIG_ARN_RE = re.compile(r"arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
                             r"code-signing-config:(?P<id>csc-[a-z0-9]{17})")
-_PROFILE_ARN_RE = re.compile(r"arn:aws[a-zA-Z-]*:signer:[a-z0-9-]+:\d{12}:/signing-profiles/[a-zA-Z0-9_]{1,64}/"
-                             r"[a-zA-Z0-9]{1,64}")
+# AWS accepts a profile ARN with or without its version; the publisher check compares the signer's
+# version ARN exactly (signing/verify.py), so a version-less entry admits no signer here.
+_PROFILE_ARN_RE = re.compile(r"arn:aws[a-zA-Z-]*:signer:[a-z0-9-]+:\d{12}:/signing-profiles/[a-zA-Z0-9_]{1,64}"
+                             r"(/[a-zA-Z0-9]{1,64})?")
 _ID_CHARS = string.ascii_lowercase + string.digits
 SIGNING_MEMBERS = ("SigningProfileVersionArn", "SigningJobArn")
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import InvalidParameterValueException
 from lambdalet.services import records
-from lambdalet.services.arns import Scope, parse_function_ref, require_unqualified
+from lambdalet.services.arns import Scope, parse_function_ref
 from lambdalet.services.deps import Deps
 from lambdalet.services.validation import constraint_error
 
@@ -27,9 +27,18 @@ def reserved_total(conn, scope: Scope, excluding: str | None = None) -> int:
 
 
 def _function(ctx: RequestContext, conn, params: dict, action: str):
+    """Reserved concurrency belongs to the function: AWS refuses a version or alias (even $LATEST)
+    and names a missing function by its $LATEST ARN."""
     scope = Scope.of(ctx)
     ref = parse_function_ref(scope, params.get("FunctionName"), caller_arn=ctx.caller.principal_arn, action=action)
-    return scope, records.require_function(conn, scope, require_unqualified(ref))
+    if ref.qualifier is not None:
+        raise InvalidParameterValueException(
+            "This operation is permitted on Lambda functions only. Aliases and versions do not support this "
+            "operation. Please specify either a function name or an unqualified function ARN.")
+    fn = records.find_function(conn, scope, ref.name)
+    if fn is None:
+        raise records.function_not_found(scope, ref.name, records.LATEST)
+    return scope, fn
 
 
 def put_function_concurrency(deps: Deps, ctx: RequestContext, params: dict) -> dict:

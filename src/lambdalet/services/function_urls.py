@@ -201,12 +201,15 @@ class FunctionUrlService:
                               params.get("Qualifier"))
         return scope, ref.name, _url_qualifier(ref.qualifier)
 
-    def _view(self, ctx: RequestContext, scope: Scope, fn_name: str, row, *, with_modified: bool = True) -> dict:
+    def _view(self, ctx: RequestContext, scope: Scope, fn_name: str, row, *, with_modified: bool = True,
+              with_mode: bool = True) -> dict:
+        """with_mode: Get and List answer InvokeMode; Create and Update echo it only when it was given."""
         out = {"FunctionUrl": public_url(row.url_id, scope.region, self.endpoint or ctx.base_url),
                "FunctionArn": scope.function_arn(fn_name, row.qualifier or None),
                "AuthType": row.auth_type,
-               "CreationTime": _iso(row.created_at),
-               "InvokeMode": row.invoke_mode}
+               "CreationTime": _iso(row.created_at)}
+        if with_mode:
+            out["InvokeMode"] = row.invoke_mode
         if row.cors is not None:
             out["Cors"] = json.loads(row.cors)
         if with_modified:
@@ -254,7 +257,7 @@ class FunctionUrlService:
                                            invoke_mode=invoke_mode, cors=json.dumps(cors) if cors is not None else None,
                                            created_at=now, last_modified=now))
             row = self._row(conn, fn.id, qualifier)
-        return self._view(ctx, scope, fn.name, row, with_modified=False)
+        return self._view(ctx, scope, fn.name, row, with_modified=False, with_mode="InvokeMode" in params)
 
     def get_function_url_config(self, ctx: RequestContext, params: dict) -> dict:
         scope, name, qualifier = self._ref(ctx, params, "GetFunctionUrlConfig")
@@ -285,7 +288,7 @@ class FunctionUrlService:
                 changes["cors"] = json.dumps(cors)
             conn.execute(U.update().where(U.c.url_id == row.url_id).values(**changes))
             row = self._row(conn, fn.id, qualifier)
-        return self._view(ctx, scope, fn.name, row)
+        return self._view(ctx, scope, fn.name, row, with_mode=invoke_mode is not None)
 
     def delete_function_url_config(self, ctx: RequestContext, params: dict) -> dict:
         scope, name, qualifier = self._ref(ctx, params, "DeleteFunctionUrlConfig")

@@ -41,7 +41,7 @@ def validate_tags(tags) -> dict[str, str]:
         if not _TAG_RE.fullmatch(value):
             raise constraint_error(value, f"tags.{key}", f"Member must satisfy regular expression pattern: {_TAG_CHARS}")
     if len(tags) > MAX_TAGS:
-        raise InvalidParameterValueException(f"Number of tags exceeds resource tag limit of {MAX_TAGS}.")
+        raise InvalidParameterValueException("Number of tags exceeds resource tag limit.")
     return dict(tags)
 
 
@@ -82,7 +82,7 @@ def tag_resource(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         scope, fn = _function_for(deps, ctx, conn, params.get("Resource"), "TagResource")
         arn = scope.function_arn(fn.name)
         if len(set(read_tags(conn, arn)) | set(new)) > MAX_TAGS:
-            raise InvalidParameterValueException(f"Number of tags exceeds resource tag limit of {MAX_TAGS}.")
+            raise InvalidParameterValueException("Number of tags exceeds resource tag limit.")
         write_tags(conn, arn, new)
     return {}
 
