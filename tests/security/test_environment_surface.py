@@ -162,8 +162,8 @@ def handler(event, context):
 
 def test_the_mount_table_names_no_checkout_or_slot_path(server, lam):
     """The runtime's own files are copied into the environment's root (no bind from the checkout) and a
-    slot's mount points are a tmpfs of their own (no host path naming the instance). What still shows is
-    in docs/threat-model.md: the interpreter's prefix (/var/lang)."""
+    slot's mount points are a tmpfs of their own (no host path naming the instance), unpacked code is
+    on a tmpfs of its own and /var/lang an overlay whose layers are named relatively."""
     text = ok(lam, create(lam, MOUNTINFO, prefix="mounts"))["mountinfo"]
     checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert checkout not in text, text
@@ -172,6 +172,10 @@ def test_the_mount_table_names_no_checkout_or_slot_path(server, lam):
     # Unpacked code and layers live on tmpfs mounts of their own (invoke/unpacked.py): no instance id.
     from lambdalet.config import Settings
     assert Settings(data_dir=server.data_dir).instance_id not in text, text
+    # The interpreter's install prefix is an overlay whose layers are named relative to a neutral dir.
+    import sys
+    assert os.path.realpath(sys.base_prefix) not in text, text
+    assert "/root/" not in text and "/home/" not in text, text
     for line in text.splitlines():
         fields = line.split()
         if fields[4] in ("/opt", "/tmp") and "tmp" not in fields[-2:]:

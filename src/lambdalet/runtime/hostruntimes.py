@@ -63,6 +63,9 @@ class HostRuntimes:
     def identifiers(self) -> list[str]:
         return list(self._by_id)
 
+    def executors(self) -> list[Executor]:
+        return list(self._by_id.values())
+
     def forked_python_sdk(self) -> str:
         """The SDK dir of the Python runtime init forks (the fork server pre-imports it), or ""."""
         return next((e.sdk_dir for e in self._by_id.values() if e.fork), "")

@@ -23,7 +23,7 @@ libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes
 libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 libc.syscall.restype = ctypes.c_long
 
-MS_NOSUID, MS_NODEV, MS_BIND, MS_SHARED = 2, 4, 4096, 1 << 20
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_SHARED = 1, 2, 4, 4096, 1 << 20
 MNT_DETACH = 2
 MS_REC, MS_SLAVE, CLONE_NEWNS = 1 << 14, 1 << 19, 0x20000
 SYS_open_tree, SYS_move_mount, SYS_mount_setattr = 428, 429, 442     # the same number on every arch
@@ -107,6 +107,30 @@ def private_mount_namespace() -> str | None:
     if libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None) != 0:
         return os.strerror(ctypes.get_errno())
     return None
+
+
+def neutral_view(src: str, where: str) -> str:
+    """A read-only overlay of `src` at `<where>/view` whose entry in a mount table names no host path.
+    A bind always shows its source's path within its filesystem (an environment's /var/lang showed the
+    interpreter's install prefix); an overlay's root is "/" and its options name its layers as given,
+    so they are given relative to `where`: "lowerdir=./lower:./empty" (an overlay without an upper
+    layer needs two lower ones). -> the view's path."""
+    lower, empty, view = (os.path.join(where, n) for n in ("lower", "empty", "view"))
+    for d in (lower, empty, view):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+        while os.path.ismount(d):
+            unmount(d)
+    _chk(libc.mount(_b(src), _b(lower), None, MS_BIND, None), f"bind {src}")
+    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.chdir(where)           # the layers are resolved, and shown, relative to this
+        _chk(libc.mount(b"overlay", _b(view), b"overlay", MS_RDONLY | MS_NOSUID | MS_NODEV,
+                        b"lowerdir=./lower:./empty"), f"overlay {view}")
+    finally:
+        os.fchdir(here)
+        os.close(here)
+    unmount(lower)                # the overlay keeps its own reference to the layer
+    return view
 
 
 def mount_private_tmpfs(dst: str, size_bytes: int, name: str = "unpacked") -> None:

@@ -219,6 +219,7 @@ class NamespaceBackend(Backend):
         self._live_cgroups: set[str] = set()
         # Shared while open; exclusive only to clean up, so a live backend's environments are never touched.
         self._lock_path = os.path.realpath(root_dir).rstrip("/") + ".lock"
+        self._lang_dir = os.path.realpath(root_dir).rstrip("/") + "-lang"     # neutral views of /var/lang
         self._owner, alone = _open_lock(self._lock_path)
         os.makedirs(root_dir, mode=0o755, exist_ok=True)     # under the lock: a closing last user removes it
         if alone:
@@ -228,12 +229,40 @@ class NamespaceBackend(Backend):
             log.info("another live sandbox backend uses %s / cgroup %s: no stale clean-up", root_dir, cgroup_parent)
         if platform_pids is not None:
             set_parent_pids(self.cgroup_parent, platform_pids)
+        self._own_lang_dir = os.path.join(self._lang_dir, uuid.uuid4().hex[:12])   # this backend's views
+        self._lang_views = self._neutral_lang_views(self._own_lang_dir)
         self.zygote = ForkServer(own_mount_namespace=slots > 0,   # the slots' mounts live there, not on the host
                                  python_sdk=self.runtimes().forked_python_sdk())
         if slots > 0:
             os.makedirs(self.slots_dir, mode=0o700, exist_ok=True)
             self.slots = SlotPool(self._build_slot, self._destroy_slot, lambda: self._slot_families(slot_runtimes),
                                   size=slots, ttl_s=slot_ttl_s)
+
+    def _neutral_lang_views(self, where: str) -> dict[str, str]:
+        """Each interpreter prefix this host runs, as an overlay whose mount table entry names no host
+        path (mounts.neutral_view), made before the fork server copies the mount table; a prefix that
+        cannot get one is bound as it is (its path then shows in /proc/self/mountinfo)."""
+        prefixes = {self.python_prefix} | {ex.prefix for ex in self.runtimes().executors() if ex.prefix}
+        views = {}
+        for n, prefix in enumerate(sorted(prefixes)):
+            try:
+                views[prefix] = mounts.neutral_view(prefix, os.path.join(where, str(n)))
+            except OSError as e:
+                log.warning("interpreter prefix %s is bound as it is (its path shows inside environments): %s",
+                            prefix, e)
+        return views
+
+    @staticmethod
+    def _drop_lang_views(where: str) -> list[str]:
+        if not os.path.isdir(where):
+            return []
+        try:
+            cleaned = [f"mount {mp}" for mp in mounts.unmount_tree(where)]
+        except OSError as e:
+            log.error("interpreter views under %s could not be unmounted: %s", where, e)
+            return []
+        mounts.remove_empty_tree(where)
+        return cleaned
 
     def cleanup_stale(self) -> list[str]:
         """Kill and remove leftover environment cgroups (thawing frozen ones), unmount leftover mounts
@@ -252,6 +281,10 @@ class NamespaceBackend(Backend):
         remove_empty_account_groups(self.cgroup_parent)
         cleaned += self._cleanup_root_dir()
         cleaned += self._cleanup_slots_dir()
+        if os.path.isdir(self._lang_dir):          # other (dead) backends' views; never this one's own
+            for entry in os.scandir(self._lang_dir):
+                if entry.path != getattr(self, "_own_lang_dir", None):
+                    cleaned += self._drop_lang_views(entry.path)
         for line in cleaned:
             log.warning("cleaned up after a previous server: %s", line)
         return cleaned
@@ -328,7 +361,8 @@ class NamespaceBackend(Backend):
         hide = f"/var/lang/lib/{os.path.basename(inner) if ex.runtime.startswith('python') else self.python_name}" \
                "/site-packages"            # the host interpreter's packages
         sdk = (getattr(ex, "sdk_dir", ""), getattr(ex, "sdk_inner", "")) if getattr(ex, "sdk_dir", "") else None
-        return Family(lang_prefix=ex.prefix or self.python_prefix, hide=() if sdk else (hide,), inner_exe=inner,
+        prefix = ex.prefix or self.python_prefix
+        return Family(lang_prefix=self._lang_views.get(prefix, prefix), hide=() if sdk else (hide,), inner_exe=inner,
                       python_fork=launch.family(ex.runtime) == "python" and ex.fork, sdk_bind=sdk)   # exec any other Python
 
     def jail_config(self, fam: Family, uid: int, cg: Cgroup, *, code_dir: str | None = None,
@@ -455,12 +489,13 @@ class NamespaceBackend(Backend):
             self.slots.close()
         self.zygote.close()
         remove_parent(self.cgroup_parent)
+        self._drop_lang_views(self._own_lang_dir)
         try:
             fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pass                           # another backend still uses the root dir
         else:                              # the last user: leave no empty root dir or lock file behind
-            for d in (self.root_dir, self.slots_dir):
+            for d in (self.root_dir, self.slots_dir, self._lang_dir):
                 try:
                     os.rmdir(d)
                 except OSError:
