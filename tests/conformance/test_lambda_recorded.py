@@ -8,7 +8,8 @@ that must be there (volatile ones masked) and those that must not.
 
 Placeholders in parameters and expectations: {fn} (a function with versions 1 and 2 and an alias
 `live` -> 1, shared by the module), {fresh} (a function made for this case alone), {new} (a name no
-function has; deleted after the case), {missing}, {region}, {account}, {zip}/{badzip} (code).
+function has; deleted after the case), {missing}, {region}, {account}, {zip}/{badzip} (code),
+{bigpayload} (an Invoke payload over 6 MB).
 Matchers in expectations: "<any>", "<uuid>", "<date>", "<regex:...>", "<same:N.Member>" and
 "<differs:N.Member>" (the value of Member in step N's response).
 """
@@ -55,6 +56,9 @@ def _fill(value, names: dict):
             return default_zip()
         if value == "{badzip}":
             return b"this is not a zip"
+        if value == "{bigpayload}":         # one byte over Invoke's 6 MB
+            return b'"' + b"x" * (6 * 1024 * 1024 - 1) + b'"'
+
         for key, text in names.items():
             value = value.replace("{" + key + "}", text)
         return value

@@ -385,8 +385,9 @@ def test_payload_over_6mb(lam, pyfn):
     big = json.dumps({"blob": "x" * (6 * 1024 * 1024)}).encode()
     # AWS answers 413 RequestEntityTooLargeException ("Request must be smaller than 6291456 bytes for the
     # InvokeFunction operation"); the botocore model of Invoke names RequestTooLargeException.
-    with expect_error({"RequestEntityTooLargeException", "RequestTooLargeException"}, 413):
+    with expect_error("RequestEntityTooLargeException", 413) as err:
         lam.invoke(FunctionName=pyfn, Payload=big)
+    assert err.message == "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
 
 
 def test_invalid_json_payload(lam, pyfn):

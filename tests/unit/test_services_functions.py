@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from lambdalet.models.errors import (ValidationException, AccessDeniedException, InvalidParameterValueException,
-                                     PreconditionFailedException, RequestTooLargeException,
+                                     PreconditionFailedException, RequestEntityTooLargeException,
                                      ResourceConflictException, ResourceNotFoundException)
 try:        # tests/unit may become a package one day; work either way
     from .test_services_harness import ACCOUNT, OTHER_ACCOUNT, REGION, ROLE, blob_files, env, make_ctx, make_zip  # noqa: F401
@@ -73,6 +73,17 @@ def test_updates_answer_in_progress_then_successful(env):
     got = env.call("get_function", FunctionName="fn")["Configuration"]
     assert got["LastUpdateStatus"] == "Successful" and "LastUpdateStatusReason" not in got
     assert len({before["RevisionId"], out["RevisionId"], got["RevisionId"]}) == 3
+
+
+def test_invoke_while_pending_is_a_conflict(env):
+    """AWS refuses to invoke a function before it is Active (the transition here takes 20 ms)."""
+    env.create("fn", wait=False)
+    with pytest.raises(ResourceConflictException) as err:
+        env.svc.resolve_version(ACCOUNT, "fn")
+    assert err.value.message == ("The operation cannot be performed at this time. The function is currently in "
+                                 "the following state: Pending")
+    env.call("get_function", FunctionName="fn")           # the transition completes (here: at this read)
+    assert env.svc.resolve_version(ACCOUNT, "fn").state == "Active"
 
 
 def test_defaults(env):
@@ -211,7 +222,7 @@ def test_env_error_does_not_echo_bad_key_values(env):
 def test_oversized_zip_is_request_too_large_and_writes_nothing(env, monkeypatch):
     from lambdalet.services import code
     monkeypatch.setattr(code, "ZIPPED_SIZE_LIMIT", 100)
-    with pytest.raises(RequestTooLargeException):
+    with pytest.raises(RequestEntityTooLargeException):
         env.create("fn", Code={"ZipFile": make_zip({"a.py": "x" * 5000}, stored=True)})
     assert blob_files(env) == [] and _count_rows(env, "functions") == 0
 

@@ -12,7 +12,7 @@ import pytest
 from lambdalet.codepkg import (UNZIP_FAILED, ZIPPED_UPLOAD_LIMIT, PackageInfo, ZipLimits, check_zipped_size,
                                inspect_zip)
 from lambdalet.codepkg import zipcheck
-from lambdalet.models.errors import InvalidParameterValueException, RequestTooLargeException
+from lambdalet.models.errors import InvalidParameterValueException, RequestEntityTooLargeException
 
 CD_SIG, LOCAL_SIG = b"PK\x01\x02", b"PK\x03\x04"
 
@@ -257,8 +257,8 @@ def test_too_many_entries():
 
 def test_zipped_upload_limit():
     check_zipped_size(ZIPPED_UPLOAD_LIMIT)
-    with pytest.raises(RequestTooLargeException) as exc:
+    with pytest.raises(RequestEntityTooLargeException) as exc:
         check_zipped_size(ZIPPED_UPLOAD_LIMIT + 1, "UpdateFunctionCode")
     assert exc.value.message == "Request must be smaller than 70167211 bytes for the UpdateFunctionCode operation"
-    with pytest.raises(RequestTooLargeException):
+    with pytest.raises(RequestEntityTooLargeException):
         inspect_zip(b"\0" * 101, ZipLimits(max_zipped=100))

@@ -13,17 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
 from lambdalet.api.jsoncodec import Faults, constraint_violations, decode, decode_structure, encode
 from lambdalet.models.errors import (AwsError, InvalidParameterValueException, UnknownOperationException,
                                      validation_error)
+from lambdalet.models.service_model import load_service_model  # noqa: F401  (api/'s callers import it from here)
 
 # Lambda answers malformed or unknown body members with InvalidParameterValueException.
 _FAULTS = Faults(bad_value=InvalidParameterValueException, unknown_field=InvalidParameterValueException)
-
-_SESSION = botocore.session.get_session()
 
 # Services whose request layer refuses a member that breaks its shape's constraints (min, max,
 # pattern, enum, required) with ValidationException before the operation runs; the value is the
@@ -31,10 +29,6 @@ _SESSION = botocore.session.get_session()
 # catalogue, InvalidParameterValueException; variable names: AWS accepts one-letter ones the
 # model's pattern would refuse).
 _CONSTRAINED = {"lambda": frozenset({"Runtime", "EnvironmentVariableName"})}
-
-
-def load_service_model(name: str) -> ServiceModel:
-    return _SESSION.get_service_model(name)
 
 
 @dataclass
@@ -191,7 +185,7 @@ class RestJsonProtocol:
 
 # Errors outside a service's model: the front end's own (validation, authentication) spell the
 # message in lower case, as AWS's request layer does; Lambda's authorizer answers `Message`.
-_UNMODELLED_MESSAGE_KEY = {"AccessDeniedException": "Message"}
+_UNMODELLED_MESSAGE_KEY = {"AccessDeniedException": "Message", "RequestEntityTooLargeException": "Message"}
 
 
 def rest_json_error(err: AwsError, model: ServiceModel) -> WireResponse:

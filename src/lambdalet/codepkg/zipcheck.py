@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass, field
 
 from lambdalet.codepkg.archive import check_links, link_target, read_archive, show
-from lambdalet.models.errors import AwsError, InvalidParameterValueException, RequestTooLargeException
+from lambdalet.models.errors import AwsError, InvalidParameterValueException, RequestEntityTooLargeException
 
 ZIPPED_UPLOAD_LIMIT = 52_428_800           # 50 MB zipped, direct upload
 UNZIPPED_LIMIT = 262_144_000               # 250 MB unzipped (function + layers)
@@ -57,11 +57,11 @@ def _too_big(limits: ZipLimits) -> InvalidParameterValueException:
 
 
 def check_zipped_size(size: int, operation: str = "CreateFunction", limit: int = ZIPPED_UPLOAD_LIMIT) -> None:
-    """RequestTooLargeException for a zip over the direct-upload limit, worded like AWS (which
+    """RequestEntityTooLargeException (AWS's code, 413) for a zip over the direct-upload limit, worded like AWS (which
     quotes the base64-encoded request size: 50 MB -> 70167211 bytes)."""
     if size > limit:
         request_limit = -(-limit * 4 // 3) + 262_144
-        raise RequestTooLargeException(
+        raise RequestEntityTooLargeException(
             f"Request must be smaller than {request_limit} bytes for the {operation} operation")
 
 
@@ -112,7 +112,7 @@ def _inspect(data: bytes, limits: ZipLimits) -> PackageInfo:
 
 def inspect_zip(data: bytes, limits: ZipLimits = ZipLimits(), *, operation: str = "CreateFunction") -> PackageInfo:
     """Validate a deployment package. InvalidParameterValueException (AWS wording) for anything
-    unsafe or unreadable; RequestTooLargeException if the zip itself is over `limits.max_zipped`."""
+    unsafe or unreadable; RequestEntityTooLargeException if the zip itself is over `limits.max_zipped`."""
     check_zipped_size(len(data), operation, limits.max_zipped)
     try:
         return _inspect(bytes(data), limits)

@@ -21,7 +21,7 @@ from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
-    RequestTooLargeException,
+    RequestEntityTooLargeException,
     ServiceException,
     TooManyRequestsException,
 )
@@ -58,6 +58,10 @@ class Target:
     code_kms_key_arn: str = ""   # SourceKMSKeyArn: checked, with kms_key_arn, for every new environment
     kms_key_arn: str = ""        # KMSKeyArn
     layers: tuple[str, ...] = ()  # blob digests of its layers, in order: merged and mounted at /opt
+    log_format: str = "Text"     # LoggingConfig: format, group (created on first use) and levels
+    log_group: str = ""
+    app_log_level: str = ""
+    system_log_level: str = ""
 
 
 class Invoker:
@@ -82,8 +86,8 @@ class Invoker:
         kind = params.get("InvocationType") or "RequestResponse"
         payload = params.get("Payload") or b""
         if len(payload) > MAX_SYNC_PAYLOAD:
-            raise RequestTooLargeException(
-                f"{len(payload)} byte payload is too large for the {kind} invocation type (limit {MAX_SYNC_PAYLOAD} bytes)")
+            raise RequestEntityTooLargeException(     # AWS's code and words (not the model's RequestTooLarge)
+                f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation")
         if payload:
             try:
                 json.loads(payload)
@@ -194,7 +198,8 @@ class Invoker:
             function_version=target.version, function_arn=target.function_arn, runtime=target.runtime,
             handler=target.handler, code_dir=str(code_dir), layers_dir=str(layers_dir) if layers_dir else None,
             memory_mb=target.memory_mb, ephemeral_mb=target.ephemeral_mb, timeout_s=float(target.timeout_s),
-            env=env, log_group=f"/aws/lambda/{target.function_name}",
+            env=env, log_group=target.log_group or f"/aws/lambda/{target.function_name}",
+            log_format=target.log_format, app_log_level=target.app_log_level, system_log_level=target.system_log_level,
             log_stream=f"{time.strftime('%Y/%m/%d')}/[{target.version}]{uuid.uuid4().hex}",
             region=target.region or self.region)
         sink = self.logs.sink(target.account_id, spec.region, spec.log_group, spec.log_stream) if self.logs else None

@@ -33,6 +33,9 @@ ResourceConflictException = _error("ResourceConflictException", 409)
 ResourceInUseException = _error("ResourceInUseException", 400)
 PreconditionFailedException = _error("PreconditionFailedException", 412)
 RequestTooLargeException = _error("RequestTooLargeException", 413)
+# Not in Lambda's model, but what AWS answers for a request over an operation's size limit
+# (CreateFunction's 70167211 bytes, Invoke's 6291456).
+RequestEntityTooLargeException = _error("RequestEntityTooLargeException", 413)
 TooManyRequestsException = _error("TooManyRequestsException", 429)
 CodeStorageExceededException = _error("CodeStorageExceededException", 400)
 InvalidRuntimeException = _error("InvalidRuntimeException", 502)

@@ -60,6 +60,13 @@ def delete_all(conn, arn: str) -> None:
     conn.execute(T.delete().where(T.c.resource_arn == arn))
 
 
+def _changed(conn, fn) -> None:
+    """Tags are part of the function: AWS gives $LATEST a new RevisionId when they change."""
+    latest = records.find_version(conn, fn.id, records.LATEST)
+    if latest is not None:
+        records.touch_latest(conn, latest.id)
+
+
 def _function_for(deps: Deps, ctx: RequestContext, conn, resource, action: str):
     """Resource must be an unqualified function ARN in the caller's scope -> (scope, function row)."""
     scope = Scope.of(ctx)
@@ -76,14 +83,15 @@ def _function_for(deps: Deps, ctx: RequestContext, conn, resource, action: str):
 
 def tag_resource(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     new = validate_tags(params.get("Tags"))
-    if not new:
-        raise InvalidParameterValueException("Tags must contain at least one tag.")
+    if not new:           # AWS's (unhelpful) words for an empty Tags map
+        raise InvalidParameterValueException("An error occurred and the request cannot be processed.")
     with deps.db.begin() as conn:
         scope, fn = _function_for(deps, ctx, conn, params.get("Resource"), "TagResource")
         arn = scope.function_arn(fn.name)
         if len(set(read_tags(conn, arn)) | set(new)) > MAX_TAGS:
             raise InvalidParameterValueException("Number of tags exceeds resource tag limit.")
         write_tags(conn, arn, new)
+        _changed(conn, fn)
     return {}
 
 
@@ -94,6 +102,7 @@ def untag_resource(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     with deps.db.begin() as conn:
         scope, fn = _function_for(deps, ctx, conn, params.get("Resource"), "UntagResource")
         conn.execute(T.delete().where(T.c.resource_arn == scope.function_arn(fn.name), T.c.key.in_(keys)))
+        _changed(conn, fn)
     return {}
 
 
