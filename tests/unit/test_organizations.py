@@ -21,7 +21,8 @@ from lambdalet.iam import tables as iam_tables
 from lambdalet.iam.authz import Authorizer
 from lambdalet.iam.directory import ADMIN_POLICY_ARN, Directory
 from lambdalet.iam.organizations import OrganizationStore, OrganizationsError
-from lambdalet.iam.organizations_service import OrganizationsProtocol, OrganizationsService
+from lambdalet.api.organizations_protocol import OrganizationsProtocol
+from lambdalet.iam.organizations_service import OrganizationsService
 from lambdalet.models.context import RequestContext
 from lambdalet.store import open_database, schema
 from lambdalet.store.db import MIGRATIONS_DIR

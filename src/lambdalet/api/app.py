@@ -32,6 +32,7 @@ from lambdalet.models.errors import (
     TooManyRequestsException,
     UnknownOperationException,
 )
+from lambdalet.models.service_model import snake_case
 
 log = logging.getLogger("lambdalet.api")
 
@@ -84,10 +85,6 @@ class ServiceBinding:
             if method is not None:
                 return method
         return None
-
-
-def snake_case(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 class ApiApp:

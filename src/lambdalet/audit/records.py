@@ -138,7 +138,7 @@ def lookup_username(identity: dict) -> str:
 
 @lru_cache(maxsize=8)
 def _service_model(service: str):
-    from lambdalet.api.protocol import load_service_model   # botocore's model, loaded once per service
+    from lambdalet.models.service_model import load_service_model   # botocore's model, loaded once per service
     return load_service_model(service)
 
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lambdalet.crypto import envelope
 from lambdalet.crypto.errors import DecryptionError
-from lambdalet.crypto.master import MASTER_KEY_BYTES, fsync_dir, write_private_file
+from lambdalet.crypto.master import MASTER_KEY_BYTES, fsync_dir, load_or_create_master_key, write_private_file
 
 PLATFORM_KEY_ID = "platform"
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")   # safe as a file name; no leading dot
@@ -219,3 +219,10 @@ class Keyring:
             for kid, kek in keks.items():
                 self._material.save(kid, _wrap(new_wrapping, kid, kek))
             self._wrapping = new_wrapping
+
+
+def open_keyring(data_dir: Path, master_key_path: Path) -> Keyring:
+    """A data dir's key ring: the master key file (created 0600 on first use) unwraps the keys in
+    <data_dir>/keys. The server and the offline tools (signer, event sources) open it this one way."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Keyring.open(load_or_create_master_key(master_key_path), FileKeyMaterialStore(data_dir / "keys"))

@@ -26,10 +26,10 @@ _data_dir = click.option("--data-dir", type=click.Path(file_okay=False, path_typ
 
 
 def _registry(data_dir: Path | None):
+    from lambdalet.crypto.keyring import open_keyring
     from lambdalet.events.sources import SqsEndpointRegistry
-    from lambdalet.server.platform import open_keyring
     settings = Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve())
-    return SqsEndpointRegistry(settings.data_dir, open_keyring(settings))
+    return SqsEndpointRegistry(settings.data_dir, open_keyring(settings.data_dir, settings.master_key_path))
 
 
 @click.group("sources")

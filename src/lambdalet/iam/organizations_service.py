@@ -5,6 +5,7 @@ DescribeOrganization, DeleteOrganization, CreateAccount, DescribeCreateAccountSt
 ListCreateAccountStatus, ListAccounts, DescribeAccount, ListRoots, ListAccountsForParent,
 ListParents, RemoveAccountFromOrganization, LeaveOrganization, tags on accounts, and service control
 policies (scp_service.py). Every other operation of the model answers a modelled error (api/app.py).
+The wire protocol is api/organizations_protocol.py.
 
 Authorization, as AWS does it, in two steps (the service authorizes itself, like IAM: the resource
 ARNs carry the organization id): the policy engine must allow `organizations:<Operation>` (on the
@@ -14,7 +15,6 @@ DescribeOrganization; an account in no organization gets AWSOrganizationsNotInUs
 """
 from __future__ import annotations
 
-from lambdalet.api.json_protocol import InvalidParameterValue, JsonProtocol, MissingParameter, SerializationException
 from lambdalet.iam.authz import Authorizer
 from lambdalet.iam.organizations import (
     ACCOUNT_NOT_FOUND,
@@ -28,7 +28,6 @@ from lambdalet.iam.organizations import (
     AWSOrganizationsNotInUseException,
     ChildNotFoundException,
     CreateAccountStatusNotFoundException,
-    InvalidInputException,
     MasterCannotLeaveOrganizationException,
     Organization,
     OrganizationStore,
@@ -219,19 +218,6 @@ class OrganizationsService(PolicyOperations):
         self._managed(ctx, "DeleteResourcePolicy")
         raise ResourcePolicyNotFoundException("We can't find a resource policy request with the parameter that you "
                                               "specified.")
-
-
-class OrganizationsProtocol(JsonProtocol):
-    """awsJson 1.1 as AWS Organizations answers it: input the protocol refuses (bad JSON, wrong
-    types, unknown or missing members) is InvalidInputException, the code its clients expect."""
-
-    def parse(self, op, req, labels):
-        try:
-            return super().parse(op, req, labels)
-        except MissingParameter as e:
-            raise InvalidInputException(e.message, reason="INPUT_REQUIRED") from None
-        except (SerializationException, InvalidParameterValue) as e:
-            raise InvalidInputException(e.message) from None
 
 
 def build_organizations(platform, directory, authorizer: Authorizer) -> OrganizationsService:

@@ -772,7 +772,7 @@ class KmsService:
 
 def unsupported_operations(model: ServiceModel) -> set[str]:
     """Operations of the KMS model this service does not implement (answered UnsupportedOperationException)."""
-    from lambdalet.api.app import snake_case
+    from lambdalet.models.service_model import snake_case
     return {snake_case(op) for op in model.operation_names if not hasattr(KmsService, snake_case(op))}
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import glob
+import json
 import os
 import re
 import shutil
@@ -182,9 +183,18 @@ def default_runtimes_dir() -> Path | None:
     return None
 
 
+# The catalogue's data file (read as a whole by services/runtimes.py); the host side reads only its
+# lambdalet_runs flags, so that sandbox/ and config.py reach no control-plane code through here.
+CATALOGUE_PATH = Path(__file__).resolve().parent.parent / "data" / "runtimes.json"
+
+
+def managed_runtimes(path: Path = CATALOGUE_PATH) -> list[str]:
+    """The catalogue's runtimes lambdalet has a managed runtime for (`lambdalet_runs`)."""
+    return [r["identifier"] for r in json.loads(path.read_text())["runtimes"] if r.get("lambdalet_runs")]
+
+
 def discover_managed(*, runtimes_dir: Path | None = None, interpreters: tuple[str, ...] = ()) -> HostRuntimes:
     """`discover` over every runtime lambdalet has a managed runtime for (the catalogue's
     lambdalet_runs), with the provisioned runtimes dir defaulting to <repo>/.venv/runtimes."""
-    from lambdalet.services.runtimes import default_catalogue   # the catalogue is service data
-    return discover(default_catalogue().managed(), runtimes_dir=runtimes_dir or default_runtimes_dir(),
+    return discover(managed_runtimes(), runtimes_dir=runtimes_dir or default_runtimes_dir(),
                     interpreters=interpreters)

@@ -45,11 +45,10 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from lambdalet.api.protocol import RestJsonProtocol
 from lambdalet.models.context import RequestContext
 from lambdalet.events.authority import SCHEDULER_PRINCIPAL, parse_role_arn
 from lambdalet.iam.authz import request_context
-from lambdalet.models.errors import AccessDeniedException, AwsError, InvalidParameterValueException, _error
+from lambdalet.models.errors import AccessDeniedException, AwsError, _error
 from lambdalet.schedules.expressions import UTC, At, Cron, ExpressionError, Rate, parse_expression, zone
 from lambdalet.schedules.tables import schedule_groups, schedules
 
@@ -72,16 +71,6 @@ MAX_SCHEDULES_PER_ACCOUNT = 10_000
 DUE_BATCH = 100
 MISSED_LOOKBACK_S = 3 * 86400
 ROLE_NOT_ASSUMABLE = "The execution role you provide must allow AWS EventBridge Scheduler to assume the role."
-
-
-class SchedulerProtocol(RestJsonProtocol):
-    """rest-json, with EventBridge Scheduler's error for malformed input (ValidationException)."""
-
-    def parse(self, op, req, labels):
-        try:
-            return super().parse(op, req, labels)
-        except InvalidParameterValueException as e:
-            raise ValidationException(e.message) from None
 
 
 @dataclass(frozen=True)

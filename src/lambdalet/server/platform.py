@@ -9,8 +9,8 @@ from typing import Any
 from lambdalet.audit import AuditRecorder, build_recorder
 from lambdalet.blobs import BlobStore
 from lambdalet.config import Settings
-from lambdalet.crypto.keyring import FileKeyMaterialStore, Keyring
-from lambdalet.crypto.master import load_or_create_master_key
+from lambdalet.crypto.keyring import Keyring
+from lambdalet.crypto.keyring import open_keyring as crypto_open_keyring
 from lambdalet.events import build_async_events
 from lambdalet.events.esm import build_event_source_mappings
 from lambdalet.iam import IdentityStore
@@ -86,9 +86,7 @@ class Platform:
 
 
 def open_keyring(settings: Settings) -> Keyring:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    master = load_or_create_master_key(settings.master_key_path)
-    return Keyring.open(master, FileKeyMaterialStore(settings.data_dir / "keys"))
+    return crypto_open_keyring(settings.data_dir, settings.master_key_path)
 
 
 def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: LambdaService,

@@ -21,7 +21,8 @@ from lambdalet.api.json_protocol import JsonProtocol
 from lambdalet.api.protocol import RestJsonProtocol, load_service_model
 from lambdalet.api.query_protocol import QueryProtocol
 from lambdalet.iam.iam_service import build_iam
-from lambdalet.iam.organizations_service import OrganizationsProtocol, build_organizations
+from lambdalet.api.organizations_protocol import OrganizationsProtocol
+from lambdalet.iam.organizations_service import build_organizations
 from lambdalet.iam.request_map import RequestAuthorizer
 from lambdalet.queues.policy import queue_policies
 from lambdalet.services.function_urls import FunctionUrlService, url_domain, url_lookup
@@ -147,7 +148,7 @@ def serve(settings: Settings) -> None:
                  internal_routes=[code_route(platform.keyring, platform.blobs,
                                              platform.lambda_service.deps.kms, platform.db), *url_routes])
     if platform.schedules is not None:     # EventBridge Scheduler subset (lambdalet/schedules)
-        from lambdalet.schedules import SchedulerProtocol
+        from lambdalet.api.scheduler_protocol import SchedulerProtocol
         app.services["scheduler"] = ServiceBinding(SchedulerProtocol(load_service_model("scheduler")),
                                                    platform.schedules)
     audit_hook.install(platform.audit)

@@ -46,12 +46,12 @@ class _Ctx:
             return self.settings.region
 
     def __enter__(self):
-        from lambdalet.server.platform import open_keyring
+        from lambdalet.crypto.keyring import open_keyring
         from lambdalet.signing.profiles import SignerStore
         from lambdalet.store.db import open_database
 
         self.db = open_database(self.settings.db_url)
-        return SignerStore(self.db, open_keyring(self.settings))
+        return SignerStore(self.db, open_keyring(self.settings.data_dir, self.settings.master_key_path))
 
     def __exit__(self, *exc):
         if self.db is not None:
