@@ -7,7 +7,7 @@ its exact message and the error body's own members (AWS's fields only), for a su
 that must be there (volatile ones masked) and those that must not.
 
 Placeholders in parameters and expectations: {fn} (a function with versions 1 and 2 and an alias
-`live` -> 1, shared by the module), {fresh} (a function made for this case alone), {new} (a name no
+`live` -> 1, shared by the module), {layer} (a layer with versions 1 and 2), {fresh} (a function made for this case alone), {new} (a name no
 function has; deleted after the case), {missing}, {region}, {account}, {zip}/{badzip} (code),
 {bigpayload} (an Invoke payload over 6 MB).
 Matchers in expectations: "<any>", "<uuid>", "<date>", "<regex:...>", "<same:N.Member>" and
@@ -45,9 +45,14 @@ def world(lam, server):
     lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=WAIT)
     lam.publish_version(FunctionName=name)
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
-    yield {"fn": name, "region": server.region, "account": server.account_id,
+    layer = unique("corpus-layer")
+    for _ in range(2):                     # versions 1 and 2
+        lam.publish_layer_version(LayerName=layer, Content={"ZipFile": default_zip()})
+    yield {"fn": name, "layer": layer, "region": server.region, "account": server.account_id,
            "missing": unique("doesnotexist")}
     delete_quietly(lam, name)
+    for version in (1, 2):
+        lam.delete_layer_version(LayerName=layer, VersionNumber=version)
 
 
 def _fill(value, names: dict):

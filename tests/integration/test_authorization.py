@@ -178,7 +178,8 @@ def test_add_get_remove_permission(lam, server, function):
     with expect_error("ResourceConflictException", 409) as err:
         lam.add_permission(FunctionName=function, StatementId="s3", Action="lambda:InvokeFunction",
                            Principal="111122223333")
-    assert "statement id (sid) provided already exists" in err.message
+    assert err.message == ("The statement id (s3) provided already exists. Please provide a new statement id, "
+                           "or remove the existing statement.")          # AWS names the statement (recorded)
     with expect_error("PreconditionFailedException", 412):
         lam.add_permission(FunctionName=function, StatementId="acct", Action="lambda:InvokeFunction",
                            Principal="111122223333", RevisionId="not-the-revision")
