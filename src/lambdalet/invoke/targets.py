@@ -57,4 +57,6 @@ def _target(fv: FunctionVersion, total_reserved: int, invoked_arn: str) -> Targe
                   environment=dict(fv.environment), code_sha256=fv.code_sha256_hex, revision_id=fv.revision_id,
                   reserved_concurrency=fv.reserved_concurrency, total_reserved=total_reserved,
                   invoked_arn=invoked_arn, region=fv.region, role=fv.role or "",
-                  code_kms_key_arn=fv.code_kms_key_arn or "", kms_key_arn=fv.kms_key_arn or "", layers=fv.layers)
+                  code_kms_key_arn=fv.code_kms_key_arn or "", kms_key_arn=fv.kms_key_arn or "", layers=fv.layers,
+                  log_format=fv.log_format, log_group=fv.log_group, app_log_level=fv.app_log_level,
+                  system_log_level=fv.system_log_level)

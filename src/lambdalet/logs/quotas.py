@@ -18,10 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from lambdalet.logs.platform import is_platform_line
+
 DEFAULT_RATE_BYTES_PER_S = 1 << 20      # 1 MiB/s per function: far above what a function normally logs
 DEFAULT_ACCOUNT_BYTES = 4 << 30         # 4 GiB of log messages per account
 
-_PLATFORM_PREFIXES = ("START RequestId: ", "END RequestId: ", "REPORT RequestId: ", "INIT_START ")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class RateLimiter:
             kept, dropped, dropped_bytes = [], 0, 0
             for event in events:
                 size = event[2]
-                if size <= tokens or event[1].startswith(_PLATFORM_PREFIXES):
+                if size <= tokens or is_platform_line(event[1]):
                     tokens -= size
                     kept.append(event)
                 else:

@@ -41,6 +41,7 @@ from typing import Callable, Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from lambdalet.logs.platform import is_report
 from lambdalet.logs.quotas import LogQuotas, RateLimiter, dropped_line
 from lambdalet.logs.tables import log_batches, log_groups, log_streams
 from lambdalet.store.db import Database
@@ -66,7 +67,9 @@ GROUP_NAME_RE = re.compile(r"[\.\-_/#A-Za-z0-9]{1,512}")
 STREAM_NAME_RE = re.compile(r"[^:*]{1,512}", re.S)
 
 # Chunks the platform itself emits: a pending partial line of the function ends before them.
-_PLATFORM_CHUNK = re.compile(rb"(?:START|END|REPORT|INIT_START) RequestId: |\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+# (platform.py: text lines, JSON records of LogFormat=JSON, the timeout / exit lines)
+_PLATFORM_CHUNK = re.compile(rb"(?:START|END|REPORT|INIT_START) RequestId: |\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+                             rb'|\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z","type":"platform\.')
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ class LogSink:
                 line = bytes(self._partial[start:nl + 1])
                 start = nl + 1
                 self._add(line, ts)
-                if line.startswith(b"REPORT RequestId: "):
+                if is_report(line):
                     urgent = True
             if start:
                 del self._partial[:start]

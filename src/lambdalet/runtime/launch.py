@@ -81,4 +81,8 @@ def runtime_env(spec, layout: Layout) -> dict[str, str]:
     }
     if fam == "provided":
         reserved.pop("AWS_EXECUTION_ENV")   # AWS sets none for OS-only runtimes
+    if getattr(spec, "log_format", "Text") == "JSON":
+        # LoggingConfig: the runtime formats its application logs as JSON and drops those below the level
+        reserved["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        reserved["AWS_LAMBDA_LOG_LEVEL"] = spec.app_log_level or "INFO"
     return {**overridable, **spec.env, **reserved}

@@ -31,6 +31,44 @@ function errorDoc(err, type) {
     trace: String(err.stack || "").split("\n") };
 }
 
+// console.* as AWS's Node runtime writes it: "TIME\tREQUEST_ID\tLEVEL\tmessage" lines, or with
+// LoggingConfig LogFormat=JSON (AWS_LAMBDA_LOG_FORMAT) one JSON record per call, calls below
+// AWS_LAMBDA_LOG_LEVEL dropped.
+const util = require("util");
+const JSON_LOGS = (process.env.AWS_LAMBDA_LOG_FORMAT || "").toUpperCase() === "JSON";
+const LEVELS = { TRACE: 0, DEBUG: 1, INFO: 2, WARN: 3, ERROR: 4, FATAL: 5 };
+const MIN_LEVEL = JSON_LOGS ? (LEVELS[(process.env.AWS_LAMBDA_LOG_LEVEL || "").toUpperCase()] ?? LEVELS.INFO) : 0;
+let currentRequestId;
+
+function jsonRecord(level, args) {
+  const rec = { timestamp: new Date().toISOString(), level, requestId: currentRequestId };
+  const err = args.find((a) => a instanceof Error);
+  rec.message = util.format(...args);
+  if (err) Object.assign(rec, { errorType: err.name, errorMessage: err.message, stackTrace: String(err.stack || "").split("\n") });
+  return JSON.stringify(rec);
+}
+
+function patchConsole() {
+  const write = (line) => process.stdout.write(line + "\n");
+  const methods = { log: "INFO", info: "INFO", warn: "WARN", error: "ERROR", debug: "DEBUG", trace: "TRACE" };
+  for (const [name, level] of Object.entries(methods)) {
+    if (LEVELS[level] < MIN_LEVEL) { console[name] = () => {}; continue; }
+    console[name] = JSON_LOGS
+      ? (...args) => write(jsonRecord(level, args))
+      : (...args) => write(`${new Date().toISOString()}\t${currentRequestId}\t${level}\t${util.format(...args).replace(/\n/g, "\r")}`);
+  }
+}
+patchConsole();
+
+function logError(rid, doc, prefix) {
+  if (JSON_LOGS) {
+    process.stdout.write(JSON.stringify({ timestamp: new Date().toISOString(), level: "ERROR", requestId: rid,
+      errorType: doc.errorType, errorMessage: doc.errorMessage, stackTrace: doc.trace }) + "\n");
+  } else {
+    process.stdout.write(`${new Date().toISOString()}\t${rid}\tERROR\t${prefix}${JSON.stringify(doc)}\n`);
+  }
+}
+
 class Fault extends Error { constructor(type, msg) { super(msg); this.faultType = type; } }
 
 async function loadHandler(handlerString) {
@@ -82,7 +120,7 @@ function invokeHandler(fn, event, ctx) {
   let fn;
   try { fn = await loadHandler(process.env._HANDLER || ""); } catch (e) {
     const doc = errorDoc(e, e.faultType);
-    console.error(`${new Date().toISOString()}\tundefined\tERROR\t${JSON.stringify(doc)}`);
+    logError(undefined, doc, "");
     await request("POST", "/init/error", JSON.stringify(doc), { "Lambda-Runtime-Function-Error-Type": doc.errorType });
     process.exit(1);
   }
@@ -90,6 +128,7 @@ function invokeHandler(fn, event, ctx) {
     const next = await request("GET", "/invocation/next");
     const ctx = makeContext(next.headers);
     const rid = ctx.awsRequestId;
+    currentRequestId = rid;
     if (next.headers["lambda-runtime-trace-id"]) process.env._X_AMZN_TRACE_ID = next.headers["lambda-runtime-trace-id"];
     try {
       const event = next.body.length ? JSON.parse(next.body.toString()) : null;
@@ -98,7 +137,7 @@ function invokeHandler(fn, event, ctx) {
       await request("POST", `/invocation/${rid}/response`, out);
     } catch (e) {
       const doc = errorDoc(e);
-      console.error(`${new Date().toISOString()}\t${rid}\tERROR\tInvoke Error \t${JSON.stringify(doc)}`);
+      logError(rid, doc, "Invoke Error \t");
       await request("POST", `/invocation/${rid}/error`, JSON.stringify(doc), { "Lambda-Runtime-Function-Error-Type": "Unhandled" });
     }
   }

@@ -155,6 +155,70 @@ class _LogFilter(logging.Filter):
         return True
 
 
+# AWS_LAMBDA_LOG_LEVEL (LoggingConfig.ApplicationLogLevel) -> the logging module's level
+_LEVELS = {"TRACE": 5, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
+           "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
+# LogRecord attributes that are not a caller's `extra=` keys
+_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"aws_request_id", "message",
+                                                                                     "asctime", "taskName"}
+
+
+def _iso_ms(created):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + ".%03dZ" % (int(created * 1000) % 1000)
+
+
+class _JsonFormatter(logging.Formatter):
+    """AWS's JSON application log record (LogFormat=JSON): timestamp, level, message, logger, requestId;
+    a dict message stays an object, `extra=` keys are added, an exception adds errorType, errorMessage,
+    stackTrace and location."""
+
+    def format(self, record):
+        msg = record.msg if isinstance(record.msg, dict) and not record.args else record.getMessage()
+        doc = {"timestamp": _iso_ms(record.created), "level": record.levelname, "message": msg,
+               "logger": record.name, "requestId": getattr(record, "aws_request_id", "") or None}
+        if record.exc_info and record.exc_info[0] is not None:
+            etype, err, tb = record.exc_info
+            doc.update(errorType=etype.__name__, errorMessage=str(err),
+                       stackTrace=traceback.format_list(traceback.extract_tb(tb)),
+                       location=f"{record.pathname}:{record.funcName}:{record.lineno}")
+        for k, v in record.__dict__.items():
+            if k not in _RECORD_KEYS and k not in doc:
+                doc[k] = v
+        return json.dumps({k: v for k, v in doc.items() if v is not None}, default=str, ensure_ascii=False) + "\n"
+
+
+def _json_logs():
+    return os.environ.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
+
+
+def _configure_logging():
+    """LoggingConfig, as the environment says it (after a slot's runtime got its tenant): JSON records
+    at AWS_LAMBDA_LOG_LEVEL (INFO by default), else AWS's text lines with the root logger at WARNING."""
+    root = logging.getLogger()
+    h = next(h for h in root.handlers if any(isinstance(f, _LogFilter) for f in h.filters))
+    if _json_logs():
+        h.setFormatter(_JsonFormatter())
+        root.setLevel(_LEVELS.get(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper(), logging.INFO))
+    else:
+        h.setFormatter(_TEXT_FORMAT)
+        root.setLevel(logging.WARNING)
+
+
+def _log_error(doc):
+    """An unhandled error, as the runtime logs it: AWS's JSON error record, or its [ERROR] text block."""
+    if _json_logs():
+        rec = {"timestamp": _iso_ms(time.time()), "log_level": "ERROR", **doc}
+        sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        return
+    print(f"[ERROR] {doc['errorType']}: {doc['errorMessage']}\nTraceback (most recent call last):\n"
+          f"{''.join(doc['stackTrace'])}", file=sys.stdout)
+
+
+_TEXT_FORMAT = logging.Formatter("[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+                                 "%Y-%m-%dT%H:%M:%S")
+_TEXT_FORMAT.converter = time.gmtime
+
+
 def _setup_io():
     # unbuffered, so every line is in the log pipe before the result is posted
     global _io_ready
@@ -164,9 +228,8 @@ def _setup_io():
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", write_through=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", write_through=True)
     h = logging.StreamHandler(sys.stdout)
-    h.setFormatter(logging.Formatter("[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
-                                     "%Y-%m-%dT%H:%M:%S"))
-    h.formatter.converter = time.gmtime
+    h.setFormatter(_TEXT_FORMAT)
+    h.terminator = ""                  # both formats end their records with their own newline
     h.addFilter(_LogFilter())
     root = logging.getLogger()
     root.addHandler(h)
@@ -184,11 +247,12 @@ def main(conn=None):
         return conn.request("POST", path, body, headers)[0]
 
     _setup_io()
+    _configure_logging()
     sys.path.insert(0, task_root)
     try:
         handler = load_handler(task_root, env.get("_HANDLER", ""))
     except _Fault as f:
-        print(f"[ERROR] {f.error_type}: {f.message}\nTraceback (most recent call last):\n{''.join(f.trace)}", file=sys.stdout)
+        _log_error(_error_doc(f.error_type, f.message, f.trace))
         post("/init/error", json.dumps(_error_doc(f.error_type, f.message, f.trace)).encode(),
              {"Lambda-Runtime-Function-Error-Type": f.error_type})
         sys.exit(1)
@@ -211,8 +275,7 @@ def main(conn=None):
             doc = _error_doc(f.error_type, f.message, f.trace, rid)
         except Exception as e:
             doc = _error_doc(type(e).__name__, str(e), _trace(e), rid)
-            print(f"[ERROR] {doc['errorType']}: {doc['errorMessage']}\nTraceback (most recent call last):\n"
-                  f"{''.join(doc['stackTrace'])}", file=sys.stdout)
+            _log_error(doc)
         else:
             post(f"/invocation/{rid}/response", out)
             continue

@@ -43,6 +43,10 @@ class EnvironmentSpec:
     log_group: str = ""
     log_stream: str = ""
     region: str = "us-east-1"
+    # LoggingConfig: "Text" | "JSON"; the levels ("" unless JSON) filter application / platform lines
+    log_format: str = "Text"
+    app_log_level: str = ""
+    system_log_level: str = ""
 
 
 @dataclass(frozen=True)

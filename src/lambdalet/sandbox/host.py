@@ -10,13 +10,13 @@ from __future__ import annotations
 import abc
 import json
 import logging
-import math
 import select
 import socket
 import threading
 import time
 from typing import Callable
 
+from lambdalet.logs.platform import PlatformLog, now_iso
 from lambdalet.runtime import api_proxy, bridge
 from lambdalet.sandbox.api import (EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult, NotDelivered, Sandbox,
                                    SandboxError)
@@ -56,6 +56,7 @@ class BridgedSandbox(Sandbox):
         self._relay: api_proxy.HostRelay | None = None
         self._last_mem = 0
         self._hangup: select.poll | None = None   # the bridge, watched for a hang-up at thaw
+        self._platform = PlatformLog(spec.log_format, spec.system_log_level)   # START/REPORT as LoggingConfig says
 
     # --- what a backend provides ---------------------------------------------------------------
     @abc.abstractmethod
@@ -255,7 +256,7 @@ class BridgedSandbox(Sandbox):
     def _invoke(self, req: InvokeRequest) -> InvokeResult:
         rid = req.request_id
         self._log.clear()
-        self._emit(f"START RequestId: {rid} Version: {self.spec.function_version}\n".encode())
+        self._emit(self._platform.start(rid, self.spec.function_version))
         hdr = {"request_id": rid, "deadline_ms": req.deadline_ms, "invoked_function_arn": req.invoked_function_arn,
                "client_context": req.client_context, "trace_id": req.trace_id}
         t0 = time.monotonic()
@@ -305,13 +306,7 @@ class BridgedSandbox(Sandbox):
         mem = self._max_memory_mb() if self.alive else self._last_mem
         init_ms = self._init_ms if self._first_invoke else None
         self._first_invoke = False
-        report = (f"REPORT RequestId: {rid}\tDuration: {dur:.2f} ms\tBilled Duration: {math.ceil(dur)} ms\t"
-                  f"Memory Size: {self.spec.memory_mb} MB\tMax Memory Used: {mem} MB\t")
-        if init_ms is not None:
-            report += f"Init Duration: {init_ms:.2f} ms\t"
-        if etype in ("Sandbox.Timedout", "Runtime.ExitError"):
-            report += f"Status: {'timeout' if etype == 'Sandbox.Timedout' else 'error'}\t"
-        self._emit(f"END RequestId: {rid}\n{report}\n".encode())
+        self._emit(self._platform.end_and_report(rid, dur, self.spec.memory_mb, mem, init_ms, etype))
         result = InvokeResult(payload=payload, function_error=ferr, error_type=etype,
                               log_tail=bytes(self._log[-LOG_TAIL:]),
                               duration_ms=round(dur, 3), max_memory_mb=mem, init_duration_ms=init_ms)
@@ -336,5 +331,4 @@ def _doc(error_type: str, message: str) -> bytes:
 
 
 def _now() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+    return now_iso()

@@ -68,6 +68,8 @@ class FunctionVersion:
     routing: AliasRouting | None = None         # set when resolved through an alias
     layers: tuple[str, ...] = ()                # blob digests of its layers, in order (services/layers.py)
     code_kms_key_arn: str | None = None         # SourceKMSKeyArn the code is sealed under (services/code_kms.py)
+    app_log_level: str = ""                     # LoggingConfig levels (JSON format only)
+    system_log_level: str = ""
 
     @property
     def code_sha256(self) -> str:
@@ -118,4 +120,5 @@ class FunctionResolver:
             code_sha256_hex=row.code_sha256, code_size=row.code_size, last_modified=row.last_modified,
             state=row.state, reserved_concurrency=fn.reserved_concurrency,
             environment=MappingProxyType(open_env(self._keyring, fn.id, row.version, row.env_sealed, kms=self.kms)),
-            routing=routing, code_kms_key_arn=cfg.get("SourceKMSKeyArn"), layers=layers.digests(cfg))
+            routing=routing, code_kms_key_arn=cfg.get("SourceKMSKeyArn"), layers=layers.digests(cfg),
+            app_log_level=logging.get("ApplicationLogLevel", ""), system_log_level=logging.get("SystemLogLevel", ""))
