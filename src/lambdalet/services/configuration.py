@@ -13,6 +13,9 @@ from lambdalet.models.errors import InvalidParameterValueException
 from lambdalet.services import validation as v
 from lambdalet.services.runtimes import RuntimeCatalogue
 
+# The runtimes AWS documents SnapStart for (Java 11+, Python 3.12+, .NET 8+).
+SNAPSTART_RUNTIMES = frozenset({"java11", "java17", "java21", "java25", "python3.12", "python3.13", "python3.14",
+                                "dotnet8", "dotnet10"})
 LOG_GROUP_RE = re.compile(r"[\.\-_/#A-Za-z0-9]{1,512}")
 APP_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
@@ -117,6 +120,9 @@ def apply(params: dict, base: dict, catalogue: RuntimeCatalogue, *, creating: bo
         if apply_on not in ("None", "PublishedVersions"):
             raise v.constraint_error(apply_on, "snapStart.applyOn", "Member must satisfy enum value set: [PublishedVersions, None]")
         cfg["SnapStart"] = {"ApplyOn": apply_on}
+    snap = cfg.get("SnapStart", {}).get("ApplyOn", "None")
+    if snap != "None" and cfg.get("Runtime") not in SNAPSTART_RUNTIMES:
+        raise InvalidParameterValueException(f"{cfg.get('Runtime')} is not supported for SnapStart enabled functions.")
     if "LoggingConfig" in params:
         cfg["LoggingConfig"] = _logging(params["LoggingConfig"], cfg["LoggingConfig"])
     if "KMSKeyArn" in params:

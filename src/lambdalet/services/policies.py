@@ -36,8 +36,9 @@ _ACTION_RE = re.compile(r"(lambda:[*]|lambda:[a-zA-Z]+|[*])")
 _ACCOUNT_RE = re.compile(r"\d{12}")
 _ORG_RE = re.compile(r"o-[a-z0-9]{10,32}")
 _SOURCE_ARN_RE = re.compile(r"arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9\-])+:([a-z]{2}(-gov)?-[a-z]+-\d{1})?:(\d{12})?:(.*)")
+# The function's (or alias's) RevisionId guards its policy: AWS points to GetFunction/GetAlias.
 REVISION_MISMATCH = ("The Revision Id provided does not match the latest Revision Id. "
-                     "Call the GetPolicy API to retrieve the latest Revision Id")
+                     "Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
 NO_POLICY = "No policy is associated with the given resource."
 NOT_FOUND = "The resource you requested does not exist."
 
