@@ -25,7 +25,10 @@ PARAM_ERRORS = (InvalidParameterValueException, ValidationException)
 
 
 def assert_aws_kind(err) -> None:
-    assert isinstance(err, ValidationException) == ("validation error detected" in err.message), repr(err)
+    if isinstance(err, ValidationException):
+        assert "validation error detected" in err.message, repr(err)
+    else:   # one recorded exception: CreateFunction's own 64-character name check words it so, as IPV
+        assert "validation error detected" not in err.message or "at 'functionName'" in err.message, repr(err)
 
 def b64sha(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()

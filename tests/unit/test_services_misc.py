@@ -182,10 +182,18 @@ def test_parse_function_ref(text, ref):
     assert parse_function_ref(SCOPE, text) == ref
 
 
-@pytest.mark.parametrize("text", ["", "bad name", "a" * 65, "fn:", "fn:a:b", "arn:aws:s3:::bucket", "x" * 141, None])
+@pytest.mark.parametrize("text", ["", "bad name", "fn:", "fn:a:b", "arn:aws:s3:::bucket", "x" * 141, None])
 def test_parse_function_ref_refuses(text):
     with pytest.raises(ValidationException, match="at 'functionName'"):
         parse_function_ref(SCOPE, text, action="CreateFunction")
+
+
+def test_create_refuses_a_long_name_as_aws_does():
+    """Recorded from AWS: CreateFunction's 64-character check is the service's own (InvalidParameterValueException)."""
+    with pytest.raises(InvalidParameterValueException) as err:
+        parse_function_ref(SCOPE, "a" * 65, action="CreateFunction")
+    assert err.value.message == ("1 validation error detected: Value '" + "a" * 65 + "' at 'functionName' failed to "
+                                 "satisfy constraint: Member must have length less than or equal to 64")
 
 
 @pytest.mark.parametrize("text", ["bad name", "a" * 65, "fn:", "fn:a:b", "arn:aws:s3:::bucket", "x" * 141])

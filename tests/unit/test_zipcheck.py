@@ -259,6 +259,6 @@ def test_zipped_upload_limit():
     check_zipped_size(ZIPPED_UPLOAD_LIMIT)
     with pytest.raises(RequestEntityTooLargeException) as exc:
         check_zipped_size(ZIPPED_UPLOAD_LIMIT + 1, "UpdateFunctionCode")
-    assert exc.value.message == "Request must be smaller than 70167211 bytes for the UpdateFunctionCode operation"
+    assert exc.value.message == "Zipped size must be smaller than 52428800 bytes"      # AWS's words (recorded)
     with pytest.raises(RequestEntityTooLargeException):
         inspect_zip(b"\0" * 101, ZipLimits(max_zipped=100))

@@ -57,12 +57,10 @@ def _too_big(limits: ZipLimits) -> InvalidParameterValueException:
 
 
 def check_zipped_size(size: int, operation: str = "CreateFunction", limit: int = ZIPPED_UPLOAD_LIMIT) -> None:
-    """RequestEntityTooLargeException (AWS's code, 413) for a zip over the direct-upload limit, worded like AWS (which
-    quotes the base64-encoded request size: 50 MB -> 70167211 bytes)."""
+    """RequestEntityTooLargeException (413) for a zip over the direct-upload limit, worded as AWS answers
+    it (recorded); a request over the whole-request cap is refused earlier, by api/app.py."""
     if size > limit:
-        request_limit = -(-limit * 4 // 3) + 262_144
-        raise RequestEntityTooLargeException(
-            f"Request must be smaller than {request_limit} bytes for the {operation} operation")
+        raise RequestEntityTooLargeException(f"Zipped size must be smaller than {limit} bytes")
 
 
 def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, limits: ZipLimits) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import (AccessDeniedException, InvalidParameterValueException,
-                                     ResourceNotFoundException)
+                                     ResourceNotFoundException, constraint_text, validation_error)
 from lambdalet.services.validation import constraint_error
 
 PARTITION = "aws"
@@ -87,8 +87,9 @@ def parse_function_ref(scope: Scope, value, *, caller_arn: str = "", action: str
         raise ResourceNotFoundException(f"Functions from '{m['region']}' are not reachable in this region "
                                         f"('{scope.region}')")
     if len(name) > NAME_MAX:
-        if creating:
-            raise constraint_error(value, "functionName", f"Member must have length less than or equal to {NAME_MAX}")
+        if creating:      # the service's own check: AWS answers InvalidParameterValueException (recorded)
+            raise InvalidParameterValueException(validation_error([constraint_text(
+                value, "functionName", f"Member must have length less than or equal to {NAME_MAX}")]).message)
         raise ResourceNotFoundException(f"Function not found: {function_arn(scope.region, scope.account_id, name, m['qualifier'])}")
     return FunctionRef(name, m["qualifier"])
 
