@@ -17,7 +17,7 @@ NODE_ARCH := $(patsubst x86_64,x64,$(patsubst aarch64,arm64,$(shell uname -m)))
 # Optional: without it (no network), functions must vendor their SDK.
 PYTHON_SDK := boto3==1.44.18
 
-.PHONY: install install-test serve test clean python-sdk
+.PHONY: install install-test serve test lint clean python-sdk
 
 install: $(STAMP) $(NODE22)/.stamp python-sdk
 
@@ -57,6 +57,14 @@ serve: install
 
 test: install-test
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+# Lint (ruff), the layering (import-linter's contracts for DESIGN's "never" rules, then no import up
+# the layer order: tools/import_layers.py) and types (mypy on the packages that hold it): pyproject.toml.
+lint: install-test
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/lint-imports
+	$(BIN)/python tools/import_layers.py --check
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

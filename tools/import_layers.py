@@ -30,8 +30,9 @@ TIERS: list[tuple[str, ...]] = [
     ("services",),                            # the Lambda control plane
     ("kms", "signing", "queues", "audit"),
     ("iam",),                                 # identities, policies, authorization
-    ("codepkg", "blobs", "crypto", "config"),
+    ("codepkg", "blobs", "crypto"),
     ("sandbox",),                             # isolation backends
+    ("config",),                              # Settings (probes the host's runtimes: runtime/hostruntimes.py)
     ("logs",),                                # observability: function logs (sandbox/ writes the platform lines)
     ("store",),                               # the database
     ("runtime",),                             # in-environment code (and host runtime discovery)

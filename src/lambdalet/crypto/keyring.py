@@ -32,8 +32,8 @@ class KeyMaterialStore(Protocol):
     # overwrite=False must raise FileExistsError if key_id exists, so concurrent creators agree.
     def save(self, key_id: str, wrapped: bytes, *, overwrite: bool = True) -> None: ...
     def list(self) -> list[str]: ...
-    # Optional (Keyring.destroy_key): forget key_id's material for good; absent is not an error.
-    # def delete(self, key_id: str) -> None: ...
+    # Keyring.destroy_key: forget key_id's material for good; absent is not an error.
+    def delete(self, key_id: str) -> None: ...
 
 
 class MemoryKeyMaterialStore:
@@ -195,7 +195,7 @@ class Keyring:
         names. DecryptionError on any failure (tampering, wrong aad, unknown key)."""
         return envelope.open_sealed(self._kek, sealed, aad)
 
-    open = _ClassOrInstance(create.__func__, unseal)
+    open = _ClassOrInstance(create.__func__, unseal)   # type: ignore[attr-defined]  # a classmethod here, in the body
 
     def derive_key(self, purpose: str) -> bytes:
         """A stable 32-byte key for `purpose` (e.g. "code-url" token MACs), independent per purpose.
