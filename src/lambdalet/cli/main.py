@@ -149,6 +149,8 @@ def runtimes(runtimes_dir: Path | None, runtime_interpreters: tuple[str, ...]) -
     missing = [r for r in default_catalogue().with_host(None).available() if not host.runs(r)]
     if missing:
         click.echo(f"not available here: {', '.join(missing)}")
+    for line in host.architectures.describe():     # what `Architectures` may say here (runtime/hostarch.py)
+        click.echo(line)
 
 
 @main.command()

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lambdalet.runtime.hostarch import HostArchitectures, detect as detect_architectures
+
 PYENV_ROOT = os.environ.get("PYENV_ROOT") or "/root/.pyenv"
 
 
@@ -52,8 +54,9 @@ class Executor:
 
 
 class HostRuntimes:
-    def __init__(self, executors: dict[str, Executor]):
+    def __init__(self, executors: dict[str, Executor], architectures: HostArchitectures | None = None):
         self._by_id = dict(executors)
+        self.architectures = architectures or detect_architectures()   # what `Architectures` may say (hostarch.py)
 
     def get(self, runtime: str) -> Executor | None:
         return self._by_id.get(runtime)

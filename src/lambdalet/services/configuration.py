@@ -113,6 +113,8 @@ def apply(params: dict, base: dict, catalogue: RuntimeCatalogue, *, creating: bo
         cfg["TracingConfig"] = v.tracing_config(params["TracingConfig"])
     if "Architectures" in params:
         cfg["Architectures"] = v.architectures(params["Architectures"])
+    if "Architectures" in params or "Runtime" in params:   # the host's own (or emulated) architecture only
+        catalogue.check_architecture(cfg.get("Architectures"), cfg.get("Runtime"))
     if "EphemeralStorage" in params:
         cfg["EphemeralStorage"] = v.ephemeral_storage(params["EphemeralStorage"])
     if "SnapStart" in params:

@@ -224,6 +224,8 @@ def update_function_code(deps: Deps, ctx: RequestContext, params: dict) -> dict:
         fn = records.require_function(conn, scope, name)
         latest = records.find_version(conn, fn.id, records.LATEST)
         versions.check_revision_id(expected_rev, latest)
+        if arch:                           # the host's own (or emulated) architecture only
+            deps.runtimes.check_architecture(arch, records.config_of(latest).get("Runtime"))
         code.check_storage(conn, scope, len(data))
         layers.check_code_fits(records.config_of(latest), data)     # with the function's layers, <= 250 MB
         signed = code_signing.verify_update(deps, conn, scope, fn, data)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lambdalet.models.context import RequestContext
 from lambdalet.services import account, aliases, concurrency, functions, policies, tags, versions
-from lambdalet.services import code_signing, layers, states
+from lambdalet.services import code_signing, layers, runtime_management, states
 from lambdalet.services.deps import Deps
 from lambdalet.services.resolver import FunctionResolver, FunctionVersion
 from lambdalet.services.runtimes import RuntimeCatalogue, default_catalogue
@@ -132,6 +132,15 @@ class LambdaService:
     def delete_function_concurrency(self, ctx: RequestContext, params: dict) -> dict:
         result = concurrency.delete_function_concurrency(self.deps, ctx, params)
         self.resolver.invalidate()   # the data plane's cached view of this account is stale
+        return result
+
+    # ---- runtime management controls (services/runtime_management.py) ----
+    def get_runtime_management_config(self, ctx: RequestContext, params: dict) -> dict:
+        return runtime_management.get_runtime_management_config(self.deps, ctx, params)
+
+    def put_runtime_management_config(self, ctx: RequestContext, params: dict) -> dict:
+        result = runtime_management.put_runtime_management_config(self.deps, ctx, params)
+        self.resolver.invalidate()
         return result
 
     def get_account_settings(self, ctx: RequestContext, params: dict) -> dict:

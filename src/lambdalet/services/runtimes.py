@@ -82,8 +82,20 @@ class RuntimeCatalogue:
         return list(self._by_id)
 
     def _newest_in_family(self, family: str, today: dt.date) -> Runtime | None:
-        usable = [r for r in self._by_id.values() if r.family == family and not r.blocked_for_create(today)]
+        """The newest of the family AWS accepts and (with a host) this host runs: never advice it would refuse."""
+        usable = [r for r in self._by_id.values() if r.family == family and not r.blocked_for_create(today)
+                  and (self.host is None or (r.lambdalet_runs and self.host.runs(r.identifier)))]
         return usable[0] if usable else None      # the file lists each family newest first
+
+    def check_architecture(self, architectures: list[str] | None, runtime: str | None) -> None:
+        """Refuse an architecture this host cannot run the function on (arm64 on an x86_64 host without
+        emulation, say), rather than accept it and run the function on another one."""
+        host_arch = getattr(self.host, "architectures", None)
+        if host_arch is None:
+            return
+        for arch in architectures or ["x86_64"]:
+            if not host_arch.supports(arch, runtime):
+                raise InvalidParameterValueException(host_arch.refusal(arch, runtime))
 
     def check(self, identifier, *, creating: bool, today: dt.date | None = None) -> Runtime:
         """The runtime, or InvalidParameterValueException as AWS words it."""
@@ -99,9 +111,10 @@ class RuntimeCatalogue:
         blocked = rt.blocked_for_create(today) if creating else rt.blocked_for_update(today)
         if blocked:
             newest = self._newest_in_family(rt.family, today)
+            others = ", ".join(i for i in self.available(today=today) if not i.startswith("provided"))
             advice = (f"We recommend you use the new runtime ({newest.identifier}) while creating or updating "
-                      "functions." if newest else "We recommend you use a supported runtime while creating or "
-                                                  "updating functions.")
+                      "functions." if newest else f"We recommend you use a supported runtime ({others}) while "
+                                                  "creating or updating functions.")
             raise InvalidParameterValueException(
                 f"The runtime parameter of {rt.identifier} is no longer supported for creating or updating AWS "
                 f"Lambda functions. {advice}")
