@@ -178,7 +178,8 @@ def test_log_levels_filter_application_and_system_logs(server, cleanup):
     lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=WAIT)
     _, rid, tail = _invoke(lam, name, marker + "d")
     recs = _records(tail)
-    assert {f"debug-{marker}d", f"info-{marker}d", f"warn-{marker}d"} <= {r.get("message") for r in recs if isinstance(r.get("message"), str)}
+    texts = {r["message"] for r in recs if isinstance(r.get("message"), str)}
+    assert {f"debug-{marker}d", f"info-{marker}d", f"warn-{marker}d"} <= texts
     assert {"platform.start", "platform.report"} <= {r.get("type") for r in recs}
 
 

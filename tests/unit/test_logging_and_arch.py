@@ -97,8 +97,8 @@ def test_binfmt_detection(tmp_path):
     assert hostarch.detect(str(tmp_path), "aarch64").native == "arm64"
 
 
-def _host(*ids: str, arch=hostarch.HostArchitectures("x86_64")) -> HostRuntimes:
-    return HostRuntimes({i: Executor(i, "", "", "") for i in ids}, arch)
+def _host(*ids: str) -> HostRuntimes:
+    return HostRuntimes({i: Executor(i, "", "", "") for i in ids}, hostarch.HostArchitectures("x86_64"))
 
 
 def test_catalogue_architecture_check():
