@@ -39,6 +39,7 @@ class Settings:
     account_pids: int = 4096             # processes and threads of an account's environments (pids cgroup)
     platform_pids: int | None = None     # ... of all environments; None: 16,384 or half of kernel.pid_max
     sandbox_slots: int = 2               # pre-isolated slots kept per forked runtime (sandbox/slots.py); 0: none
+    egress: str = "public"               # environments' outbound network by default: none | public | all (egress_policy.py)
     runtime_dir: Path | None = None      # tmpfs for unpacked code (never the data dir: no plain code at rest)
     async_workers: int = 16              # threads delivering Event invocations (lambdalet.events)
     async_retry_scale: float = 1.0       # scales async retry backoff and event-age checks (tests: 0.01)

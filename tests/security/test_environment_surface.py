@@ -107,7 +107,8 @@ def test_socket_families_a_function_never_needs_are_refused(lam):
     refused += [k for k in out if k.startswith("NETLINK_") and k != "NETLINK_ROUTE"]
     for name in refused:
         assert out[name] == EAFNOSUPPORT, (name, out)       # refused by the filter, not by a missing module
-    assert out["ifaces"] == ["lo"] and "127.0.0.1" in out["getaddrinfo"], out
+    # lo, and eth0: the egress link of the server's default policy (public; tests/security/test_egress.py)
+    assert out["ifaces"] == ["eth0", "lo"] and "127.0.0.1" in out["getaddrinfo"], out
 
 
 # ---------------------------------------------------------------------------------------------- timeout

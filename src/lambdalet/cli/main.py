@@ -38,6 +38,10 @@ def main() -> None:
               show_default=True, help="Isolation backend; 'process' runs code UNISOLATED (development only).")
 @click.option("--sandbox-slots", type=click.IntRange(0, 64), default=2, show_default=True,
               help="Pre-isolated environments kept ready per forked runtime, for faster cold starts (0: none).")
+@click.option("--egress", type=click.Choice(["none", "public", "all"]), default="public", show_default=True,
+              help="Environments' outbound network: public (AWS's non-VPC functions: the internet, no private, "
+                   "link-local or host addresses), all (private ranges too) or none. A function's tag "
+                   "lambdalet:egress sets its own (docs/architecture.md).")
 @click.option("--concurrency-limit", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="The account's concurrent executions limit.")
 @click.option("--env-idle-ttl", type=click.FloatRange(0.1), default=300.0, show_default=True,
@@ -105,7 +109,7 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
           async_retry_scale: float = 1.0, allow_unknown_roles: bool = False,
           lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",), schedule_test_seconds: bool = False,
           runtimes_dir: Path | None = None, runtime_interpreters: tuple[str, ...] = (),
-          database_url: str | None = None, sandbox_slots: int = 2, max_connections: int = 1000,
+          database_url: str | None = None, sandbox_slots: int = 2, egress: str = "public", max_connections: int = 1000,
           max_unverified_body_mb: int = 256, request_head_timeout: float = 10.0,
           request_body_timeout: float = 120.0, log_rate_kb: int = 1024, log_account_mb: int = 4096,
           unpacked_mb: int = 8192, unpacked_account_mb: int = 2048, audit_digest_interval: float = 3600.0,
@@ -123,6 +127,7 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         lambda_principals=tuple(lambda_principals), schedule_test_seconds=schedule_test_seconds,
                         runtimes_dir=runtimes_dir, runtime_interpreters=tuple(runtime_interpreters),
                         database_url=database_url or default_database_url(), sandbox_slots=sandbox_slots,
+                        egress=egress,
                         max_connections=max_connections, max_unverified_body_mb=max_unverified_body_mb,
                         request_head_timeout_s=request_head_timeout, request_body_timeout_s=request_body_timeout,
                         log_rate_kb=log_rate_kb, log_account_mb=log_account_mb,

@@ -58,6 +58,7 @@ class Target:
     code_kms_key_arn: str = ""   # SourceKMSKeyArn: checked, with kms_key_arn, for every new environment
     kms_key_arn: str = ""        # KMSKeyArn
     layers: tuple[str, ...] = ()  # blob digests of its layers, in order: merged and mounted at /opt
+    egress: str = ""              # its `lambdalet:egress` tag (sandbox/egress_policy.py); "": the server's default
     log_format: str = "Text"     # LoggingConfig: format, group (created on first use) and levels
     log_group: str = ""
     app_log_level: str = ""
@@ -201,7 +202,7 @@ class Invoker:
             env=env, log_group=target.log_group or f"/aws/lambda/{target.function_name}",
             log_format=target.log_format, app_log_level=target.app_log_level, system_log_level=target.system_log_level,
             log_stream=f"{time.strftime('%Y/%m/%d')}/[{target.version}]{uuid.uuid4().hex}",
-            region=target.region or self.region)
+            region=target.region or self.region, egress=target.egress)
         sink = self.logs.sink(target.account_id, spec.region, spec.log_group, spec.log_stream) if self.logs else None
         sandbox = self.backend.create(spec, log_sink=sink)
         weakref.finalize(sandbox, _keep, leases)

@@ -43,6 +43,7 @@ class EnvironmentSpec:
     log_group: str = ""
     log_stream: str = ""
     region: str = "us-east-1"
+    egress: str = ""                  # the function's `lambdalet:egress` tag ("": the server's default; egress_policy.py)
     # LoggingConfig: "Text" | "JSON"; the levels ("" unless JSON) filter application / platform lines
     log_format: str = "Text"
     app_log_level: str = ""

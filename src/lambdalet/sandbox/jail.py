@@ -1,7 +1,8 @@
 """What a freshly forked child does to become an environment (runs in the fork server's child, as root).
 
 Order matters and is the point of this module (cf. Firecracker's jailer):
-  setsid -> join the cgroup -> unshare mnt/uts/ipc/net/cgroup/pid -> fork (the child is PID 1)
+  setsid -> join the cgroup -> unshare mnt/uts/ipc/net/cgroup/pid -> with egress, pull the host-made veth end
+  in as eth0 (envnet.py) -> fork (the child is PID 1)
   -> private tmpfs root: ro /usr, ro /var/lang (interpreter), /var/runtime (copied), ro /var/task, ro /opt,
      sized /tmp, /proc (container runtimes' masks), minimal /dev and /etc -> pivot_root, drop the old root, remount / ro
   -> lo up, hostname -> drop the bounding set, setgroups/setresgid/setresuid to the environment's own
@@ -34,7 +35,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from lambdalet.runtime import bridge, init
-from lambdalet.sandbox import seccomp
+from lambdalet.sandbox import envnet, seccomp
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -65,6 +66,7 @@ class JailConfig:
     seccomp_profile: str = "default"
     slot_dir: str = ""                  # a slot: this shared dir's task/opt/tmp are followed (see above)
     python_fork: bool = False           # a slot's runtime is forked before its configuration (pyfork.prespawn)
+    net: dict | None = None             # an egress link (egress.Link.jail() + nameservers), else only lo
 
 
 class SetupError(Exception):
@@ -137,7 +139,10 @@ def setup_fs(cfg: JailConfig) -> None:
     _mkfile("etc/passwd", f"root:x:0:0:root:/root:/sbin/nologin\nsbx_user:x:{uid}:{uid}::/tmp:/sbin/nologin\n")
     _mkfile("etc/group", f"root:x:0:\nsbx_user:x:{uid}:\n")
     _mkfile("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n")
-    _mkfile("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n")
+    resolvers = (cfg.net or {}).get("nameservers") or []
+    _mkfile("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files" + (" dns" if resolvers else "") + "\n")
+    if resolvers:                                        # the host's, which the egress policy lets through
+        _mkfile("etc/resolv.conf", "".join(f"nameserver {ns}\n" for ns in resolvers))
     if cfg.slot_dir:
         _mount(None, ".", None, MS_REC | MS_PRIVATE)     # the binds above (slaves of a shared host /usr...) stop following
         for sub, dst in SLOT_MOUNTS:                     # empty read-only dirs until the claim mounts on them
@@ -255,9 +260,13 @@ def enter(cfg: JailConfig, sock: socket.socket, filter_prog: bytes) -> None:
             with open(tasks if os.path.exists(tasks) else p, "w") as f:
                 f.write("0")                             # "0" = the writing thread/process
         mark("cgroup_join")
+        host_nl = envnet.open_netlink() if cfg.net else None   # speaks for the host's namespace: the move
         _chk(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP | CLONE_NEWPID),
              "unshare")
         mark("unshare")
+        if cfg.net:
+            envnet.join(cfg.net, host_nl)               # our veth end becomes eth0 (egress.py, envnet.py)
+            mark("network")
         if os.fork() != 0:
             os._exit(0)                                  # the fork server (a subreaper) adopts PID 1
         _await_parent(zygote)                           # adopted: from now on our parent is the zygote

@@ -29,8 +29,9 @@ import uuid
 
 from lambdalet.runtime import bridge, launch
 from lambdalet.runtime.init import CONFIG
-from lambdalet.sandbox import mounts
+from lambdalet.sandbox import egress_policy, mounts
 from lambdalet.sandbox.api import Backend, CapacityExceeded, EnvironmentSpec, SandboxError, register_backend
+from lambdalet.sandbox.egress import DEFAULT_SUBNET, EgressUnavailable, HostNetwork, Link
 from lambdalet.sandbox.cgroups import (Cgroup, Limits, account_group, kill_and_remove, pids_room, remove_empty_account_groups,
                                        remove_parent, set_parent_pids, stale_children)
 from lambdalet.sandbox.host import BridgedSandbox
@@ -63,6 +64,7 @@ class NamespaceSandbox(BridgedSandbox):
         self._cg: Cgroup | None = None
         self._uid: int | None = None
         self._slot_dir: str | None = None     # set when started from a slot: its dir and mounts are ours to remove
+        self._link: Link | None = None        # its egress link (egress.py), if its policy allows anything
 
     def _launch(self) -> socket.socket:
         spec, b = self.spec, self._b
@@ -78,10 +80,13 @@ class NamespaceSandbox(BridgedSandbox):
         self._limits = Limits(spec.memory_mb, b.pids_max)
         account = b.account_group(spec.account_id)       # None: no per-account pids limit configured
         b.check_pids_room(account)                        # CapacityExceeded (429) rather than a failed fork
-        slot = b.slots.take(fam) if b.slots is not None else None
+        policy = b.egress_policy(spec)
+        # Slots have a link when the server's default allows anything: a function needing one otherwise builds.
+        slot_ok = not policy.needs_link or b.egress_default != "none"
+        slot = b.slots.take(fam) if b.slots is not None and slot_ok else None
         if slot is not None:
             try:
-                return self._claim(slot, icfg, account)
+                return self._claim(slot, icfg, account, policy)
             except Exception as e:
                 log.warning("slot %s could not be claimed, building an environment instead: %s", slot.name, e)
                 slot.sock.close()
@@ -98,8 +103,14 @@ class NamespaceSandbox(BridgedSandbox):
         # Init runs with at least one full vCPU, as Lambda boosts the init phase; _init_done restores it.
         self._cg.set_cpu_quota(max(self._limits.cpu_quota_us, b.init_cpu_quota_us))
         self._uid = b._alloc_uid()
+        if policy.needs_link:
+            t0 = time.monotonic()
+            self._link = b.network().make_link()
+            if policy != b.default_policy:
+                b.network().bind(self._link, policy)
+            self._timings["egress_link_ms"] = round((time.monotonic() - t0) * 1000, 3)
         jail_cfg = b.jail_config(fam, self._uid, self._cg, code_dir=spec.code_dir, layers_dir=spec.layers_dir,
-                                 tmp_mb=spec.ephemeral_mb)
+                                 tmp_mb=spec.ephemeral_mb, link=self._link)
         host, child = socket.socketpair()
         try:
             bridge.send(host, CONFIG, icfg)
@@ -112,12 +123,13 @@ class NamespaceSandbox(BridgedSandbox):
         self._timings["zygote_fork_ms"] = reply.get("fork_ms")
         return host
 
-    def _claim(self, slot: Slot, icfg: dict, account: str | None) -> socket.socket:
+    def _claim(self, slot: Slot, icfg: dict, account: str | None, policy) -> socket.socket:
         """Make a slot this environment: from here on its cgroup, uid and mounts are ours (destroyed with
         us, or by the caller if the claim fails)."""
         spec, b = self.spec, self._b
         t0 = time.monotonic()
         self._cg, self._cg_name, self._uid, self._slot_dir = slot.cgroup, slot.name, slot.uid, slot.dir
+        self._link = slot.link
         idle = select.poll()                     # poll, not select: a busy server's fds pass 1024
         idle.register(slot.sock, select.POLLIN)
         if idle.poll(0):
@@ -133,6 +145,8 @@ class NamespaceSandbox(BridgedSandbox):
         b.zygote.request_mounts({"op": "claim", "slot_dir": slot.dir, "code_dir": os.path.abspath(spec.code_dir),
                                  "layers_dir": os.path.abspath(spec.layers_dir) if spec.layers_dir else None,
                                  "tmp_mb": spec.ephemeral_mb}, meanwhile=limits)
+        if slot.link is not None and policy != b.default_policy:
+            b.network().bind(slot.link, policy)       # before CONFIG: no tenant code runs under the default
         self._reader = slot.reader
         bridge.send(slot.sock, CONFIG, icfg)      # after the mounts: init chdirs to /var/task on receipt
         self._timings.update({"slot": True, "slot_age_s": round(t0 - slot.created, 3),
@@ -155,6 +169,9 @@ class NamespaceSandbox(BridgedSandbox):
                 if self._uid is not None:
                     self._b._free_uid(self._uid)
                     self._uid = None
+                link, self._link = self._link, None
+                if link is not None:                  # after the processes: nothing uses it any more
+                    self._b.network().release(link)
 
     def _init_done(self) -> None:
         self._cg.set_cpu_quota(self._limits.cpu_quota_us)
@@ -190,11 +207,13 @@ class NamespaceBackend(Backend):
                  python_prefix: str | None = None, seccomp_profile: str = "default",
                  init_cpu_quota_us: int = 100_000, host_runtimes=None, slots: int = 0,
                  slot_runtimes: list[str] | None = None, slot_ttl_s: float = 300.0, slots_dir: str | None = None,
-                 account_pids: int | None = None, platform_pids: int | None = None):
+                 account_pids: int | None = None, platform_pids: int | None = None, egress: str = "none",
+                 egress_subnet: str = DEFAULT_SUBNET):
         """slots: idle pre-isolated slots kept per family (0: none); slot_runtimes: the runtimes to keep
         them for (default: those whose runtime forks, the server's own Python); slot_ttl_s: how long an
         idle slot lives, and how long after the last cold start the pool is refilled; slots_dir: the
-        slots' directories (default: beside root_dir)."""
+        slots' directories (default: beside root_dir). egress: the default policy of environments' outbound
+        traffic, none | public | all (egress_policy.py); a function's tag may set its own."""
         if os.geteuid() != 0:
             raise PermissionError("the 'namespace' backend needs root (it builds namespaces and cgroups)")
         if slots > 0 and not mounts.supported():
@@ -229,6 +248,18 @@ class NamespaceBackend(Backend):
             log.info("another live sandbox backend uses %s / cgroup %s: no stale clean-up", root_dir, cgroup_parent)
         if platform_pids is not None:
             set_parent_pids(self.cgroup_parent, platform_pids)
+        self._net: HostNetwork | None = None
+        self._net_lock = threading.Lock()
+        self._egress_subnet = egress_subnet
+        self.egress_default = egress
+        if egress != "none":
+            try:
+                self.network()                        # made now: a host that cannot do it says so at start
+            except (EgressUnavailable, OSError) as e:
+                log.error("EGRESS OFF: environments get no outbound network (the default %r needs `ip` and "
+                          "`nft`): %s", egress, e)
+                self.egress_default = "none"
+        self.default_policy = egress_policy.Policy(self.egress_default)
         self._own_lang_dir = os.path.join(self._lang_dir, uuid.uuid4().hex[:12])   # this backend's views
         self._lang_views = self._neutral_lang_views(self._own_lang_dir)
         self.zygote = ForkServer(own_mount_namespace=slots > 0,   # the slots' mounts live there, not on the host
@@ -337,6 +368,22 @@ class NamespaceBackend(Backend):
                 cleaned += [] if os.path.lexists(entry.path) else [f"directory {entry.path}"]
         return cleaned
 
+    # --- outbound networking (egress.py) --------------------------------------------------------
+    def network(self) -> HostNetwork:
+        """This server's nftables table and links, made on first need (the default `none` needs none)."""
+        with self._net_lock:
+            if self._net is None:
+                self._net = HostNetwork(self.cgroup_parent, self.egress_default, self._egress_subnet)
+            return self._net
+
+    def egress_policy(self, spec: EnvironmentSpec) -> egress_policy.Policy:
+        """The function's policy (its tag), else the default; a tag that does not parse allows nothing."""
+        try:
+            return egress_policy.parse(spec.egress, self.egress_default)
+        except egress_policy.PolicyError as e:
+            log.warning("%s: %s: no outbound network for its environments", spec.function_arn, e)
+            return egress_policy.Policy("none")
+
     # --- per-account pids (cgroups.py) ---------------------------------------------------------
     def account_group(self, account_id: str) -> str | None:
         """The account's group under the parent (made once, with --account-pids), or None."""
@@ -366,7 +413,7 @@ class NamespaceBackend(Backend):
                       python_fork=launch.family(ex.runtime) == "python" and ex.fork, sdk_bind=sdk)   # exec any other Python
 
     def jail_config(self, fam: Family, uid: int, cg: Cgroup, *, code_dir: str | None = None,
-                    layers_dir: str | None = None, tmp_mb: int = 512, slot_dir: str = "") -> dict:
+                    layers_dir: str | None = None, tmp_mb: int = 512, slot_dir: str = "", link: Link | None = None) -> dict:
         binds = [("/usr", "/usr"), (fam.lang_prefix, "/var/lang")] + ([fam.sdk_bind] if fam.sdk_bind else [])
         # The bootstraps are copied, not bound: a bind would show the checkout's path in /proc/self/mountinfo.
         copies = [(os.path.join(launch.RUNTIME_DIR, f), f"/var/runtime/{f}") for f in launch.RUNTIME_FILES]
@@ -379,6 +426,8 @@ class NamespaceBackend(Backend):
                "hide": list(fam.hide), "tmp_mb": tmp_mb, "seccomp_profile": self.seccomp_profile}
         if slot_dir:
             cfg.update(slot_dir=slot_dir, python_fork=fam.python_fork)
+        if link is not None:
+            cfg["net"] = {**link.jail(), "nameservers": self.network().nameservers}
         return cfg
 
     def _slot_families(self, runtimes: list[str] | None) -> list[Family]:
@@ -391,23 +440,26 @@ class NamespaceBackend(Backend):
         t0 = time.monotonic()
         name = f"slot-{uuid.uuid4().hex[:12]}"
         slot_dir = os.path.join(self.slots_dir, name)
-        cg = uid = sock = None
+        cg = uid = sock = link = None
         try:
             self._live_cgroups.add(name)
             cg = Cgroup.create(name, Limits(SLOT_MEMORY_MB, self.pids_max), parent=self.cgroup_parent)
             cg.set_cpu_quota(self.init_cpu_quota_us)
             uid = self._alloc_uid()
+            if self.egress_default != "none":        # under the default policy until claimed (namespace._claim)
+                link = self.network().make_link()
             sock, child = socket.socketpair()       # the fork server makes slot_dir a shared mount, then forks
             try:
-                reply = self.zygote.spawn(self.jail_config(fam, uid, cg, slot_dir=slot_dir), child.fileno())
+                reply = self.zygote.spawn(self.jail_config(fam, uid, cg, slot_dir=slot_dir, link=link),
+                                          child.fileno())
             finally:
                 child.close()
             reader = bridge.FrameReader()
             timings = {"zygote_fork_ms": reply.get("fork_ms"), **self._await_slot(sock, reader)}
             timings["total_ms"] = round((time.monotonic() - t0) * 1000, 3)
-            return Slot(fam, name, cg, uid, slot_dir, sock, reader, timings=timings)
+            return Slot(fam, name, cg, uid, slot_dir, sock, reader, timings=timings, link=link)
         except BaseException:
-            self._destroy_slot(Slot(fam, name, cg, uid, slot_dir, sock, None))
+            self._destroy_slot(Slot(fam, name, cg, uid, slot_dir, sock, None, link=link))
             raise
 
     @staticmethod
@@ -442,6 +494,8 @@ class NamespaceBackend(Backend):
                 self._free_uid(slot.uid)
             if slot.sock is not None:
                 slot.sock.close()
+            if slot.link is not None:
+                self.network().release(slot.link)
 
     def remove_slot_dir(self, slot_dir: str) -> None:
         """Unmount a slot's code, layers and /tmp (in the fork server's namespace) and remove its dir."""
@@ -488,6 +542,8 @@ class NamespaceBackend(Backend):
         if self.slots is not None:
             self.slots.close()
         self.zygote.close()
+        if self._net is not None:                  # every environment is gone with the fork server
+            self._net.close()
         remove_parent(self.cgroup_parent)
         self._drop_lang_views(self._own_lang_dir)
         try:

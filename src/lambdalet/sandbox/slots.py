@@ -38,6 +38,7 @@ class Slot:
     reader: Any                  # bridge.FrameReader (bytes read past SLOT_READY stay in it)
     created: float = field(default_factory=time.monotonic)
     timings: dict = field(default_factory=dict)
+    link: Any = None             # egress.Link under the server's default policy, or None (no network)
 
 
 class SlotPool:

@@ -114,7 +114,7 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
                                uid_base=1_000_000 + uid_block * 10_000, uid_count=10_000,
                                host_runtimes=settings.host_runtimes(), slots=settings.sandbox_slots,
                                slot_ttl_s=settings.env_idle_ttl_s, slots_dir=str(settings.run_dir / "slots"),
-                               account_pids=settings.account_pids,
+                               account_pids=settings.account_pids, egress=settings.egress,
                                platform_pids=settings.platform_pids or default_platform_pids())
     # Live environments and their memory, per account and in all; deleted or updated versions'
     # environments go as soon as the control plane's generation moves (invoke/envbudget.py, pool.py).
