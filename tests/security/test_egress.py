@@ -10,7 +10,6 @@ checked gone after they stop.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
