@@ -66,3 +66,17 @@ def test_sts_assume_missing_role(server):
     arn = f"arn:aws:iam::{server.account_id}:role/{_missing('norole')}"
     got = _error(lambda: server.client("sts", config=NO_RETRY).assume_role(RoleArn=arn, RoleSessionName="corpus"))
     assert got["code"] == "AccessDenied" and got["status"] == 403 and got["type"] == "Sender"
+
+
+def test_scheduler_missing_schedule(server):
+    name = _missing("nosched")
+    got = _error(lambda: server.client("scheduler", config=NO_RETRY).get_schedule(Name=name))
+    assert got["code"] == "ResourceNotFoundException" and got["status"] == 404
+    assert got["message"] == f"Schedule {name} does not exist."
+
+
+def test_organizations_outside_an_organization(server):
+    """The server's default account belongs to no organization: AWS answers AWSOrganizationsNotInUseException."""
+    got = _error(lambda: server.client("organizations", config=NO_RETRY).describe_account(AccountId="999999999999"))
+    assert got["code"] == "AWSOrganizationsNotInUseException" and got["status"] == 400
+    assert got["message"] == "Your account is not a member of an organization."

@@ -89,6 +89,20 @@ def test_invoke_while_pending_is_a_conflict(env):
     assert env.svc.resolve_version(ACCOUNT, "fn").state == "Active"
 
 
+def test_pending_completes_by_itself(env):
+    """Without any read, the background transition makes the function Active within tens of ms."""
+    import time
+    env.create("fn", wait=False)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            assert env.svc.resolve_version(ACCOUNT, "fn").state == "Active"
+            return
+        except ResourceConflictException:
+            time.sleep(0.01)
+    raise AssertionError("still Pending after 2 s")
+
+
 def test_defaults(env):
     out = env.create("fn")
     assert (out["MemorySize"], out["Timeout"], out["Description"]) == (128, 3, "")
