@@ -30,6 +30,7 @@ PENDING, ACTIVE = "Pending", "Active"
 IN_PROGRESS, SUCCESSFUL = "InProgress", "Successful"
 CREATING_REASON, CREATING_CODE = "The function is being created.", "Creating"
 SETTLE_AFTER_S = 0.02
+IDLE_EXIT_S = 5.0
 V = records.V
 
 
@@ -102,10 +103,16 @@ class Transitions:
                 settle(conn, fid)
 
     def _run(self) -> None:
+        """Completes due transitions; ends after IDLE_EXIT_S without any (started() starts a new one)."""
         while True:
             with self._cv:
                 while not self._due or self._due[0][0] > time.monotonic():
-                    self._cv.wait(None if not self._due else max(0.0, self._due[0][0] - time.monotonic()))
+                    if not self._due:
+                        if not self._cv.wait(IDLE_EXIT_S) and not self._due:
+                            self._thread = None
+                            return
+                        continue
+                    self._cv.wait(max(0.0, self._due[0][0] - time.monotonic()))
                 _, function_id = heapq.heappop(self._due)
             try:
                 self.settle_now(function_id)
