@@ -831,7 +831,7 @@ def print_throughput(r: dict) -> None:
                               for cc, t in levels.items()))
     lean = r["throughput"]["loadgen"]
     worst = {mb: min(t["invokes_per_s"] for t in levels.values()) for mb, levels in lean.items()}
-    print(f"    % = of one core. Goal >= 1,000 invokes/s at every concurrency (lean client): "
+    print("    % = of one core. Goal >= 1,000 invokes/s at every concurrency (lean client): "
           + ", ".join(f"{mb} MB lowest {w:.0f}/s {verdict(w >= 1000)}" for mb, w in worst.items())
           + f"; best with boto3 {best['boto3']:.0f}/s")
 

@@ -79,7 +79,7 @@ def main() -> None:
             "cold start, no SDK, from a slot": stats(cold_starts(plain_code, args.cold, 2)),
         }
     base = res["plain python3 -c (import boto3 + 2 clients)"]["p50_ms"]
-    for k, v in res.items():
+    for v in res.values():
         v["plain_python_over_this_p50"] = round(base / v["p50_ms"], 1)
     print(json.dumps({"boto3": ex.sdk_version, "results": res}, indent=2))
 

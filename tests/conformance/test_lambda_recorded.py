@@ -23,7 +23,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from integration.e2e_support import ROLE, WAIT, create_function, default_zip, delete_quietly, unique
+from integration.e2e_support import WAIT, create_function, default_zip, delete_quietly, unique
 
 CASES = json.loads((Path(__file__).with_name("lambda_cases.json")).read_text())
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -156,7 +156,7 @@ def client(server):
 
 
 def _drain(resp):
-    for key, value in list(resp.items()):
+    for value in list(resp.values()):
         if hasattr(value, "read"):
             value.read()
         elif hasattr(value, "__iter__") and hasattr(value, "_event_generator"):

@@ -62,7 +62,7 @@ class LongPollFlood:
             "Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "AmazonSQS.ReceiveMessage"})
         SigV4Auth(Credentials(self.key["AccessKeyId"], self.key["SecretAccessKey"]), "sqs", self.region).add_auth(req)
         host = urlsplit(self.endpoint).netloc
-        head = [f"POST / HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+        head = ["POST / HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
         head += [f"{k}: {v}" for k, v in req.headers.items() if k.lower() not in ("host", "content-length")]
         return ("\r\n".join(head) + "\r\n\r\n").encode() + body.encode()
 

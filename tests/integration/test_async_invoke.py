@@ -303,7 +303,8 @@ def test_event_invoke_config_crud_and_validation(lam, fns, queues, srv, role):
         with expect_error("ValidationException", 400) as err:
             raw.put_function_event_invoke_config(FunctionName=name, **bad)
         assert err.message.startswith("1 validation error detected: Value ")
-    for bad in (dict(DestinationConfig={"OnSuccess": {"Destination": f"arn:aws:sqs:{srv.region}:{srv.account_id}:nope-{uuid.uuid4().hex[:8]}"}}),
+    missing_queue = f"arn:aws:sqs:{srv.region}:{srv.account_id}:nope-{uuid.uuid4().hex[:8]}"
+    for bad in (dict(DestinationConfig={"OnSuccess": {"Destination": missing_queue}}),
                 dict(DestinationConfig={"OnFailure": {"Destination": srv.function_arn(unique("nofn"))}}),
                 dict(DestinationConfig={"OnFailure": {"Destination": f"arn:aws:sqs:{srv.region}:111122223333:x"}}),
                 {}):

@@ -4,11 +4,9 @@ budget and a deadline, slow heads are dropped, and JSON nested past any parser's
 """
 from __future__ import annotations
 
-import datetime
 import json
 import socket
 import ssl
-import threading
 import time
 from urllib.parse import urlparse
 

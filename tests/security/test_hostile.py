@@ -132,7 +132,8 @@ def handler(event, context):
         out["write_root"] = e.errno
     open("/tmp/ok", "w").write("tmp is writable")
     status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
-    out["status"] = {k: status[k].strip() for k in ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Groups")}
+    out["status"] = {k: status[k].strip() for k in ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+                                                    "NoNewPrivs", "Seccomp", "Groups")}
     out["uid"] = os.getuid()
     out["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
     out["hostname"] = socket.gethostname()

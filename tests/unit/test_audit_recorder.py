@@ -110,7 +110,7 @@ def test_digests_keep_coming_while_idle_each_chained_to_the_last(env):
     from lambdalet.audit.digests import Digest, body_hash
     parsed = [Digest.parse(r.body) for r in rows]
     assert len(parsed) >= 5 and parsed[0].last_seq == 1 and all(d.last_seq == 1 for d in parsed[1:])
-    for prev, row, d in zip(rows, rows[1:], parsed[1:]):
+    for prev, d in zip(rows, parsed[1:]):
         assert d.previous_signature == prev.signature and d.previous_hash == body_hash(prev.body)
     assert all(b.start_time == a.time for a, b in zip(parsed, parsed[1:]))
     assert [d.final for d in parsed] == [False] * (len(parsed) - 1) + [True]

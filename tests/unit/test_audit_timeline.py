@@ -8,7 +8,6 @@ import os
 import sqlite3
 
 import pytest
-import sqlalchemy as sa
 
 from lambdalet.audit import AuditRecorder, verify_trail
 from lambdalet.audit.digests import PUBLIC_FILE, load_public_key

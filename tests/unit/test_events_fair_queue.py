@@ -22,7 +22,7 @@ def test_an_account_at_its_cap_leaves_the_workers_to_others():
     q = FairQueue(account_cap=2)
     for i in range(5):
         q.put(("A", "f"), i)
-    a1, a2 = q.get(), q.get()
+    a1, _a2 = q.get(), q.get()
     assert q.running("A") == 2 and not q.runnable(), "A is at its cap: nothing may run"
     q.put(("B", "g"), "b")
     assert q.runnable()

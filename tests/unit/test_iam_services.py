@@ -186,7 +186,7 @@ def test_lambda_action_table_covers_the_model():
     ops = set(load_service_model("lambda").operation_names)
     table = lambda_actions()["operations"]
     assert ops <= set(table), sorted(ops - set(table))
-    for name, entry in table.items():
+    for entry in table.values():
         assert entry["action"].startswith("lambda:")
         assert entry["resource_type"] in lambda_actions()["resource_types"]
     assert table["Invoke"]["action"] == "lambda:InvokeFunction"

@@ -21,7 +21,7 @@ class FakeSandbox:
 
     def freeze(self): self.frozen = True
     def thaw(self): self.frozen = False
-    def destroy(self): self.destroyed += 1; self.alive = False
+    def destroy(self): self.destroyed, self.alive = self.destroyed + 1, False
 
 
 def key(version="1", rev="r1", sha="s1"):
@@ -157,7 +157,9 @@ def test_weighted_routing():
 
 class FakeBlobs:
     def __init__(self, data): self.data, self.gets = data, 0
-    def get(self, sha): self.gets += 1; return self.data
+    def get(self, sha):
+        self.gets += 1
+        return self.data
 
 
 def test_code_cache_keeps_modes_and_internal_symlinks(tmp_path):

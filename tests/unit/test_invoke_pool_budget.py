@@ -17,7 +17,7 @@ class FakeSandbox:
 
     def freeze(self): self.frozen = True
     def thaw(self): self.frozen = False
-    def destroy(self): self.destroyed += 1; self.alive = False
+    def destroy(self): self.destroyed, self.alive = self.destroyed + 1, False
 
 
 def key(account=A, fn="f", version="$LATEST", rev="r1"):

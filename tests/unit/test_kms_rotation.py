@@ -43,7 +43,7 @@ def test_rotate_rewraps_without_reencrypting(tmp_path):
     after = {p.name: p.read_bytes() for p in (tmp_path / "keys").iterdir()}
     assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)
     ring = _reopen(tmp_path)
-    for kid, blob in sealed.items():                      # data sealed before the rotation still opens
+    for blob in sealed.values():                          # data sealed before the rotation still opens
         assert ring.open(blob, aad=b"a")
     assert ring.derive_key("code-url") == derived         # tokens and blob names survive
     with pytest.raises(DecryptionError):                  # the old master key opens nothing any more

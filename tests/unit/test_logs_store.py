@@ -6,7 +6,6 @@ import importlib.util
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -382,7 +381,7 @@ def test_retention_days_and_group_size_cap(db, keyring, clock):
         assert g.stored_bytes == len("event 2\n")
         assert store.set_retention(ACCOUNT, REGION, GROUP, None)
         sink = store.sink(ACCOUNT, REGION, "/big", "s")
-        for i in range(30):
+        for _ in range(30):
             sink(("y" * 999 + "\n").encode())
             store.flush()
         store.purge()

@@ -1,7 +1,7 @@
 """The rest-json protocol against botocore's own serializer: every operation routes back to itself,
 and what botocore sends parses back into the params it was given."""
 import json
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import pytest
 from botocore.serialize import create_serializer
@@ -93,7 +93,8 @@ def test_error_uses_the_modelled_message_member():
     assert out.status == 404 and out.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
     # AWS's body holds the error shape's members only: the code travels in x-amzn-ErrorType.
     assert json.loads(out.body) == {"Type": "User", "Message": "Function not found: x"}
-    out = PROTO.serialize_error(TooManyRequestsException("Rate exceeded", extra={"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}))
+    out = PROTO.serialize_error(TooManyRequestsException(
+        "Rate exceeded", extra={"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}))
     assert json.loads(out.body)["message"] == "Rate exceeded" and out.status == 429
 
 
@@ -152,7 +153,6 @@ def test_runtime_is_left_to_the_catalogue():
 
 def test_routing_weights_are_checked_as_aws_words_them():
     from lambdalet.models.errors import ValidationException
-    op = MODEL.operation_model("CreateAlias")
     wire = WireRequest("POST", "/2015-03-31/functions/fn/aliases", [], {}, json.dumps(
         {"Name": "live", "FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"2": 2.0}}}).encode())
     matched, labels = PROTO.match(wire)

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from lambdalet.config import Settings
-from lambdalet.crypto import FileKeyMaterialStore, Keyring
+from lambdalet.crypto import DecryptionError, FileKeyMaterialStore, Keyring
 from lambdalet.models.context import Caller, RequestContext
 from lambdalet.queues import QueueService
 from lambdalet.queues import errors as E
@@ -455,7 +455,7 @@ def test_bodies_and_attributes_are_sealed_at_rest(env, ctx):
     with svc.db.read() as conn:
         row = conn.execute(sa.select(sqs_messages)).first()
     # The envelope is bound to its queue and message: moving it to another row does not decrypt.
-    with pytest.raises(Exception):
+    with pytest.raises(DecryptionError):
         svc.keyring.open(row.body_sealed, b"lambdalet/sqs/v1|other|" + row.id.encode() + b"|body")
 
 

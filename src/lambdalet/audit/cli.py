@@ -29,7 +29,7 @@ def _parse_time(text: str | None) -> float | None:
     try:
         t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter(f"{text!r} is neither ISO 8601 (2024-05-01T12:00:00Z) nor epoch seconds")
+        raise click.BadParameter(f"{text!r} is neither ISO 8601 (2024-05-01T12:00:00Z) nor epoch seconds") from None
     return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
 
 

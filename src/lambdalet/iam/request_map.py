@@ -15,8 +15,9 @@ resource ARN and request condition keys -> the policy engine -> allowed, or AWS'
 - cloudtrail: `cloudtrail:<Op>` on `*`.
 - iam, sts, organizations: authorize themselves inside iam_service / sts_service /
   organizations_service (GetCallerIdentity needs no permission; Organizations' resource ARNs carry
-  the organization id and only the management account may manage it); passed through here. kms: operations on a key are decided by KMS with the key
-  policy (kms/service.py); those naming no key (CreateKey, ListKeys, ...) are `kms:<Op>` on `*` here.
+  the organization id and only the management account may manage it); passed through here.
+- kms: operations on a key are decided by KMS with the key policy (kms/service.py); those naming no
+  key (CreateKey, ListKeys, ...) are `kms:<Op>` on `*` here.
 - anything else: `<service>:<Op>` on `*` (deny unless an identity policy allows it).
 
 Cross-account: a caller may name a function in another account by ARN. Once the engine allows it

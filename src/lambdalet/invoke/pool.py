@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 from lambdalet.invoke.envbudget import EnvBudget
 from lambdalet.sandbox.api import Sandbox

@@ -120,7 +120,7 @@ class Backend(abc.ABC):
     name = ""
     @abc.abstractmethod
     def create(self, spec: EnvironmentSpec, *, log_sink: Callable[[bytes], None] | None = None) -> Sandbox: ...
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: a backend with nothing shared keeps it empty)
         """Release shared resources (fork server). Sandboxes must be destroyed first."""
     def cleanup_stale(self) -> list[str]:
         """Remove what a crashed predecessor using the same resources left behind (processes, cgroups,

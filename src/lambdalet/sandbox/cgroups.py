@@ -472,7 +472,7 @@ def remove_parent(parent: str = "lambdalet") -> None:
     dirs = parent_dirs(parent)
     if "freezer" in dirs:
         _remove_freeze_anchor(dirs["freezer"])
-    for d in [sub for d in dirs.values() for sub in _subtree(d)]:     # empty account groups, then the parent
+    for d in [sub for top in dirs.values() for sub in _subtree(top)]:     # empty account groups, then the parent
         try:
             os.rmdir(d)
         except OSError:
@@ -539,7 +539,7 @@ def kill_and_remove(dirs: dict[str, str], timeout_s: float = 5.0) -> list[int]:
             except OSError:
                 pass
         time.sleep(0.001)
-    for d in [sub for d in live.values() for sub in _subtree(d)]:
+    for d in [sub for top in live.values() for sub in _subtree(top)]:
         while True:
             try:
                 os.rmdir(d)

@@ -80,7 +80,8 @@ def _chk(ret: int, what: str) -> None:
 
 
 def _mount(src, dst, fstype, flags, data=None) -> None:
-    enc = lambda s: s.encode() if isinstance(s, str) else s
+    def enc(s):
+        return s.encode() if isinstance(s, str) else s
     _chk(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"mount {dst}")
 
 

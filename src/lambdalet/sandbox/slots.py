@@ -6,8 +6,9 @@ the server's own Python, the runtime already forked and reset, blocked on its co
 no code, no environment variables, no credentials; no tenant code has ever run in it. Claiming one
 (namespace.NamespaceSandbox._claim) sets the cgroup's limits, mounts the code, layers and a sized
 /tmp on the slot's directory in the fork server's mount namespace (zygote.py), from where they
-propagate into the slot's (mounts.py), and sends the CONFIG frame over the bridge. A slot serves exactly one environment and never returns here,
-so "an environment is never reused across versions, functions or accounts" is unchanged.
+propagate into the slot's (mounts.py), and sends the CONFIG frame over the bridge. A slot serves exactly
+one environment and never returns here, so "an environment is never reused across versions, functions
+or accounts" is unchanged.
 
 This pool keeps up to `size` idle slots per family (an interpreter and how it is started), refills in
 a background thread after a claim (never on the invoke's path), and lets slots expire: one idle for

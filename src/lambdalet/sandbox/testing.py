@@ -29,7 +29,7 @@ def write_code(root: str, files: dict[str, str | bytes], executable: tuple[str, 
         with open(path, "wb") as f:
             f.write(content.encode() if isinstance(content, str) else content)
         os.chmod(path, 0o755 if os.path.basename(name) in executable else 0o644)
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         os.chmod(dirpath, 0o755)
         for fn in filenames:
             p = os.path.join(dirpath, fn)
