@@ -8,9 +8,10 @@ initDurationMs on a cold start) and `status`; AWS has no END line in JSON. These
 events: a SystemLogLevel of WARN leaves them out (AWS's system log level filtering). The timeout and
 exit lines stay the text lines they are in both formats (the report's status names them in JSON).
 
-Stand-alone (stdlib only): the store (store.py) and the quotas (quotas.py) recognise these lines by
-the prefixes below, so a function's own output never ends a partial line or passes the rate limit
-unless it looks exactly like them.
+Stand-alone (stdlib only). sandbox/host.py hands these lines to the log sink marked as the platform's
+(store.py LogSink.platform): only marked lines pass the rate limit (quotas.py), whatever a function
+prints. The prefixes below serve output handed over unmarked (the store's partial-line split, a
+caller of RateLimiter.admit with plain (ts, message, bytes) events).
 """
 from __future__ import annotations
 

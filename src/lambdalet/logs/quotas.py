@@ -53,7 +53,9 @@ class RateLimiter:
             kept, dropped, dropped_bytes = [], 0, 0
             for event in events:
                 size = event[2]
-                if size <= tokens or is_platform_line(event[1]):
+                # the platform's own lines pass: marked by the sink (LogSink.platform), never by their text
+                platform = event[3] if len(event) > 3 else is_platform_line(event[1])
+                if size <= tokens or platform:
                     tokens -= size
                     kept.append(event)
                 else:

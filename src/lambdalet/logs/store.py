@@ -137,7 +137,9 @@ def _utf8_cut(buf: bytes | bytearray, limit: int) -> int:
 
 
 class LogSink:
-    """Callable with bytes; never blocks on I/O. `close()` hands what is left to the flusher."""
+    """Callable with the environment's output (bytes); `platform()` with the platform's own lines, which
+    alone pass the rate limit (a function printing "START RequestId: ..." gets no such pass). Never
+    blocks on I/O. `close()` hands what is left to the flusher."""
 
     def __init__(self, store: "LogStore", key: StreamKey):
         self.key = key
@@ -145,7 +147,8 @@ class LogSink:
         self._lock = threading.Lock()
         self._partial = bytearray()
         self._partial_since = 0.0
-        self._events: collections.deque[tuple[int, str, int]] = collections.deque()  # (ts, message, bytes)
+        # (ts, message, bytes, from the platform)
+        self._events: collections.deque[tuple[int, str, int, bool]] = collections.deque()
         self._buffered = 0
         self._last_ts = 0
         self.dropped = 0
@@ -184,6 +187,23 @@ class LogSink:
                 self._partial_since = time.monotonic()
         self._store._mark_dirty(self, urgent)
 
+    def platform(self, data: bytes) -> None:
+        """Lines the platform wrote (sandbox/host.py: START/END/REPORT or their JSON records, the timeout
+        and exit lines): they end a pending partial line of the function and are marked as the platform's."""
+        if not data:
+            return
+        urgent = False
+        with self._lock:
+            ts = self._stamp()
+            if self._partial:
+                self._add(bytes(self._partial), ts)
+                self._partial.clear()
+                self._partial_since = 0.0
+            for line in data.splitlines(keepends=True):
+                self._add(line, ts, True)
+                urgent = urgent or is_report(line)
+        self._store._mark_dirty(self, urgent)
+
     def close(self) -> None:
         """The environment is gone: its last partial line becomes an event; the flusher writes it
         shortly (does not wait for the database)."""
@@ -201,11 +221,11 @@ class LogSink:
         self._last_ts = ts
         return ts
 
-    def _add(self, line: bytes, ts: int) -> None:
+    def _add(self, line: bytes, ts: int, platform: bool = False) -> None:
         while line:
             cut = len(line) if len(line) <= MAX_EVENT_BYTES else _utf8_cut(line, MAX_EVENT_BYTES)
             piece, line = line[:cut], line[cut:]
-            self._events.append((ts, piece.decode("utf-8", "replace"), len(piece)))
+            self._events.append((ts, piece.decode("utf-8", "replace"), len(piece), platform))
             self._buffered += len(piece)
         while self._buffered > MAX_BUFFER_BYTES and self._events:
             self._buffered -= self._events.popleft()[2]
@@ -488,7 +508,7 @@ class LogStore:
         total = 0
         for chunk in _chunks(events):
             size = sum(e[2] for e in chunk)
-            plain = json.dumps([[ts, msg] for ts, msg, _ in chunk], ensure_ascii=False,
+            plain = json.dumps([[e[0], e[1]] for e in chunk], ensure_ascii=False,
                                separators=(",", ":")).encode()
             last = seq + len(chunk) - 1
             sealed = self.keyring.seal(zlib.compress(plain, 6), _aad(key, seq, last))

@@ -199,13 +199,14 @@ class BridgedSandbox(Sandbox):
         raise InitFailed(InvokeResult(payload=doc, function_error="Unhandled", error_type=error_type or "Runtime.Unknown",
                                       log_tail=bytes(self._log[-LOG_TAIL:]), init_duration_ms=None))
 
-    def _emit(self, data: bytes) -> None:
+    def _emit(self, data: bytes, platform: bool = False) -> None:
         self._log += data
         if len(self._log) > 4 * LOG_TAIL:          # keep only what a tail can need
             del self._log[: len(self._log) - LOG_TAIL]
         if self._sink is not None:
             try:
-                self._sink(data)
+                # the platform's lines go to the sink marked as such (logs/store.py LogSink.platform)
+                (getattr(self._sink, "platform", self._sink) if platform else self._sink)(data)
             except Exception:
                 log.exception("log sink failed")
 
@@ -256,7 +257,7 @@ class BridgedSandbox(Sandbox):
     def _invoke(self, req: InvokeRequest) -> InvokeResult:
         rid = req.request_id
         self._log.clear()
-        self._emit(self._platform.start(rid, self.spec.function_version))
+        self._emit(self._platform.start(rid, self.spec.function_version), platform=True)
         hdr = {"request_id": rid, "deadline_ms": req.deadline_ms, "invoked_function_arn": req.invoked_function_arn,
                "client_context": req.client_context, "trace_id": req.trace_id}
         t0 = time.monotonic()
@@ -272,7 +273,7 @@ class BridgedSandbox(Sandbox):
                 if frame is None:
                     secs = self.spec.timeout_s
                     self._teardown()
-                    self._emit(f"{_now()} {rid} Task timed out after {secs:.2f} seconds\n".encode())
+                    self._emit(f"{_now()} {rid} Task timed out after {secs:.2f} seconds\n".encode(), platform=True)
                     payload, ferr, etype = _doc("Sandbox.Timedout", f"RequestId: {rid} Error: Task timed out after {secs:.2f} seconds"), "Unhandled", "Sandbox.Timedout"
                     break
                 kind, fh, body = frame
@@ -300,13 +301,13 @@ class BridgedSandbox(Sandbox):
             self._teardown()
             undelivered = self._never_taken(d, heard, oom)
             msg = f"Runtime exited with error: {status}" if status else "Runtime exited without providing a reason"
-            self._emit(f"{_now()} {rid} Error: {msg}\n".encode())
+            self._emit(f"{_now()} {rid} Error: {msg}\n".encode(), platform=True)
             payload, ferr, etype = _doc("Runtime.ExitError", f"RequestId: {rid} Error: {msg}"), "Unhandled", "Runtime.ExitError"
         dur = (time.monotonic() - t0) * 1000
         mem = self._max_memory_mb() if self.alive else self._last_mem
         init_ms = self._init_ms if self._first_invoke else None
         self._first_invoke = False
-        self._emit(self._platform.end_and_report(rid, dur, self.spec.memory_mb, mem, init_ms, etype))
+        self._emit(self._platform.end_and_report(rid, dur, self.spec.memory_mb, mem, init_ms, etype), platform=True)
         result = InvokeResult(payload=payload, function_error=ferr, error_type=etype,
                               log_tail=bytes(self._log[-LOG_TAIL:]),
                               duration_ms=round(dur, 3), max_memory_mb=mem, init_duration_ms=init_ms)
