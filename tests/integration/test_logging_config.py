@@ -242,3 +242,11 @@ def test_node_console_json_at_level(server, cleanup):
     assert recs[f"warn-{marker}"]["level"] == "WARN"
     assert f"debug-{marker}" not in recs
     assert any(r.get("type") == "platform.report" for r in _records(tail))
+
+    # Text (the default): AWS's "TIME\tREQUEST_ID\tLEVEL\tmessage" lines; console.debug too (no level)
+    lam.update_function_configuration(FunctionName=name, LoggingConfig={"LogFormat": "Text"})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    _, rid, tail = _invoke(lam, name, marker)
+    fields = {line.split("\t")[3]: line.split("\t") for line in tail if line.count("\t") >= 3 and rid in line}
+    assert fields[f"log-{marker}"][1:3] == [rid, "INFO"] and fields[f"warn-{marker}"][2] == "WARN"
+    assert fields[f"debug-{marker}"][2] == "DEBUG" and fields[f"log-{marker}"][0].endswith("Z")
