@@ -125,7 +125,7 @@ def _find(conn, scope: Scope, arn) -> object | None:
 def _require(conn, scope: Scope, arn):
     row = _find(conn, scope, arn)
     if row is None:
-        raise ResourceNotFoundException(f"The code signing configuration cannot be found: {arn}")
+        raise ResourceNotFoundException(f"The Lambda code signing configuration {arn} can not be found.")
     return row
 
 
