@@ -50,21 +50,21 @@ def runtime_argv(runtime: str, layout: Layout, bootstrap_exists: bool = True) ->
 def runtime_env(spec, layout: Layout) -> dict[str, str]:
     """Lambda's standard variables; the function's own may not override the reserved ones."""
     fam = family(spec.runtime)
-    L, T, O, R = layout.lang_root, layout.task_root, layout.opt_root, layout.runtime_dir
+    L, T, P, R = layout.lang_root, layout.task_root, layout.opt_root, layout.runtime_dir
     overridable = {
-        "PATH": f"{L}/bin:/usr/local/bin:/usr/bin/:/bin:{O}/bin",
+        "PATH": f"{L}/bin:/usr/local/bin:/usr/bin/:/bin:{P}/bin",
         "LANG": "en_US.UTF-8",
         "TZ": ":UTC",
-        "LD_LIBRARY_PATH": f"{L}/lib:/lib64:/usr/lib64:{R}:{R}/lib:{T}:{T}/lib:{O}/lib",
+        "LD_LIBRARY_PATH": f"{L}/lib:/lib64:/usr/lib64:{R}:{R}/lib:{T}:{T}/lib:{P}/lib",
     }
     if fam == "python":
         # AWS's search path: /var/task (the bootstrap puts it first), then a layer's python/lib/pythonX.Y/
         # site-packages and python/ under /opt, then the runtime's own modules.
         ver = spec.runtime[len("python"):]
-        overridable["PYTHONPATH"] = f"{O}/python/lib/python{ver}/site-packages:{O}/python:{R}"
+        overridable["PYTHONPATH"] = f"{P}/python/lib/python{ver}/site-packages:{P}/python:{R}"
     if fam == "nodejs":
         major = spec.runtime[len("nodejs"):].split(".")[0]
-        overridable["NODE_PATH"] = f"{O}/nodejs/node{major}/node_modules:{O}/nodejs/node_modules:{R}/node_modules:{R}:{T}"
+        overridable["NODE_PATH"] = f"{P}/nodejs/node{major}/node_modules:{P}/nodejs/node_modules:{R}/node_modules:{R}:{T}"
     reserved = {
         "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
         "AWS_LAMBDA_FUNCTION_VERSION": spec.function_version,

@@ -153,7 +153,8 @@ def _read_models_ahead(host_dir: str) -> dict:
     for service in WARM_SERVICES:
         for type_name in WARM_TYPES:
             loader.load_service_model(service, type_name, api_version=None)
-    inside = lambda v: INNER + v[len(host_dir):] if isinstance(v, str) and v.startswith(host_dir + "/") else v
+    def inside(v):
+        return INNER + v[len(host_dir):] if isinstance(v, str) and v.startswith(host_dir + "/") else v
     return {k: tuple(map(inside, v)) if isinstance(v, tuple) else v for k, v in loader._cache.items()}
 
 

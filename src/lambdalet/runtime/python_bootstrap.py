@@ -125,19 +125,19 @@ def load_handler(task_root, handler):
     try:
         modname, fname = handler.rsplit(".", 1)
     except ValueError as e:
-        raise _Fault("Runtime.MalformedHandlerName", f"Bad handler '{handler}': {e}")
+        raise _Fault("Runtime.MalformedHandlerName", f"Bad handler '{handler}': {e}") from None
     if "/" in modname:                       # "dir/sub.handler" is accepted by AWS
         sub, modname = os.path.split(modname)
         sys.path.insert(0, os.path.join(task_root, sub))
     try:
         mod = importlib.import_module(modname.replace("/", "."))
     except ImportError as e:
-        raise _Fault("Runtime.ImportModuleError", f"Unable to import module '{modname}': {e}")
+        raise _Fault("Runtime.ImportModuleError", f"Unable to import module '{modname}': {e}") from None
     except SyntaxError as e:
         raise _Fault("Runtime.UserCodeSyntaxError", f"Syntax error in module '{modname}': {e}",
-                     [f'  File "{e.filename}" Line {e.lineno}\n', f"    {(e.text or '').strip()}\n"])
+                     [f'  File "{e.filename}" Line {e.lineno}\n', f"    {(e.text or '').strip()}\n"]) from None
     except Exception as e:
-        raise _Fault(type(e).__name__, str(e), _trace(e))
+        raise _Fault(type(e).__name__, str(e), _trace(e)) from None
     fn = getattr(mod, fname, None)
     if fn is None:
         raise _Fault("Runtime.HandlerNotFound", f"Handler '{fname}' missing on module '{modname}'")
@@ -270,7 +270,7 @@ def main(conn=None):
             try:
                 out = json.dumps(result).encode()
             except (TypeError, ValueError) as e:
-                raise _Fault("Runtime.MarshalError", f"Unable to marshal response: {e}")
+                raise _Fault("Runtime.MarshalError", f"Unable to marshal response: {e}") from None
         except _Fault as f:
             doc = _error_doc(f.error_type, f.message, f.trace, rid)
         except Exception as e:
