@@ -274,7 +274,8 @@ class BridgedSandbox(Sandbox):
                     secs = self.spec.timeout_s
                     self._teardown()
                     self._emit(f"{_now()} {rid} Task timed out after {secs:.2f} seconds\n".encode(), platform=True)
-                    payload, ferr, etype = _doc("Sandbox.Timedout", f"RequestId: {rid} Error: Task timed out after {secs:.2f} seconds"), "Unhandled", "Sandbox.Timedout"
+                    payload = _doc("Sandbox.Timedout", f"RequestId: {rid} Error: Task timed out after {secs:.2f} seconds")
+                    ferr, etype = "Unhandled", "Sandbox.Timedout"
                     break
                 kind, fh, body = frame
                 if kind == bridge.LOG:
