@@ -232,7 +232,7 @@ def _leftovers(instance: str) -> tuple[bool, list[str]]:
     return table_name(instance) in tables, links
 
 
-def test_the_table_and_links_go_with_the_server_even_after_kill_9(lambdalet_server_factory, outside):
+def test_the_table_and_links_go_with_the_server_and_after_kill_9_with_the_next_server(lambdalet_server_factory, outside):
     srv = lambdalet_server_factory()
     instance = f"lambdalet-{Settings(data_dir=Path(srv.data_dir).resolve()).instance_id}"   # its cgroup parent
     lam = srv.client()
@@ -242,9 +242,11 @@ def test_the_table_and_links_go_with_the_server_even_after_kill_9(lambdalet_serv
     assert table
     srv.stop(sig=signal.SIGKILL)
     assert _leftovers(instance)[0]                   # a dead server's table stays ...
-    srv.start()                                      # ... until the next server on its data dir starts
-    lam = srv.client()
-    assert _probe(lam, [pub])[pub].startswith("connected")
+    other = lambdalet_server_factory()               # ... until the next server starts, whatever its data dir
+    assert not _leftovers(instance)[0]
+    assert _probe(other.client(), [pub])[pub].startswith("connected")
+    srv.start()                                      # and its own data dir works again
+    assert _probe(srv.client(), [pub])[pub].startswith("connected")
     srv.stop()
     end = time.monotonic() + 5
     while _leftovers(instance) != (False, []) and time.monotonic() < end:

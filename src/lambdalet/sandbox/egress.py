@@ -42,6 +42,7 @@ from lambdalet.sandbox.egress_policy import Policy
 log = logging.getLogger(__name__)
 DEFAULT_SUBNET = "10.200.0.0/16"
 MARKERS = "/run/lambdalet/forwarding"
+OWNERS = "/run/lambdalet/egress-owners"          # <table>: "<pid> <start time> <instance>" of the server making it
 REJECT = "reject with icmpx admin-prohibited"
 
 
@@ -122,8 +123,12 @@ class HostNetwork:
         self._uplinks = uplinks()
         self.remove_leftover_links()
         with _marker_lock():
+            sweep_dead_owners(keep=self.table)
             self._forward_uplinks()
             _nft(self._ruleset())
+            os.makedirs(OWNERS, mode=0o755, exist_ok=True)
+            with open(os.path.join(OWNERS, self.table), "w") as f:
+                f.write(f"{os.getpid()} {_start_time(os.getpid())} {instance}\n")
 
     # --- the table ------------------------------------------------------------------------------
     def _ruleset(self) -> str:
@@ -207,6 +212,10 @@ table inet {self.table} {{
             r = _run(["nft", "delete", "table", "inet", self.table])
             if r.returncode and "No such file" not in r.stderr:
                 log.error("egress: table %s could not be removed: %s", self.table, r.stderr.strip())
+            try:
+                os.unlink(os.path.join(OWNERS, self.table))
+            except FileNotFoundError:
+                pass
             others = _run(["nft", "list", "tables", "inet"]).stdout
             if "lambdalet_" not in others:      # the last server: forwarding back off where we turned it on
                 for dev in os.listdir(MARKERS) if os.path.isdir(MARKERS) else ():
@@ -221,12 +230,7 @@ table inet {self.table} {{
     def remove_leftover_links(self) -> list[str]:
         """Host ends (and unmoved peers) of this instance still on the host: links of a dead server's
         environments that were never moved, or of failed set-ups."""
-        gone = []
-        for _, name in socket.if_nameindex():
-            if name.startswith(self.prefix) and name[len(self.prefix):len(self.prefix) + 1] in ("h", "p"):
-                if _run(["ip", "link", "del", name]).returncode == 0:
-                    gone.append(name)
-        return gone
+        return _remove_links(self.prefix)
 
     # --- links ----------------------------------------------------------------------------------
     def make_link(self) -> Link:
@@ -290,6 +294,48 @@ table inet {self.table} {{
                 _run(["ip", "link", "del", link.host])
         finally:
             self._free(link.address)
+
+
+def _remove_links(prefix: str) -> list[str]:
+    gone = []
+    for _, name in socket.if_nameindex():
+        if name.startswith(prefix) and name[len(prefix):len(prefix) + 1] in ("h", "p"):
+            if _run(["ip", "link", "del", name]).returncode == 0:
+                gone.append(name)
+    return gone
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def sweep_dead_owners(keep: str = "") -> list[str]:
+    """Tables (and leftover links) of servers that are gone (killed -9, crashed), whatever their data dir:
+    each table's owner file names the process that made it. Call with the marker lock held."""
+    cleaned = []
+    try:
+        tables = os.listdir(OWNERS)
+    except FileNotFoundError:
+        return cleaned
+    for table in tables:
+        path = os.path.join(OWNERS, table)
+        try:
+            with open(path) as f:
+                pid, start, instance = f.read().split()
+        except (OSError, ValueError):
+            continue
+        if table == keep or (start and _start_time(int(pid)) == start):
+            continue                                   # ours, or its server is alive
+        _run(["nft", "delete", "table", "inet", table])
+        cleaned += [f"table {table}"] + [f"link {n}" for n in _remove_links(link_prefix(instance))]
+        os.unlink(path)
+    for line in cleaned:
+        log.warning("egress: cleaned up after a server that is gone: %s", line)
+    return cleaned
 
 
 class _marker_lock:
