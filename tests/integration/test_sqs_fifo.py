@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from .e2e_support import ROLE, WAIT, make_zip
+from .tenancy_support import mapping_role
 
 IS_ROOT = os.geteuid() == 0
 
@@ -38,6 +39,12 @@ def sqs(srv):
 @pytest.fixture(scope="module")
 def lam(srv):
     return srv.client("lambda")
+
+
+@pytest.fixture(scope="module")
+def reader_role(srv):
+    """A mapping needs an execution role that may read the queue (AWS checks it at creation)."""
+    return mapping_role(srv.client("iam"))
 
 
 def _fifo(sqs, name: str | None = None, **attrs) -> tuple[str, str]:
@@ -248,10 +255,10 @@ def handler(event, context):
 '''
 
 
-def _function(lam, fail_at: int = -1) -> str:
+def _function(lam, role: str, fail_at: int = -1) -> str:
     name = _name("fifo-fn")
     code = ORDER_HANDLER.replace("FAIL_AT", str(fail_at))
-    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE, Timeout=1,
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=role, Timeout=1,
                         Code={"ZipFile": make_zip({"app.py": code})})
     lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
     return name
@@ -293,9 +300,9 @@ def _wait_empty(sqs, url: str, timeout: float = 120) -> None:
     pytest.fail(f"queue not drained: {a}")
 
 
-def test_esm_processes_each_group_in_order(srv, lam, sqs):
+def test_esm_processes_each_group_in_order(srv, lam, sqs, reader_role):
     groups, per_group = ["g1", "g2", "g3", "g4"], 50
-    fn = _function(lam)
+    fn = _function(lam, reader_role)
     url, arn = _fifo(sqs, VisibilityTimeout=5)
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as ei:
         lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=fn, BatchSize=10,
@@ -320,11 +327,11 @@ def test_esm_processes_each_group_in_order(srv, lam, sqs):
     sqs.delete_queue(QueueUrl=url)
 
 
-def test_esm_partial_batch_failure_keeps_order(srv, lam, sqs):
+def test_esm_partial_batch_failure_keeps_order(srv, lam, sqs, reader_role):
     """The function fails n == 7 on its first receive and reports only that item: the records after it
     in its group (8, 9) must not be deleted, but come back after 7, in order."""
     groups, per_group = ["x", "y"], 20
-    fn = _function(lam, fail_at=7)
+    fn = _function(lam, reader_role, fail_at=7)
     url, arn = _fifo(sqs, VisibilityTimeout=1)
     _send_groups(sqs, url, groups, per_group)
     mapping = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=fn, BatchSize=10,

@@ -369,6 +369,7 @@ def test_function_env_sealed_under_its_kms_key(env, lam):
     with env.db.read() as conn:
         sealed = conn.execute(sa.select(V.c.env_sealed)).scalar()
     assert sealed_key_id(sealed) == f"kms-{md['KeyId']}"
+    lam.get_function_configuration(env.ctx, {"FunctionName": "f"})     # a read completes Pending -> Active
     assert dict(lam.resolve_version(ACCOUNT, "f").environment) == {"TOKEN": "s3cr3t"}
     lam.publish_version(env.ctx, {"FunctionName": "f"})
     with env.db.read() as conn:
@@ -419,6 +420,7 @@ def test_kms_key_arn_is_checked_when_configured(env, lam):
     lam.update_function_configuration(env.ctx, {"FunctionName": "f1", "KMSKeyArn": ""})
     with env.db.read() as conn:
         assert sealed_key_id(conn.execute(sa.select(V.c.env_sealed)).scalar()) == "platform"
+    lam.get_function_configuration(env.ctx, {"FunctionName": "f1"})    # a read completes the update
     assert lam.resolve_version(ACCOUNT, "f1").environment["A"] == "1"
     # another account's key, not shared with us
     other_key = env.call("create_key", make_ctx(OTHER))["KeyMetadata"]
