@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-install-test: $(TSTAMP)
+install-test: $(TSTAMP) python-sdk
 
 $(TSTAMP): $(STAMP) pyproject.toml | $(NODE22)/.stamp $(SAMVENV)/.stamp
 	$(BIN)/pip install -q -e '.[test]'
