@@ -236,33 +236,26 @@ class RequestAuthorizer:
 
     def _layer_version(self, region: str, account: str, name: str, version: int) -> Policy | None:
         """Cached like function facts (every layer write bumps the same generation)."""
-        key = ("layer", region, account, name, version)
-        generation = self.generation()
-        hit = self._facts.get(key)
-        if hit is not None and hit[0] == generation and generation >= 0:
-            return hit[1]
-        document, policy = self.layer_policies(region, account, name, version), None
-        if document:
-            try:
-                policy = parse_policy(document, "resource", label=f"layer-version-policy:{name}:{version}")
-            except MalformedPolicy:
-                policy = None
-        if len(self._facts) >= self.CACHE_ENTRIES:
-            self._facts.clear()
-        self._facts[key] = (generation, policy, {})
-        return policy
+        return self._cached_policy(("layer", region, account, name, version), self.generation(),
+                                   lambda: self.layer_policies(region, account, name, version),
+                                   f"layer-version-policy:{name}:{version}")
 
     def _queue(self, region: str, account: str, name: str) -> Policy | None:
         """A queue's policy, cached against the queue service's generation (every queue write moves it)."""
-        key = ("queue", region, account, name)
-        generation = self.queue_generation()
+        return self._cached_policy(("queue", region, account, name), self.queue_generation(),
+                                   lambda: self.queue_policies(region, account, name), f"queue-policy:{name}")
+
+    def _cached_policy(self, key: tuple, generation: int, load: Callable[[], str | None], label: str
+                       ) -> Policy | None:
+        """A resource policy by `key`, parsed once per `generation` (a negative one is never cached);
+        a document that does not parse counts as no policy."""
         hit = self._facts.get(key)
         if hit is not None and hit[0] == generation and generation >= 0:
             return hit[1]
-        document, policy = self.queue_policies(region, account, name), None
+        document, policy = load(), None
         if document:
             try:
-                policy = parse_policy(document, "resource", label=f"queue-policy:{name}")
+                policy = parse_policy(document, "resource", label=label)
             except MalformedPolicy:
                 policy = None
         if len(self._facts) >= self.CACHE_ENTRIES:
