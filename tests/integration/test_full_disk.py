@@ -140,8 +140,13 @@ def test_a_nearly_full_disk_sheds_logs_then_writes_with_retryable_errors_and_rec
     sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                                                       for i, m in enumerate(got)])
     assert json.loads(lam.invoke(FunctionName=name, Payload=b'{"n": 2}')["Payload"].read()) == {"ok": 2}
-    doc = json.loads(status(srv).stdout)
-    assert doc["disk"]["calls_refused"] >= len(refusals) + 1 and doc["disk"]["log_bytes_dropped"] > 0
+    deadline = time.monotonic() + 5        # the monitor publishes its counters once a second
+    while True:
+        doc = json.loads(status(srv).stdout)
+        if doc["disk"]["calls_refused"] >= len(refusals) + 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert doc["disk"]["calls_refused"] >= len(refusals) + 1 and doc["disk"]["log_bytes_dropped"] > 0, doc
     log = srv.log_text(limit=400_000)
     assert "DATA DISK CRITICAL" in log and "internal error" not in log and "Traceback" not in log, log[-4000:]
 
