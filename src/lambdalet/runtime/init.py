@@ -49,6 +49,7 @@ class _State:
         self.log_lock = threading.Lock()
         self.timings: dict = {}
         self.t_spawn = 0.0
+        self.runtime_pid = 0            # set by the reaper, which every spawn path starts
 
     def send(self, kind: int, header: dict | None = None, body: bytes = b"") -> None:
         with self.send_lock:
@@ -113,7 +114,7 @@ def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
             st.send(bridge.READY, st.timings)
         while st.pending is None:
             st.cond.wait()
-        if _hung_up(conn.sock):
+        if _hung_up(conn.sock) or _kill_pending(st.runtime_pid):
             return      # the runtime is gone (killed while frozen): the event stays untaken, EXIT says so
         hdr, payload = st.pending
         st.pending = None
@@ -128,6 +129,23 @@ def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
 
 
 _HANGUP = select.POLLIN | select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0x2000)
+
+
+def _kill_pending(pid: int) -> bool:
+    """The runtime was SIGKILLed while frozen and has not run since the thaw (so its socket still looks
+    open): the kill is pending in its /proc status, or it is already a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & (1 << (signal.SIGKILL - 1)):
+                    return True
+                if line.startswith("State:") and line.split()[1] in ("Z", "X"):
+                    return True
+    except (OSError, ValueError, IndexError):
+        return False
+    return False
 
 
 def _hung_up(sock: socket.socket) -> bool:
@@ -200,6 +218,7 @@ def _log_pump(st: _State) -> None:
 
 
 def _reaper(st: _State, cfg: InitConfig, runtime_pid: int) -> None:
+    st.runtime_pid = runtime_pid
     while True:
         try:
             pid, status = os.waitpid(-1 if cfg.pid1 else runtime_pid, 0)
