@@ -114,9 +114,10 @@ def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
             st.send(bridge.READY, st.timings)
         while st.pending is None:
             st.cond.wait()
-        if _hung_up(conn.sock) or _kill_pending(st.runtime_pid):
-            return      # the runtime is gone (killed while frozen): the event stays untaken, EXIT says so
         hdr, payload = st.pending
+        # a runtime killed while frozen still looks alive until scheduled: /proc is read only after a thaw
+        if _hung_up(conn.sock) or (hdr.get("after_thaw") and _kill_pending(st.runtime_pid)):
+            return      # the runtime is gone (killed while frozen): the event stays untaken, EXIT says so
         st.pending = None
         st.current = hdr["request_id"]
     headers = [("Lambda-Runtime-Aws-Request-Id", hdr["request_id"]),

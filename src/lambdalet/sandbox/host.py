@@ -48,6 +48,7 @@ class BridgedSandbox(Sandbox):
         self._reader = bridge.FrameReader()
         self._lock = threading.Lock()     # one invocation at a time; also guards state changes
         self._state = "new"               # new -> ready <-> frozen -> dead
+        self._after_thaw = False          # the next INVOKE is the first since a thaw
         self._timings: dict = {}
         self._init_ms: float | None = None
         self._first_invoke = True
@@ -165,6 +166,7 @@ class BridgedSandbox(Sandbox):
         invocation then finds out, see NotDelivered in _invoke.)"""
         self._do_thaw()
         self._state = "ready"
+        self._after_thaw = True            # init checks the runtime for a kill pending since the freeze
         if self._hangup is None and self._sock is not None:
             self._hangup = select.poll()
             self._hangup.register(self._sock, select.POLLHUP | select.POLLERR)   # not POLLIN: logs may wait
@@ -260,6 +262,9 @@ class BridgedSandbox(Sandbox):
         self._emit(self._platform.start(rid, self.spec.function_version), platform=True)
         hdr = {"request_id": rid, "deadline_ms": req.deadline_ms, "invoked_function_arn": req.invoked_function_arn,
                "client_context": req.client_context, "trace_id": req.trace_id}
+        if self._after_thaw:
+            hdr["after_thaw"] = True
+            self._after_thaw = False
         t0 = time.monotonic()
         deadline = t0 + max(req.deadline_ms / 1000.0 - time.time(), 0.0)
         payload, ferr, etype = b"", None, None
