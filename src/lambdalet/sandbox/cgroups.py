@@ -311,15 +311,12 @@ class Cgroup:
         long): a child forked meanwhile is caught by the next pass."""
         if self.version == 2 and os.path.exists(f"{self.dirs['unified']}/cgroup.kill"):
             _write(f"{self.dirs['unified']}/cgroup.kill", "1")
-        # Dying tasks run their exit in this group: under a small function's CPU quota a thousand of them
-        # take a second to go. Lift the quota, and let no fork refill what each pass kills.
-        for path, value in ((self._cpu_max_file(), "max" if self.version == 2 else "-1"),
-                            (f"{self.dirs.get('unified') or self.dirs.get('pids')}/pids.max", "0")):
-            try:
-                _write(path, value)
-            except OSError:
-                pass
+        try:        # no fork succeeds from here on: nothing refills what each pass kills
+            _write(f"{self.dirs.get('unified') or self.dirs.get('pids')}/pids.max", "0")
+        except OSError:
+            pass
         end = time.monotonic() + timeout_s
+        quota_lifted = False
         while (pids := self.pids()):
             try:
                 self.freeze(wait=False)
@@ -329,6 +326,12 @@ class Cgroup:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
+                    pass
+            if not quota_lifted:     # dying tasks exit in this group: under a 128 MB function's quota a
+                quota_lifted = True  # thousand of them took a second; all have SIGKILL pending, none runs code
+                try:
+                    _write(self._cpu_max_file(), "max" if self.version == 2 else "-1")
+                except OSError:
                     pass
             try:
                 self.thaw()           # SIGKILL is delivered once the tasks run again
