@@ -5,10 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
 TSTAMP := $(VENV)/.stamp-test
 
-# Node.js 22 for nodejs22.x functions, from the npm registry only: the package node-linux-<arch>@22
-# carries the node binary itself (no install script, nothing fetched from nodejs.org). Optional: no
-# npm, or no network, only means nodejs22.x is not offered (`lambdalet runtimes` lists what is).
+# Node.js 22 and 24 for nodejs22.x / nodejs24.x functions, from the npm registry only: the package
+# node-linux-<arch>@NN carries the node binary itself (no install script, nothing fetched from
+# nodejs.org). Optional: no npm, or no network, only means that runtime is not offered (`lambdalet
+# runtimes` lists what is).
 NODE22 := $(VENV)/runtimes/node22
+NODE24 := $(VENV)/runtimes/node24
 SAMVENV := $(VENV)/tools/sam
 NODE_ARCH := $(patsubst x86_64,x64,$(patsubst aarch64,arm64,$(shell uname -m)))
 
@@ -17,21 +19,32 @@ NODE_ARCH := $(patsubst x86_64,x64,$(patsubst aarch64,arm64,$(shell uname -m)))
 # Optional: without it (no network), functions must vendor their SDK.
 PYTHON_SDK := boto3==1.44.18
 
-.PHONY: install install-test serve test lint clean python-sdk
+# The AWS SDK for JavaScript v3 in the Node.js runtimes (as AWS's nodejs18.x+ carry it): the clients
+# listed in runtime/nodesdk.py, from npm (--ignore-scripts) into .venv/runtimes/node-sdk/<major> for
+# each nodejsNN.x the host runs (runtime/nodesdk_provision.py). One version for all; an item
+# `nodejs22.x=3.x.y` after it pins one runtime apart. Optional: without it, functions bundle their SDK.
+NODE_SDK := 3.1178.0
 
-install: $(STAMP) $(NODE22)/.stamp python-sdk
+.PHONY: install install-test serve test lint clean python-sdk node-sdk
+
+install: $(STAMP) $(NODE22)/.stamp $(NODE24)/.stamp python-sdk node-sdk
 
 python-sdk: | $(STAMP)
 	@$(BIN)/python -m lambdalet.runtime.pysdk_provision $(VENV)/runtimes $(PYTHON_SDK) || \
 	  echo "note: could not provision $(PYTHON_SDK): Python functions must bring their own AWS SDK"
 
-$(NODE22)/.stamp: | $(STAMP)
+# After the node binaries: it provisions the SDK for every nodejsNN.x the host then runs.
+node-sdk: | $(STAMP) $(NODE22)/.stamp $(NODE24)/.stamp
+	@$(BIN)/python -m lambdalet.runtime.nodesdk_provision $(VENV)/runtimes $(NODE_SDK) || \
+	  echo "note: could not provision the AWS SDK for JavaScript: Node.js functions must bundle their own"
+
+$(VENV)/runtimes/node%/.stamp: | $(STAMP)
 	@if ! command -v npm >/dev/null; then \
-	  echo "note: npm not found: nodejs22.x functions will not be available (install npm, then re-run make install)"; \
-	elif npm install --prefix $(NODE22) --no-save --ignore-scripts --no-audit --no-fund --loglevel=error \
-	       node-linux-$(NODE_ARCH)@22 && $(NODE22)/node_modules/node-linux-$(NODE_ARCH)/bin/node --version; then \
+	  echo "note: npm not found: nodejs$*.x functions will not be available (install npm, then re-run make install)"; \
+	elif npm install --prefix $(VENV)/runtimes/node$* --no-save --ignore-scripts --no-audit --no-fund --loglevel=error \
+	       node-linux-$(NODE_ARCH)@$* && $(VENV)/runtimes/node$*/node_modules/node-linux-$(NODE_ARCH)/bin/node --version; then \
 	  touch $@; \
-	else echo "note: could not provision Node.js 22 from npm: nodejs22.x functions will not be available"; fi
+	else echo "note: could not provision Node.js $* from npm: nodejs$*.x functions will not be available"; fi
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -40,9 +53,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-install-test: $(TSTAMP) python-sdk
+install-test: $(TSTAMP) python-sdk node-sdk
 
-$(TSTAMP): $(STAMP) pyproject.toml | $(NODE22)/.stamp $(SAMVENV)/.stamp
+$(TSTAMP): $(STAMP) pyproject.toml | $(NODE22)/.stamp $(NODE24)/.stamp $(SAMVENV)/.stamp
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 

@@ -149,7 +149,9 @@ def runtimes(runtimes_dir: Path | None, runtime_interpreters: tuple[str, ...]) -
     cat = default_catalogue().with_host(host)
     for rid in cat.available():
         ex = host.get(rid)
-        sdk = f"   boto3 {ex.sdk_version}" if ex.sdk_dir else ("   (no AWS SDK: make install)" if rid.startswith("python") else "")
+        sdk_name = "@aws-sdk/* (v3)" if rid.startswith("nodejs") else "boto3"
+        managed = rid.startswith(("python", "nodejs"))
+        sdk = f"   {sdk_name} {ex.sdk_version}" if ex.sdk_dir else ("   (no AWS SDK: make install)" if managed else "")
         click.echo(f"{rid:<16} {ex.version or '-':<10} {ex.exe or '(the function’s own bootstrap)'}{sdk}")
     missing = [r for r in default_catalogue().with_host(None).available() if not host.runs(r)]
     if missing:

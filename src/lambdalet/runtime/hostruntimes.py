@@ -4,11 +4,14 @@ The catalogue (services/runtimes.py) says what AWS accepts; this says what lambd
 - pythonX.Y: an interpreter of exactly that version: the server's own (forked from init, pyfork.py),
   else a configured path, /usr/bin/pythonX.Y, /usr/local/bin/pythonX.Y, pyenv's versions/X.Y.*;
 - nodejsNN.x: a node of that major: provisioned under the runtimes dir (`make install` puts the npm
-  package node-linux-<arch>@22 in <runtimes_dir>/node22), a configured path, or `node` on PATH;
+  packages node-linux-<arch>@22 and @24 in <runtimes_dir>/node22, node24), a configured path, or
+  `node` on PATH;
 - provided.*: always (the function brings its own bootstrap).
 A Python runtime also carries the AWS SDK for Python when `make install` provisioned it in
 <runtimes_dir>/python-sdk/X.Y (pysdk_provision.py): bound read-only at the interpreter's
-site-packages inside (runtime/pysdk.py), where an exec'd interpreter finds it too.
+site-packages inside (runtime/pysdk.py), where an exec'd interpreter finds it too. A Node.js runtime
+carries the AWS SDK for JavaScript v3 from <runtimes_dir>/node-sdk/<major> (nodesdk.py), bound
+read-only at /var/runtime/node_modules as on AWS.
 An executor's prefix is bound at /var/lang by the namespace backend; the interpreter runs as
 /var/lang/<its path below the prefix>.
 """
@@ -27,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lambdalet.runtime import nodesdk
 from lambdalet.runtime.hostarch import HostArchitectures, detect as detect_architectures
 
 PYENV_ROOT = os.environ.get("PYENV_ROOT") or "/root/.pyenv"
@@ -39,13 +43,18 @@ class Executor:
     prefix: str           # host directory bound at /var/lang ("" for provided.*)
     version: str          # "3.12.1", "v22.23.3", ""
     fork: bool = False    # python only: the server's own interpreter, so init may fork it (pyfork.py)
-    sdk_dir: str = ""     # python only: host dir of its AWS SDK (boto3...), bound at `sdk_inner`
-    sdk_version: str = ""  # that SDK's boto3 version
+    sdk_dir: str = ""     # host dir of its AWS SDK (boto3..., or @aws-sdk/* v3), bound at `sdk_inner`
+    sdk_version: str = ""  # that SDK's version (boto3's, or the v3 clients')
 
     @property
     def sdk_inner(self) -> str:
-        """Where the SDK is inside: the interpreter's own site-packages (the last sys.path entry)."""
-        return f"/var/lang/lib/python{self.runtime[len('python'):]}/site-packages" if self.sdk_dir else ""
+        """Where the SDK is inside: Python's own site-packages (the last sys.path entry); for Node.js
+        /var/runtime/node_modules (the last NODE_PATH entry)."""
+        if not self.sdk_dir:
+            return ""
+        if self.runtime.startswith("nodejs"):
+            return nodesdk.INNER
+        return f"/var/lang/lib/python{self.runtime[len('python'):]}/site-packages"
 
     @property
     def inner_exe(self) -> str:
@@ -161,8 +170,12 @@ def discover(runtimes: list[str], *, runtimes_dir: Path | None = None,
             ex = python_executor(rid, python_candidates(rid[len("python"):], interpreters))
         elif re.fullmatch(r"nodejs\d+\.x", rid):
             ex = node_executor(rid, node_candidates(rid[len("nodejs"):].split(".")[0], runtimes_dir, interpreters))
+        if ex is not None and rid.startswith("python"):
+            ex = with_sdk(ex, runtimes_dir)
+        elif ex is not None and rid.startswith("nodejs"):
+            ex = with_node_sdk(ex, runtimes_dir)
         if ex is not None:
-            found[rid] = with_sdk(ex, runtimes_dir) if rid.startswith("python") else ex
+            found[rid] = ex
     return HostRuntimes(found)
 
 
@@ -176,6 +189,12 @@ def with_sdk(ex: Executor, runtimes_dir: Path | None) -> Executor:
         return ex
     versions = [p.name[len("boto3-"):-len(".dist-info")] for p in sdk.glob("boto3-*.dist-info")]
     return dataclasses.replace(ex, sdk_dir=str(sdk.resolve()), sdk_version=versions[0] if versions else "?")
+
+
+def with_node_sdk(ex: Executor, runtimes_dir: Path | None) -> Executor:
+    """The executor with the AWS SDK for JavaScript provisioned for its node major, if there is one."""
+    got = nodesdk.provisioned(runtimes_dir, ex.runtime[len("nodejs"):].split(".")[0])
+    return dataclasses.replace(ex, sdk_dir=got[0], sdk_version=got[1]) if got else ex
 
 
 def default_runtimes_dir() -> Path | None:
