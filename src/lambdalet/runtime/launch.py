@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 
 RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))   # this package: bootstraps live here
-RUNTIME_FILES = ("python_bootstrap.py", "node_bootstrap.js")   # what an environment's /var/runtime holds
+RUNTIME_FILES = ("python_bootstrap.py", "node_bootstrap.js", "node_path_esm.js")   # an environment's /var/runtime
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,9 @@ def runtime_argv(runtime: str, layout: Layout, bootstrap_exists: bool = True) ->
         # -s: no user site; the interpreter's own site-packages is hidden by the namespace backend
         return [layout.python_exe, "-s", os.path.join(layout.runtime_dir, "python_bootstrap.py")]
     if fam == "nodejs":
-        return [layout.node_exe, os.path.join(layout.runtime_dir, "node_bootstrap.js")]
+        # node_path_esm.js: `import` falls back to NODE_PATH (the layers', the AWS SDK's) as on AWS
+        return [layout.node_exe, "--require", os.path.join(layout.runtime_dir, "node_path_esm.js"),
+                os.path.join(layout.runtime_dir, "node_bootstrap.js")]
     # provided: /var/task/bootstrap, else /opt/bootstrap (as AWS looks them up)
     task = os.path.join(layout.task_root, "bootstrap")
     return [task if bootstrap_exists else os.path.join(layout.opt_root, "bootstrap")]

@@ -52,7 +52,7 @@ class Family:
     hide: tuple[str, ...]        # inside paths covered by an empty tmpfs (the interpreter's site-packages)
     python_fork: bool            # the runtime is our python_bootstrap forked from init (pyfork.py)
     inner_exe: str               # the interpreter's path inside
-    sdk_bind: tuple[str, str] | None = None   # Python: (host dir of its AWS SDK, its site-packages inside), runtime/pysdk.py
+    sdk_bind: tuple[str, str] | None = None   # (host dir of its AWS SDK, where inside): runtime/pysdk.py, nodesdk.py
 
 
 class NamespaceSandbox(BridgedSandbox):
@@ -274,6 +274,9 @@ class NamespaceBackend(Backend):
         path (mounts.neutral_view), made before the fork server copies the mount table; a prefix that
         cannot get one is bound as it is (its path then shows in /proc/self/mountinfo)."""
         prefixes = {self.python_prefix} | {ex.prefix for ex in self.runtimes().executors() if ex.prefix}
+        # Node's AWS SDK dirs too (runtime/nodesdk.py); Python's forked one is a tmpfs copy in the fork server.
+        prefixes |= {ex.sdk_dir for ex in self.runtimes().executors()
+                     if getattr(ex, "sdk_dir", "") and ex.runtime.startswith("nodejs")}
         views = {}
         for n, prefix in enumerate(sorted(prefixes)):
             try:
@@ -407,9 +410,13 @@ class NamespaceBackend(Backend):
         inner = ex.inner_exe or f"/var/lang/bin/{self.python_name}"
         hide = f"/var/lang/lib/{os.path.basename(inner) if ex.runtime.startswith('python') else self.python_name}" \
                "/site-packages"            # the host interpreter's packages
-        sdk = (getattr(ex, "sdk_dir", ""), getattr(ex, "sdk_inner", "")) if getattr(ex, "sdk_dir", "") else None
+        sdk_dir = getattr(ex, "sdk_dir", "")
+        # Node's SDK is bound from its neutral view (as the prefixes are); the forked Python's is not viewed
+        sdk = (self._lang_views.get(sdk_dir, sdk_dir), getattr(ex, "sdk_inner", "")) if sdk_dir else None
         prefix = ex.prefix or self.python_prefix
-        return Family(lang_prefix=self._lang_views.get(prefix, prefix), hide=() if sdk else (hide,), inner_exe=inner,
+        python_sdk = sdk is not None and ex.runtime.startswith("python")     # it covers the hidden site-packages
+        return Family(lang_prefix=self._lang_views.get(prefix, prefix), hide=() if python_sdk else (hide,),
+                      inner_exe=inner,
                       python_fork=launch.family(ex.runtime) == "python" and ex.fork, sdk_bind=sdk)   # exec any other Python
 
     def jail_config(self, fam: Family, uid: int, cg: Cgroup, *, code_dir: str | None = None,
