@@ -49,3 +49,27 @@ def test_close_wakes_getters_and_returns_what_waits():
     assert q.close() == [2]
     t.join(2)
     assert results == [None]
+
+
+def test_a_function_at_its_cap_leaves_its_accounts_workers_to_the_other_functions():
+    q = FairQueue(account_cap=4, function_cap=2)
+    for i in range(6):
+        q.put(("A", "slow"), f"slow-{i}")
+    assert [q.get()[1] for _ in range(2)] == ["slow-0", "slow-1"]
+    assert q.running("A", "slow") == 2 and not q.runnable(), "slow is at its cap though A is not"
+    q.put(("A", "fast"), "fast-0")
+    assert q.get() == (("A", "fast"), "fast-0"), "A's other function runs beside slow's backlog"
+    q.done(("A", "slow"))
+    assert q.get() == (("A", "slow"), "slow-2")
+    assert q.running("A") == 3 and q.running("A", "slow") == 2
+
+
+def test_internal_queue_names_are_per_function_and_valid_sqs_names():
+    import re
+
+    from lambdalet.events.async_invoke import account_of_queue, queue_name
+    short, long_ = queue_name("111122223333", "fn"), queue_name("111122223333", "f" * 64)
+    assert short == "lambdalet-async-111122223333-fn"
+    assert len(long_) <= 80 and re.fullmatch(r"[A-Za-z0-9_-]+", long_)
+    assert long_ != queue_name("111122223333", "f" * 63 + "g"), "long names stay apart (hash of the whole name)"
+    assert {account_of_queue(n) for n in (short, long_, "lambdalet-async-111122223333")} == {"111122223333"}

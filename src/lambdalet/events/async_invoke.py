@@ -3,12 +3,17 @@
 internal queue; the pollers (poller.py) deliver it.
 
 Internal queues live in the queue service under INTERNAL_ACCOUNT, an account id no user owns, so no
-user's ListQueues shows them: one queue per (user account, region), `lambdalet-async-<account>`.
+user's ListQueues shows them: one queue per (user account, region, function),
+`lambdalet-async-<account>-<function>` (a hash for a long name), so a deep backlog of one function is
+never claimed ahead of the account's other functions (issue 21.7; the pollers take the queues round
+robin per account, then per function). Queues named `lambdalet-async-<account>` (one per account,
+before) are still delivered.
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import logging
 import threading
@@ -33,6 +38,7 @@ log = logging.getLogger("lambdalet.events")
 
 INTERNAL_ACCOUNT = "999999999999"       # reserved: owner of the platform's internal queues
 QUEUE_PREFIX = "lambdalet-async-"
+MAX_QUEUE_NAME = 80                      # SQS's limit on a queue name
 EVENT_PAYLOAD_LIMIT = 1_048_576          # Invoke, InvocationType=Event (AWS: 1 MB)
 INVOKE_ASYNC_LIMIT = 262_144             # the deprecated InvokeAsync keeps its 256 KB
 INLINE_MAX = 200_000                     # larger message bodies keep their payload in event_payloads
@@ -55,7 +61,7 @@ class AsyncInvocations:
         self.resolve = resolve                       # Invoker.resolve: (ctx, name, qualifier) -> Target
         self.region = region
         self.committer = GroupCommitter(self._flush)
-        self._known: dict[tuple[str, str], str] = {}  # (account, region) -> internal queue ARN
+        self._known: dict[tuple[str, str, str], str] = {}  # (account, region, function) -> internal queue ARN
         self._lock = threading.Lock()
         self._listeners: list[Callable[[str], None]] = []
 
@@ -104,8 +110,8 @@ class AsyncInvocations:
     # ------------------------------------------------------------------ internal API
     def enqueue(self, msg: EventMessage, delay_s: float = 0) -> str:
         """Durably queue one event for delivery (committed with fsync before returning)."""
-        name = self.queue_name(msg.account_id)
-        arn = self.ensure_queue(msg.account_id, msg.region)
+        name = self.queue_name(msg.account_id, msg.function_name)
+        arn = self.ensure_queue(msg.account_id, msg.region, msg.function_name)
         body = msg.encode()
         if len(body) > INLINE_MAX and msg.payload is not None:
             ref = self._store_payload(msg.payload.encode())
@@ -124,15 +130,15 @@ class AsyncInvocations:
         self._listeners.append(listener)
 
     @staticmethod
-    def queue_name(account_id: str) -> str:
-        return QUEUE_PREFIX + account_id
+    def queue_name(account_id: str, function_name: str) -> str:
+        return queue_name(account_id, function_name)
 
-    def ensure_queue(self, account_id: str, region: str) -> str:
-        key = (account_id, region)
+    def ensure_queue(self, account_id: str, region: str, function_name: str) -> str:
+        key = (account_id, region, function_name)
         arn = self._known.get(key)
         if arn is None:
-            arn = self.queues.ensure_queue(INTERNAL_ACCOUNT, self.queue_name(account_id), dict(INTERNAL_QUEUE_ATTRS),
-                                           region=region)
+            arn = self.queues.ensure_queue(INTERNAL_ACCOUNT, queue_name(account_id, function_name),
+                                           dict(INTERNAL_QUEUE_ATTRS), region=region)
             with self._lock:
                 self._known[key] = arn
             for notify in list(self._listeners):
@@ -184,6 +190,23 @@ class AsyncInvocations:
         """One group-commit batch: every entry in one fsynced transaction (queues' internal API)."""
         arn = f"arn:aws:sqs:{region}:{INTERNAL_ACCOUNT}:{queue_name}"
         return self.queues.enqueue_batch(arn, entries, sender_id=INTERNAL_ACCOUNT)
+
+
+def queue_name(account_id: str, function_name: str) -> str:
+    """The internal queue of one function's events. SQS names hold 80 characters: a name that does not
+    fit keeps a readable head and a hash of the whole name."""
+    name = f"{QUEUE_PREFIX}{account_id}-{function_name}"
+    if len(name) <= MAX_QUEUE_NAME:
+        return name
+    digest = hashlib.sha256(function_name.encode()).hexdigest()[:24]
+    head = function_name[:MAX_QUEUE_NAME - len(QUEUE_PREFIX) - len(account_id) - 2 - len(digest)]
+    return f"{QUEUE_PREFIX}{account_id}-{head}_{digest}"
+
+
+def account_of_queue(name: str) -> str:
+    """The user account an internal queue's events belong to (both the per-function and the former
+    per-account names start with it)."""
+    return name[len(QUEUE_PREFIX):len(QUEUE_PREFIX) + 12]
 
 
 def _payload_aad(pid: str) -> bytes:

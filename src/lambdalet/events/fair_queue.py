@@ -5,7 +5,8 @@ account's events by 28 s when the workers took events first come, first served).
 Workers take round robin: the next account with a waiting event, then that account's next function.
 An account never has more than `account_cap` events running at once (set below the number of
 workers), so another account's event finds a worker at once, or after the account ahead of it in the
-round finishes one invocation. Thread-safe; `get` blocks.
+round finishes one invocation; likewise one function never runs more than `function_cap` of them
+(below `account_cap`), so its account's other functions find a worker too. Thread-safe; `get` blocks.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ Lane = tuple[Hashable, Hashable]         # (account, function)
 
 
 class FairQueue:
-    def __init__(self, account_cap: int):
+    def __init__(self, account_cap: int, function_cap: int | None = None):
         self.account_cap = max(1, int(account_cap))
+        self.function_cap = max(1, min(self.account_cap, int(function_cap or self.account_cap)))
         self._cond = threading.Condition()
         # account -> function -> waiting items; both in round-robin order (served ones move to the end)
         self._waiting: OrderedDict[Hashable, OrderedDict[Hashable, deque]] = OrderedDict()
         self._running: dict[Hashable, int] = {}
+        self._lanes: dict[Lane, int] = {}       # running per (account, function)
         self._closed = False
 
     def put(self, lane: Lane, item: Any) -> None:
@@ -45,25 +48,24 @@ class FairQueue:
     def done(self, lane: Lane) -> None:
         """The item taken from `lane` has been handled: its account may run another."""
         with self._cond:
-            n = self._running.get(lane[0], 0) - 1
-            if n > 0:
-                self._running[lane[0]] = n
-            else:
-                self._running.pop(lane[0], None)
+            _decrement(self._running, lane[0])
+            _decrement(self._lanes, lane)
             self._cond.notify()
 
     def runnable(self) -> bool:
         """Whether a worker could take something now (else the dispatcher should claim more)."""
         with self._cond:
-            return any(self._running.get(a, 0) < self.account_cap for a in self._waiting)
+            return any(self._may_run(a, f) for a, fns in self._waiting.items() for f in fns)
 
     def waiting(self, account: Hashable | None = None) -> int:
         with self._cond:
             accounts = [account] if account is not None else list(self._waiting)
             return sum(len(q) for a in accounts for q in self._waiting.get(a, {}).values())
 
-    def running(self, account: Hashable) -> int:
+    def running(self, account: Hashable, function: Hashable | None = None) -> int:
         with self._cond:
+            if function is not None:
+                return self._lanes.get((account, function), 0)
             return self._running.get(account, 0)
 
     def close(self) -> list[Any]:
@@ -75,11 +77,18 @@ class FairQueue:
             self._cond.notify_all()
         return left
 
+    def _may_run(self, account: Hashable, function: Hashable) -> bool:
+        return (self._running.get(account, 0) < self.account_cap
+                and self._lanes.get((account, function), 0) < self.function_cap)
+
     def _pick(self) -> tuple[Lane, Any] | None:
         for account, functions in self._waiting.items():
             if self._running.get(account, 0) >= self.account_cap:
                 continue
-            function, items = next(iter(functions.items()))
+            function = next((f for f in functions if self._may_run(account, f)), None)
+            if function is None:
+                continue
+            items = functions[function]
             item = items.popleft()
             if items:
                 functions.move_to_end(function)
@@ -90,5 +99,14 @@ class FairQueue:
             else:
                 del self._waiting[account]
             self._running[account] = self._running.get(account, 0) + 1
+            self._lanes[(account, function)] = self._lanes.get((account, function), 0) + 1
             return (account, function), item
         return None
+
+
+def _decrement(counts: dict, key) -> None:
+    n = counts.get(key, 0) - 1
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)

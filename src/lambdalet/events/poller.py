@@ -1,5 +1,6 @@
 """Delivery of queued Event invocations: a dispatcher thread claims messages from the internal
-queues (round robin over accounts) for a small pool of worker threads, each of which runs one event
+queues (one per account and function; round robin over accounts, then over an account's functions)
+for a small pool of worker threads, each of which runs one event
 through `Invoker.run` (the same concurrency accounting as a synchronous Invoke) and handles the
 outcome completely before acknowledging it.
 
@@ -8,7 +9,12 @@ events round robin over accounts, then over an account's functions; one account 
 `account_cap` events at once (a quarter of the workers stays for the others) and holds at most
 `account_buffer` claimed events, so its backlog never fills the buffer, and an event enqueued for an
 idle account wakes the dispatcher at once. Another account's event waits at most about one
-invocation of the account ahead of it.
+invocation of the account ahead of it. Within an account the same holds between its functions: each
+has its own internal queue (a deep backlog of one is never claimed ahead of the others), runs at most
+`function_cap` events and holds at most `function_buffer`.
+
+Which queues to claim from is one read per round (the earliest visibility time of each internal
+queue, an index seek each), so idle or deleted functions' queues cost no write transaction.
 
 Database work is batched (acks.py): the dispatcher claims up to a buffer's worth of events per
 transaction (refilling when half the buffer is free, or at once when the workers ran dry), and
@@ -39,7 +45,8 @@ from typing import Callable
 import sqlalchemy as sa
 
 from lambdalet.events.acks import BatchedAcks, ImmediateAcks
-from lambdalet.events.async_invoke import INTERNAL_ACCOUNT, QUEUE_PREFIX, AsyncInvocations, internal_context
+from lambdalet.events.async_invoke import (INTERNAL_ACCOUNT, QUEUE_PREFIX, AsyncInvocations, account_of_queue,
+                                           internal_context)
 from lambdalet.events.fair_queue import FairQueue
 from lambdalet.events.destinations import (EVENT_AGE_EXCEEDED, RETRIES_EXHAUSTED, SUCCESS, Destinations,
                                            error_message_of, invocation_record)
@@ -88,9 +95,12 @@ class EventPoller:
         self.claim_visibility_s = int(claim_visibility_s)
         self.idle_wait_s = idle_wait_s
         # Claimed and not yet settled: one wave running plus one buffered, refilled half at a time;
-        # one account (internal queue) at most `account_buffer` of it, `account_cap` of it running.
+        # one account at most `account_buffer` of it, `account_cap` of it running; one function less.
         self.account_cap = max(1, self.workers - max(1, self.workers // 4))
         self.account_buffer = self.account_cap + max(2, self.account_cap // 2)
+        self.function_cap = max(1, self.account_cap - max(1, self.account_cap // 4))
+        # one function leaves room in its account's buffer for the account's other functions
+        self.function_buffer = min(self.account_buffer - 1, self.function_cap + max(2, self.function_cap // 2))
         self.capacity = min(2 * self.workers + 4, self.workers + MAX_CLAIM) + self.account_buffer
         self.refill_at = max(1, (self.capacity - self.workers) // 2 + 1)
         self.stats = PollerStats()
@@ -100,11 +110,11 @@ class EventPoller:
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._outstanding = 0
-        self._held: dict[str, int] = {}          # internal queue ARN -> claimed, not yet handled
+        # claimed, not yet handled: per account and per internal queue (ARN)
+        self._held: dict[str, int] = {}
+        self._held_queue: dict[str, int] = {}
         self._woken = False                      # an enqueue since the last claim round
-        self._work = FairQueue(self.account_cap)
-        self._arns: list[str] = []
-        self._arns_lock = threading.Lock()
+        self._work = FairQueue(self.account_cap, self.function_cap)
         self._threads: list[threading.Thread] = []
         self._rr = 0
         events.on_enqueued(self.wake)
@@ -114,8 +124,6 @@ class EventPoller:
         released = self.release_orphans()
         if released:
             log.info("%d queued event(s) claimed by a previous server process are deliverable again", released)
-        for arn in self.events.internal_queue_arns():
-            self._add_arn(arn)
         try:
             self.events.collect_orphans()
         except Exception:
@@ -136,7 +144,7 @@ class EventPoller:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        for m, _ in self._work.close():
+        for m, *_ in self._work.close():
             self.acks.nack(m.receipt, 0)
         self.acks.flush()          # what finished, and what was buffered (given back)
         still = [t.name for t in self._threads if t.is_alive()]
@@ -144,7 +152,6 @@ class EventPoller:
             log.warning("event workers still running at shutdown (their events will be delivered again): %s", still)
 
     def wake(self, arn: str) -> None:
-        self._add_arn(arn)
         with self._cond:
             self._woken = True
             self._cond.notify_all()
@@ -161,11 +168,6 @@ class EventPoller:
             res = conn.execute(sa.update(m).where(m.c.queue_id.in_(ids), m.c.receive_count > 0, m.c.visible_at > now)
                                .values(visible_at=now))
         return res.rowcount or 0
-
-    def _add_arn(self, arn: str) -> None:
-        with self._arns_lock:
-            if arn not in self._arns:
-                self._arns.append(arn)
 
     # ------------------------------------------------------------------ dispatcher
     def _dispatch_loop(self) -> None:
@@ -186,7 +188,7 @@ class EventPoller:
             got = self._claim_round(free)
             if not got and not self.acks.pending():
                 self._wake.wait(self.idle_wait_s)
-        for m, _ in self._work.close():     # buffered, never started: given back (close() flushes)
+        for m, *_ in self._work.close():     # buffered, never started: given back (close() flushes)
             self.acks.nack(m.receipt, 0)
 
     def _refill_due(self) -> bool:
@@ -195,42 +197,70 @@ class EventPoller:
         free = self.capacity - self._outstanding
         return free >= self.refill_at or (free > 0 and (self._woken or not self._work.runnable()))
 
+    def ready_queues(self) -> dict[str, list[str]]:
+        """Internal queues with a receivable message now, by account: one read (the earliest
+        visibility time per queue is an index seek on (queue_id, visible_at))."""
+        q, m = sqs_queues, sqs_messages
+        earliest = sa.select(sa.func.min(m.c.visible_at)).where(m.c.queue_id == q.c.id).scalar_subquery()
+        with self.events.db.read() as conn:
+            rows = conn.execute(sa.select(q.c.region, q.c.name, earliest.label("at")).where(
+                q.c.account_id == INTERNAL_ACCOUNT, q.c.name.startswith(QUEUE_PREFIX))).all()
+        now = time.time()
+        ready: dict[str, list[str]] = {}
+        for r in rows:
+            if r.at is not None and r.at <= now:
+                arn = f"arn:aws:sqs:{r.region}:{INTERNAL_ACCOUNT}:{r.name}"
+                ready.setdefault(account_of_queue(r.name), []).append(arn)
+        return ready
+
     def _claim_round(self, free: int) -> int:
-        """One claim transaction per internal queue, round robin, sharing `free` between them."""
+        """Claim transactions for the ready queues, round robin over accounts and then over each
+        account's functions, sharing `free` between accounts, then between an account's functions."""
         got = 0
-        with self._arns_lock:
-            arns = list(self._arns)
-        if arns:
-            self._rr = (self._rr + 1) % len(arns)
-            arns = arns[self._rr:] + arns[:self._rr]
-        for i, arn in enumerate(arns):
+        try:
+            ready = self.ready_queues()
+        except Exception:
+            log.exception("reading the internal queues failed")
+            self._stop.wait(1.0)
+            return 0
+        self._rr += 1
+        accounts = _rotated(sorted(ready), self._rr)
+        for i, account in enumerate(accounts):
             if free <= 0 or self._stop.is_set():
                 break
-            share = min(-(-free // (len(arns) - i)), self.account_buffer - self._held.get(arn, 0))
-            if share <= 0:             # this account's buffer is full: the others' turn
-                continue
-            try:
-                msgs = self.queues.claim(arn, min(MAX_CLAIM, share), self.claim_visibility_s, 0)
-            except AwsError as e:
-                log.warning("claim from %s failed: %s", arn, e.message)
-                with self._arns_lock:
-                    if arn in self._arns and "does not exist" in e.message:
-                        self._arns.remove(arn)
-                continue
-            except Exception:
-                log.exception("claim from %s failed", arn)
-                self._stop.wait(1.0)
-                continue
-            if msgs:
-                now = time.monotonic()
-                with self._cond:
-                    self._outstanding += len(msgs)
-                    self._held[arn] = self._held.get(arn, 0) + len(msgs)
-                for m in msgs:
-                    self._work.put((arn, _function_of(m)), (m, now))
-                free -= len(msgs)
-                got += len(msgs)
+            room = min(-(-free // (len(accounts) - i)), self.account_buffer - self._held.get(account, 0))
+            arns = _rotated(sorted(ready[account]), self._rr)
+            for j, arn in enumerate(arns):
+                if room <= 0 or self._stop.is_set():      # this account's buffer is full: the others' turn
+                    break
+                share = min(-(-room // (len(arns) - j)), self.function_buffer - self._held_queue.get(arn, 0))
+                if share <= 0:
+                    continue
+                n = self._claim(account, arn, share)
+                room -= n
+                free -= n
+                got += n
         return got
+
+    def _claim(self, account: str, arn: str, n: int) -> int:
+        try:
+            msgs = self.queues.claim(arn, min(MAX_CLAIM, n), self.claim_visibility_s, 0)
+        except AwsError as e:
+            log.warning("claim from %s failed: %s", arn, e.message)
+            return 0
+        except Exception:
+            log.exception("claim from %s failed", arn)
+            self._stop.wait(1.0)
+            return 0
+        if msgs:
+            now = time.monotonic()
+            with self._cond:
+                self._outstanding += len(msgs)
+                self._held[account] = self._held.get(account, 0) + len(msgs)
+                self._held_queue[arn] = self._held_queue.get(arn, 0) + len(msgs)
+            for m in msgs:
+                self._work.put((account, _function_of(m)), (m, now, arn))
+        return len(msgs)
 
     # ------------------------------------------------------------------ workers
     def _work_loop(self) -> None:
@@ -238,10 +268,10 @@ class EventPoller:
             got = self._work.get()
             if got is None:
                 return
-            lane, (m, claimed_at) = got
+            lane, (m, claimed_at, arn) = got
             if self._stop.is_set():            # give it back: delivered by the next server
                 self.acks.nack(m.receipt, 0)
-                self._done(lane)
+                self._done(lane, arn)
                 continue
             try:
                 self.process(m, claimed_at, self.acks)
@@ -250,18 +280,18 @@ class EventPoller:
                 log.exception("event message %s: unexpected failure; it will be delivered again", m.message_id)
                 self.acks.nack(m.receipt, PLATFORM_RETRY_DELAY_S)
             finally:
-                self._done(lane)
+                self._done(lane, arn)
 
-    def _done(self, lane) -> None:
+    def _done(self, lane, arn: str) -> None:
         self._work.done(lane)
         with self._cond:
             self._outstanding -= 1
-            arn = lane[0]
-            n = self._held.get(arn, 0) - 1
-            if n > 0:
-                self._held[arn] = n
-            else:
-                self._held.pop(arn, None)
+            for counts, key in ((self._held, lane[0]), (self._held_queue, arn)):
+                n = counts.get(key, 0) - 1
+                if n > 0:
+                    counts[key] = n
+                else:
+                    counts.pop(key, None)
             self._cond.notify_all()
 
     def _scaled(self, seconds: float, minimum: int = 0) -> int:
@@ -358,6 +388,13 @@ class EventPoller:
                      msg.request_id, msg.qualified_arn, condition, invoke_count)
         self.stats.add("failed")
         acks.ack(m.receipt, msg.payload_ref)
+
+
+def _rotated(items: list, n: int) -> list:
+    if not items:
+        return items
+    k = n % len(items)
+    return items[k:] + items[:k]
 
 
 def _function_of(m) -> str:
