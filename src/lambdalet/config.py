@@ -36,6 +36,7 @@ class Settings:
     account_envs: int = 200              # live environments (running, idle or starting) per account
     account_env_mb: int | None = None    # their MemorySize summed, MiB, per account; None: 10 GiB or half of the next
     env_memory_mb: int | None = None     # the same over all accounts; None: 75% of the host's RAM
+    account_sync_invokes: int = 128      # synchronous Invokes in flight per account (API worker threads held)
     account_pids: int = 4096             # processes and threads of an account's environments (pids cgroup)
     platform_pids: int | None = None     # ... of all environments; None: 16,384 or half of kernel.pid_max
     sandbox_slots: int = 2               # pre-isolated slots kept per forked runtime (sandbox/slots.py); 0: none

@@ -7,6 +7,9 @@ with two accounts against a real server: account A misbehaves, account B's laten
     once): B's Event invoke of a warm, fast function reaches its OnSuccess destination within
     seconds, not after A's backlog.
 (c) Within one account, the same backlog of one function does not delay the account's other function.
+(d) A holds as many synchronous Invokes in flight as its share of the API's worker threads allows (the
+    server's --account-sync-invokes, lowered here from 128 to SYNC_CAP): its next one is refused with
+    AWS's 429 and Reason, while B's Invoke is still served at once.
 """
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from botocore.exceptions import ClientError
 
 from .e2e_support import WAIT, make_zip, unique
 from .fair_support import LongPollFlood, pct, server_threads, timed
 from .tenancy_support import LAMBDA_TRUST, client_as, destinations_role, make_role, second_account
 
 IS_ROOT = os.geteuid() == 0
+SYNC_CAP = 4             # synchronous Invokes one account may have in flight on this module's server
 APP = """
 import time
 def handler(event, context):
@@ -34,7 +39,8 @@ ZIP = make_zip({"app.py": APP})
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     from conftest import own_server
-    yield from own_server(tmp_path_factory, *(() if IS_ROOT else ("--sandbox", "process")), prefix="lambdalet-fair")
+    yield from own_server(tmp_path_factory, "--account-sync-invokes", str(SYNC_CAP),
+                          *(() if IS_ROOT else ("--sandbox", "process")), prefix="lambdalet-fair")
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +134,29 @@ def test_event_backlog_of_one_function_does_not_delay_its_accounts_other_functio
           f"{[round(x, 2) for x in loud]} s")
     lam.put_function_concurrency(FunctionName=slow, ReservedConcurrentExecutions=0)     # drop the backlog
     assert max(loud) < 3.0, f"Event invokes waited {loud} s behind another function's backlog (8 s each)"
+
+
+def test_sync_invokes_of_one_account_past_its_share_are_refused_while_another_is_served(srv, tenant_b):
+    lam_a = srv.client()
+    slow = _function(lam_a, make_role(srv.client("iam"), LAMBDA_TRUST))
+    lam_b = client_as(srv, "lambda", tenant_b)
+    fast = _function(lam_b, make_role(client_as(srv, "iam", tenant_b), LAMBDA_TRUST))
+    lam_b.invoke(FunctionName=fast, Payload=b"{}")            # warm: B's time is the API's, not a cold start
+    body = json.dumps({"sleep": 6}).encode()
+    with ThreadPoolExecutor(SYNC_CAP) as pool:
+        held = [pool.submit(lam_a.invoke, FunctionName=slow, Payload=body) for _ in range(SYNC_CAP)]
+        time.sleep(3)                                          # A's calls hold their threads (cold starts done)
+        assert not any(f.done() for f in held), "A's slow invocations ended early"
+        with pytest.raises(ClientError) as refused:
+            lam_a.invoke(FunctionName=slow, Payload=b"{}")
+        t0 = time.monotonic()
+        served = lam_b.invoke(FunctionName=fast, Payload=b"{}")
+        b_took = time.monotonic() - t0
+        assert all(f.result()["StatusCode"] == 200 and "FunctionError" not in f.result() for f in held)
+    err = refused.value.response
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert err["Error"]["Code"] == "TooManyRequestsException"
+    assert err.get("Reason") == "ConcurrentInvocationLimitExceeded", err
+    assert served["StatusCode"] == 200 and "FunctionError" not in served
+    assert b_took < 1.0, f"B's Invoke took {b_took:.2f} s while A held its share"
+    assert lam_a.invoke(FunctionName=slow, Payload=b"{}")["StatusCode"] == 200, "A's share is given back"

@@ -67,6 +67,7 @@ class RequestLimits:
     precheck_above: int = 64 * 1024        # uvicorn holds this much of an unread body anyway
     unverified_body_bytes: int = 256 << 20
     body_timeout_s: float = 120.0
+    sync_invokes_per_account: int = SYNC_INVOKES_PER_ACCOUNT   # worker threads one account's sync Invokes hold
 
 
 class ServiceBinding:
@@ -110,7 +111,7 @@ class ApiApp:
         self.internal_routes = list(internal_routes or [])
         self._route_hints = [_route_hint(r) for r in self.internal_routes]
         self.workers = WorkerThreads(WORKER_THREADS)
-        self.sync_invokes = AccountShares(SYNC_INVOKES_PER_ACCOUNT)
+        self.sync_invokes = AccountShares(limits.sync_invokes_per_account)
         self._starlette = Starlette(routes=self.internal_routes, lifespan=self._lifespan)
         self.asgi = self        # the ASGI callable (an instance: uvicorn detects ASGI 3 by its __call__)
 

@@ -144,7 +144,8 @@ def serve(settings: Settings) -> None:
                  platform.identity.lookup, max_skew_s=settings.max_clock_skew_s,
                  authorize=admitting(authorize, DiskGate(platform.headroom)),   # a nearly full disk: retryable refusals
                  limits=RequestLimits(unverified_body_bytes=settings.max_unverified_body_mb << 20,
-                                      body_timeout_s=settings.request_body_timeout_s),
+                                      body_timeout_s=settings.request_body_timeout_s,
+                                      sync_invokes_per_account=settings.account_sync_invokes),
                  internal_routes=[code_route(platform.keyring, platform.blobs,
                                              platform.lambda_service.deps.kms, platform.db), *url_routes])
     if platform.schedules is not None:     # EventBridge Scheduler subset (lambdalet/schedules)
