@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .e2e_support import create_function, delete_quietly, make_zip, unique
 from .tenancy_support import LAMBDA_TRUST, client_as, make_role, second_account
-from .test_function_urls import PUBLIC, URL_RE, call
+from .test_function_urls import URL_RE, call, make_public
 
 # Answers whatever response description the request carries (query `r`: base64url JSON).
 MIRROR = '''
@@ -50,7 +50,7 @@ def _public_mirror(lam, role: str | None = None) -> tuple[str, str]:
     kw = {"Role": role} if role else {}
     create_function(lam, name, zip_bytes=make_zip({"app.py": MIRROR}), **kw)
     url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
-    lam.add_permission(FunctionName=name, **PUBLIC)
+    make_public(lam, name)
     return name, url
 
 

@@ -52,6 +52,15 @@ def handler(event, context):
 URL_RE = re.compile(r"https://(?P<id>[a-z0-9]{32})\.lambda-url\.(?P<region>[a-z0-9-]+)\.localhost:(?P<port>\d+)/")
 PUBLIC = dict(StatementId="FunctionURLAllowPublicAccess", Action="lambda:InvokeFunctionUrl", Principal="*",
               FunctionUrlAuthType="NONE")
+# AWS since October 2025: a URL invocation needs lambda:InvokeFunction too (the console adds both).
+PUBLIC_INVOKE = dict(StatementId="FunctionURLInvokeAllowPublicAccess", Action="lambda:InvokeFunction", Principal="*",
+                     InvokedViaFunctionUrl=True)
+
+
+def make_public(lam, name: str, **kw) -> None:
+    """What the console's "NONE" auth does: both statements of a public URL."""
+    lam.add_permission(FunctionName=name, **PUBLIC, **kw)
+    lam.add_permission(FunctionName=name, **PUBLIC_INVOKE, **kw)
 
 
 def create(lam) -> str:
@@ -156,7 +165,7 @@ def echo(lam):
     version = lam.publish_version(FunctionName=name)["Version"]
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
     public = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
-    lam.add_permission(FunctionName=name, **PUBLIC)
+    make_public(lam, name)
     private = lam.create_function_url_config(FunctionName=name, Qualifier="live", AuthType="AWS_IAM")["FunctionUrl"]
     yield {"name": name, "public": public, "private": private}
     delete_quietly(lam, name)
@@ -258,7 +267,7 @@ def test_control_plane_errors(lam):
 def test_deleted_function_takes_its_url(lam, srv):
     name = create(lam)
     url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
-    lam.add_permission(FunctionName=name, **PUBLIC)
+    make_public(lam, name)
     assert call(srv, url).status == 200
     lam.delete_function(FunctionName=name)
     assert_forbidden(call(srv, url))
@@ -315,7 +324,9 @@ def test_aws_iam_url(lam, iam, srv, echo, admin):
     assert_forbidden(call(srv, url, key=nobody))
     allowed = _user(iam, {"Effect": "Allow", "Action": "lambda:InvokeFunctionUrl",
                           "Resource": srv.function_arn(echo["name"], "live"),
-                          "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}})
+                          "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}},
+                    {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": srv.function_arn(echo["name"], "live"),
+                     "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}})
     reply = call(srv, url, key=allowed)
     assert reply.status == 200, reply.body
     bad_secret = dict(admin, SecretAccessKey="x" * 40)
@@ -336,12 +347,15 @@ def test_cross_account_needs_the_functions_resource_policy(lam, srv, echo):
     assert_forbidden(call(srv, echo["private"], key=key))
     lam.add_permission(FunctionName=echo["name"], Qualifier="live", StatementId="tenant",
                        Action="lambda:InvokeFunctionUrl", Principal=account, FunctionUrlAuthType="AWS_IAM")
+    lam.add_permission(FunctionName=echo["name"], Qualifier="live", StatementId="tenant-invoke",
+                       Action="lambda:InvokeFunction", Principal=account, InvokedViaFunctionUrl=True)
     try:
         reply = call(srv, echo["private"], key=key)
         assert reply.status == 200, reply.body
         assert reply.json()["requestContext"]["authorizer"]["iam"]["accountId"] == account
     finally:
         lam.remove_permission(FunctionName=echo["name"], Qualifier="live", StatementId="tenant")
+        lam.remove_permission(FunctionName=echo["name"], Qualifier="live", StatementId="tenant-invoke")
     assert_forbidden(call(srv, echo["private"], key=key))
 
 
@@ -413,7 +427,7 @@ def test_throttled_url_is_429(lam, srv):
     name = create(lam)
     try:
         url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
-        lam.add_permission(FunctionName=name, **PUBLIC)
+        make_public(lam, name)
         lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)   # AWS's "deactivate"
         reply = call(srv, url)
         assert reply.status == 429 and reply.json() == {"Message": "Rate Exceeded."}
@@ -433,7 +447,7 @@ def test_cors_preflight_and_response_headers(lam, srv):
             Cors={"AllowOrigins": ["https://app.example"], "AllowMethods": ["GET", "POST"],
                   "AllowHeaders": ["x-custom"], "ExposeHeaders": ["x-invoked-arn"], "MaxAge": 600,
                   "AllowCredentials": True})["FunctionUrl"]
-        lam.add_permission(FunctionName=name, **PUBLIC)
+        make_public(lam, name)
         pre = call(srv, url, "OPTIONS", "/any", headers=[("Origin", "https://app.example"),
                                                          ("Access-Control-Request-Method", "POST")])
         assert pre.status == 200

@@ -219,7 +219,8 @@ class ApiApp:
                 caller = self.lookup_key(signed.access_key_id, signed.session_token)[0]
                 service = signed.service
                 ctx = RequestContext(caller=caller, region=signed.region, request_id=request_id, base_url=base_url,
-                                     source_ip=source_ip, user_agent=headers.get("user-agent", ""))
+                                     source_ip=source_ip, user_agent=headers.get("user-agent", ""),
+                                     trace_header=headers.get("x-amzn-trace-id", "")[:2048])
                 binding = self.services.get(signed.service)
                 if binding is None:
                     raise UnknownOperationException(f"lambdalet does not serve the '{signed.service}' service")

@@ -12,9 +12,11 @@ Two ways in, on this server's own port (ApiApp's internal routes, ahead of the A
 
 Auth (urls-auth): AWS_IAM needs a SigV4 signature for service `lambda` in the URL's region and
 `lambda:InvokeFunctionUrl` on the function (or alias) ARN, with `lambda:FunctionUrlAuthType` =
-AWS_IAM, decided by the same policy engine as the API (identity policy; another account also needs the
+AWS_IAM, and (AWS's rule since October 2025) `lambda:InvokeFunction` with `lambda:InvokedViaFunctionUrl`
+= true, decided by the same policy engine as the API (identity policy; another account also needs the
 function's resource policy). NONE runs the request as an anonymous principal: only the function's
-resource policy can allow it (AddPermission Principal "*" with FunctionUrlAuthType NONE). Every refusal,
+resource policy can allow it (AddPermission Principal "*" with FunctionUrlAuthType NONE, and
+lambda:InvokeFunction with InvokedViaFunctionUrl). Every refusal,
 and an unknown url-id, is the same 403 `{"Message":"Forbidden"}`, so the answer reveals nothing.
 
 URL invocations are data events: not written to the audit trail (CloudTrail's default).
@@ -170,6 +172,10 @@ class FunctionUrlFront:
         ctx = RequestContext(caller=caller, region=url.region, request_id=request_id, base_url=base_url,
                              source_ip=source_ip, user_agent=headers.get("user-agent", ""))
         try:
+            # AWS since October 2025: a URL invocation needs lambda:InvokeFunction too, decided with
+            # lambda:InvokedViaFunctionUrl = true (AddPermission's InvokedViaFunctionUrl grants exactly that).
+            self.authorize("lambda", "InvokeFunctionViaUrl",
+                           {"FunctionName": url.function_arn, "InvokedViaFunctionUrl": "true"}, ctx)
             # Scoped to the function's owner when allowed (an anonymous caller has no account of its own).
             ctx = self.authorize("lambda", "InvokeFunctionUrl",
                                  {"FunctionName": url.function_arn, "AuthType": url.auth_type}, ctx)

@@ -27,7 +27,8 @@ from lambdalet.events.batcher import GroupCommitter
 from lambdalet.events.messages import EventMessage
 from lambdalet.events.tables import event_payloads
 from lambdalet.models.context import Caller, RequestContext
-from lambdalet.models.errors import (InvalidRequestContentException, RequestTooLargeException,
+from lambdalet.models.errors import (InvalidRequestContentException, RequestEntityTooLargeException,
+                                     RequestTooLargeException,
                                      ServiceException)
 from lambdalet.queues.errors import SqsError
 from lambdalet.queues.storage import durable_write
@@ -69,8 +70,8 @@ class AsyncInvocations:
     def submit_invoke(self, ctx: RequestContext, params: dict, target=None) -> dict:
         """The Event branch of Invoke (Invoker.invoke has validated JSON and resolved the target)."""
         payload = params.get("Payload") or b""
-        if len(payload) > EVENT_PAYLOAD_LIMIT:
-            raise RequestTooLargeException(
+        if len(payload) > EVENT_PAYLOAD_LIMIT:    # AWS's code for it: RequestEntityTooLarge, 413
+            raise RequestEntityTooLargeException(
                 f"{len(payload)} byte payload is too large for the Event invocation type "
                 f"(limit {EVENT_PAYLOAD_LIMIT} bytes)")
         scope = Scope(ctx.account_id, ctx.region)
@@ -83,7 +84,8 @@ class AsyncInvocations:
             cc = base64.b64decode(cc).decode()
         self.enqueue(EventMessage(ctx.account_id, ctx.region, target.function_name, ref.qualifier,
                                   ctx.request_id, time.time(), payload=(payload or b"{}").decode(),
-                                  client_context=cc or None))
+                                  client_context=cc or None, tenant_id=params.get("TenantId") or "",
+                                  trace=ctx.trace_header))
         return {"StatusCode": 202}
 
     def invoke_async(self, ctx: RequestContext, params: dict) -> dict:

@@ -52,6 +52,7 @@ from lambdalet.models.errors import (AwsError, InvalidParameterValueException, R
 from lambdalet.services import records
 from lambdalet.services.arns import Scope, function_arn, parse_function_ref
 from lambdalet.services.paging import decode_marker, max_items, page
+from lambdalet.services.tags import delete_all, validate_tags, write_tags
 from lambdalet.services.validation import constraint_error
 from lambdalet.store.schema import metadata
 
@@ -136,6 +137,8 @@ class EventSourceMappings:
                 return
             self._started = True
             with self.db.begin() as conn:
+                for gone in conn.execute(sa.select(ESM).where(ESM.c.state == "Deleting")).all():
+                    delete_all(conn, _mapping_arn(gone.region, gone.account_id, gone.uuid))
                 conn.execute(sa.delete(ESM).where(ESM.c.state == "Deleting"))
                 conn.execute(sa.update(ESM).where(ESM.c.enabled.is_(True), ESM.c.state != "Enabled")
                              .values(state="Enabled"))
@@ -177,9 +180,7 @@ class EventSourceMappings:
         enabled = params.get("Enabled", True)
         if not isinstance(enabled, bool):
             raise constraint_error(enabled, "enabled", "Member must be a boolean")
-        tags = params.get("Tags") or {}
-        if tags:
-            cfg["Tags"] = dict(tags)
+        tags = validate_tags(params.get("Tags"))      # kept under the mapping's ARN (services/tags.py)
         now = self.clock()
         mapping_uuid = str(uuidlib.uuid4())
         fn_arn = scope.function_arn(name, qualifier)
@@ -196,6 +197,7 @@ class EventSourceMappings:
                 uuid=mapping_uuid, account_id=scope.account_id, region=scope.region, function_name=name,
                 qualifier=qualifier, event_source_arn=source_arn, config=json.dumps(cfg, sort_keys=True),
                 enabled=enabled, state="Creating", state_reason=USER_INITIATED, created_at=now, last_modified=now))
+            write_tags(conn, _mapping_arn(scope.region, scope.account_id, mapping_uuid), tags)
             row = conn.execute(sa.select(ESM).where(ESM.c.uuid == mapping_uuid)).one()
         out = self._view(row)
         self._apply(mapping_uuid)
@@ -454,7 +456,7 @@ class EventSourceMappings:
             "State": row.state,
             "StateTransitionReason": row.state_reason,
             "FunctionResponseTypes": cfg.get("FunctionResponseTypes", []),
-            "EventSourceMappingArn": f"arn:aws:lambda:{row.region}:{row.account_id}:event-source-mapping:{row.uuid}",
+            "EventSourceMappingArn": _mapping_arn(row.region, row.account_id, row.uuid),
         }
         for name in ("FilterCriteria", "ScalingConfig") + _ECHOED:
             if name in cfg:
@@ -534,7 +536,11 @@ class EventSourceMappings:
             try:
                 if delete:
                     with self.db.begin() as conn:
-                        conn.execute(sa.delete(ESM).where(ESM.c.uuid == mapping_uuid, ESM.c.state == "Deleting"))
+                        gone = conn.execute(sa.select(ESM.c.region, ESM.c.account_id).where(
+                            ESM.c.uuid == mapping_uuid, ESM.c.state == "Deleting")).first()
+                        if gone is not None:      # its tags go with it
+                            conn.execute(sa.delete(ESM).where(ESM.c.uuid == mapping_uuid))
+                            delete_all(conn, _mapping_arn(gone.region, gone.account_id, mapping_uuid))
                 else:
                     self._settle(mapping_uuid, frozenset({"Creating", "Disabling", "Updating", "Enabling"}),
                                  "Disabled")
@@ -553,6 +559,10 @@ class EventSourceMappings:
 
 def _ref(name: str, qualifier: str | None) -> str:
     return f"{name}:{qualifier}" if qualifier else name
+
+
+def _mapping_arn(region: str, account_id: str, mapping_uuid: str) -> str:
+    return f"arn:aws:lambda:{region}:{account_id}:event-source-mapping:{mapping_uuid}"
 
 
 def _is_fifo(queue_arn: str) -> bool:

@@ -25,6 +25,8 @@ class EventMessage:
     payload: str | None = None     # the event (JSON text), inline
     payload_ref: str | None = None  # or the id of its `event_payloads` row
     client_context: str | None = None
+    tenant_id: str = ""            # a PER_TENANT function's tenant (services/tenancy.py)
+    trace: str = ""                # the caller's X-Amzn-Trace-Id: its Lineage counts the chain (services/recursion.py)
     last_error: dict | None = field(default=None, compare=False)   # {"fe", "v", "p"} of the last failed attempt
 
     def encode(self) -> str:
@@ -38,6 +40,10 @@ class EventMessage:
             doc["p"] = self.payload or "{}"
         if self.client_context:
             doc["cc"] = self.client_context
+        if self.tenant_id:
+            doc["ti"] = self.tenant_id
+        if self.trace:
+            doc["tr"] = self.trace
         if self.last_error:
             doc["le"] = self.last_error
         return json.dumps(doc, separators=(",", ":"))   # ensure_ascii: valid SQS body characters only
@@ -50,7 +56,7 @@ class EventMessage:
         return cls(account_id=doc["a"], region=doc["r"], function_name=doc["f"], qualifier=doc.get("q"),
                    request_id=doc["id"], enqueued_at=float(doc["t"]), attempts=int(doc.get("n", 0)),
                    payload=doc.get("p"), payload_ref=doc.get("pr"), client_context=doc.get("cc"),
-                   last_error=doc.get("le"))
+                   tenant_id=doc.get("ti", ""), trace=doc.get("tr", ""), last_error=doc.get("le"))
 
     def retried(self, attempts: int, last_error: dict | None) -> "EventMessage":
         return replace(self, attempts=attempts, last_error=last_error)

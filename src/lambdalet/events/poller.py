@@ -52,8 +52,8 @@ from lambdalet.events.destinations import (EVENT_AGE_EXCEEDED, RETRIES_EXHAUSTED
                                            error_message_of, invocation_record)
 from lambdalet.events.invoke_config import EffectiveConfig, EventInvokeConfigs
 from lambdalet.events.messages import EventMessage, last_error_of
-from lambdalet.models.errors import (AwsError, InvalidParameterValueException, ResourceNotFoundException,
-                                     TooManyRequestsException)
+from lambdalet.models.errors import (AwsError, InvalidParameterValueException, RecursiveInvocationException,
+                                     ResourceNotFoundException, TooManyRequestsException)
 from lambdalet.queues.service import MAX_CLAIM
 from lambdalet.queues.tables import sqs_messages, sqs_queues
 
@@ -63,6 +63,7 @@ FIRST_RETRY_DELAY_S = 60          # AWS: about 1 minute, then about 2 minutes
 MAX_THROTTLE_DELAY_S = 300        # AWS: throttled events are retried with backoff up to 5 minutes
 PLATFORM_RETRY_DELAY_S = 10
 VISIBILITY_MARGIN_S = 60
+RECURSION_DETECTED = "RecursiveInvocationDetected"   # an event stopped by recursive loop detection
 
 
 @dataclass
@@ -334,7 +335,12 @@ class EventPoller:
         if time.monotonic() - claimed_at + needed > self.claim_visibility_s:
             self.queues.nack(m.receipt, needed)        # extends the claim to cover this invocation
         try:
-            result = self.invoker.run(ctx, target, payload, msg.client_context)
+            result = self.invoker.run(ctx, target, payload, msg.client_context, tenant_id=msg.tenant_id,
+                                      trace_header=msg.trace)
+        except RecursiveInvocationException:     # AWS: not invoked; to the DLQ / on-failure destination
+            self._fail(acks, m, msg, payload, cfg, RECURSION_DETECTED, msg.attempts, target.version, None, None,
+                       role=target.role)
+            return RECURSION_DETECTED
         except TooManyRequestsException:
             self.stats.add("throttled")
             backoff = min(MAX_THROTTLE_DELAY_S, 2 ** min(max(m.receive_count - 1, 0), 9))
@@ -380,8 +386,8 @@ class EventPoller:
         except (ResourceNotFoundException, InvalidParameterValueException):
             dlq = None
         if dlq:
-            fallback = ("Event age exceeded MaximumEventAgeInSeconds" if condition == EVENT_AGE_EXCEEDED
-                        else "Function error")
+            fallback = {EVENT_AGE_EXCEEDED: "Event age exceeded MaximumEventAgeInSeconds",
+                        RECURSION_DETECTED: "Recursive invocation detected"}.get(condition, "Function error")
             self.destinations.send_dead_letter(msg, dlq, payload, 200, error_message_of(response, fallback), role=role)
         if not cfg.on_failure and not dlq:
             log.info("event %s of %s discarded (%s) after %d attempt(s); no destination or dead-letter queue",

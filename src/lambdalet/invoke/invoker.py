@@ -6,7 +6,6 @@ import base64
 import binascii
 import json
 import logging
-import os
 import random
 import time
 import uuid
@@ -20,11 +19,13 @@ from lambdalet.invoke.pool import EnvironmentPool, PoolKey
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import (
     InvalidParameterValueException,
+    RecursiveInvocationException,
     InvalidRequestContentException,
     RequestEntityTooLargeException,
     ServiceException,
     TooManyRequestsException,
 )
+from lambdalet.services import recursion, tenancy
 from lambdalet.sandbox.api import (Backend, CapacityExceeded, EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult,
                                    NotDelivered, SandboxError)
 
@@ -63,6 +64,8 @@ class Target:
     log_group: str = ""
     app_log_level: str = ""
     system_log_level: str = ""
+    tenant_isolated: bool = False   # TenancyConfig PER_TENANT: every invocation names a tenant
+    recursive_loop: str = ""        # PutFunctionRecursionConfig ("": Terminate)
 
 
 class Invoker:
@@ -97,6 +100,7 @@ class Invoker:
                     "Could not parse request body into json: Could not parse payload into json") from None
         client_context = _client_context(params.get("ClientContext"))
         target = self.resolve(ctx, params["FunctionName"], params.get("Qualifier"))
+        tenant_id = tenancy.check_invoke(target.tenant_isolated, params.get("TenantId"))
         if kind == "DryRun":
             return {"StatusCode": 204, "ExecutedVersion": target.version}
         if kind == "Event":
@@ -106,7 +110,8 @@ class Invoker:
             return self.events.submit_invoke(ctx, params, target)   # lambdalet.events: queued durably, 202
         if kind != "RequestResponse":
             raise InvalidParameterValueException(f"Invalid InvocationType {kind!r}")
-        result = self.run(ctx, target, payload or b"{}", client_context)
+        result = self.run(ctx, target, payload or b"{}", client_context, tenant_id=tenant_id,
+                          trace_header=ctx.trace_header)
         out: dict[str, Any] = {"StatusCode": 200, "ExecutedVersion": target.version, "Payload": result.payload}
         if result.function_error:
             out["FunctionError"] = result.function_error
@@ -114,9 +119,21 @@ class Invoker:
             out["LogResult"] = base64.b64encode(result.log_tail[-LOG_TAIL_BYTES:]).decode()
         return out
 
-    def run(self, ctx: RequestContext, target: Target, payload: bytes, client_context: str | None = None) -> InvokeResult:
-        """One invocation of one version, holding a concurrency slot for its whole duration."""
-        key = PoolKey(target.account_id, target.function_arn, target.version, target.code_sha256, target.revision_id)
+    def run(self, ctx: RequestContext, target: Target, payload: bytes, client_context: str | None = None, *,
+            tenant_id: str = "", trace_header: str = "") -> InvokeResult:
+        """One invocation of one version, holding a concurrency slot for its whole duration. tenant_id: a
+        PER_TENANT function's tenant (its environments serve no other); trace_header: the caller's
+        X-Amzn-Trace-Id, whose Lineage counts this chain's invocations (services/recursion.py)."""
+        tenancy.check_invoke(target.tenant_isolated, tenant_id)   # every path (URLs, mappings, events) alike
+        if recursion.is_loop(trace_header, target.function_arn, target.recursive_loop):
+            log.warning("recursive loop: %s invoked more than %d times in one chain of requests; stopped",
+                        target.function_arn, recursion.MAX_INVOCATIONS)
+            raise RecursiveInvocationException(
+                "Lambda detected that the function is being invoked in a recursive loop with other AWS resources "
+                "and stopped its invocation.")
+        trace_id = recursion.next_trace(trace_header, target.function_arn)
+        key = PoolKey(target.account_id, target.function_arn, target.version, target.code_sha256, target.revision_id,
+                      tenant_id)
         request_id = ctx.request_id or str(uuid.uuid4())
         qualified = target.invoked_arn or (
             f"{target.function_arn}:{target.version}" if target.version != "$LATEST" else target.function_arn)
@@ -124,7 +141,7 @@ class Invoker:
                                target.total_reserved):
             for attempt in (1, 2):    # a second one only when the first environment was dead on arrival
                 try:
-                    sandbox, cold = self._acquire(key, target)
+                    sandbox, cold = self._acquire(key, target, tenant_id)
                 except InitFailed as failed:
                     return _as_unhandled(failed.result)
                 except CapacityExceeded as e:      # the account's (or the host's) pids are at their limit
@@ -137,7 +154,7 @@ class Invoker:
                 try:
                     deadline_ms = int(time.time() * 1000) + target.timeout_s * 1000
                     result = sandbox.invoke(InvokeRequest(request_id, payload, deadline_ms, qualified,
-                                                          client_context, _trace_id()))
+                                                          client_context, trace_id, tenant_id))
                 except NotDelivered as e:     # nothing ran there: safe to run it on a fresh environment
                     self.pool.discard(sandbox)
                     log.warning("environment for %s: %s", qualified, e)
@@ -162,11 +179,16 @@ class Invoker:
             result.function_error = "Unhandled"
         return result
 
-    def _acquire(self, key: PoolKey, target: Target):
+    def _acquire(self, key: PoolKey, target: Target, tenant_id: str = ""):
         """A pooled environment whose credentials outlive this invocation, else a new one: AWS sets them
         once per environment, so they are refreshed by replacing it (invoke/credentials.py)."""
+        cap = None
+        if tenant_id:     # AWS: 2,500 tenant environments per 1,000 of the function's concurrency
+            cap = tenancy.environment_cap(target.reserved_concurrency if target.reserved_concurrency is not None
+                                          else self.limiter.account_limit - target.total_reserved)
         while True:
-            sandbox, cold = self.pool.acquire(key, lambda: self._start(target), target.memory_mb)   # budgeted
+            sandbox, cold = self.pool.acquire(key, lambda: self._start(target), target.memory_mb,   # budgeted
+                                              tenant_cap=cap)
             expires = self._expiry.get(sandbox)
             if cold or expires is None or self.credentials is None or self.credentials.fresh(expires, target.timeout_s):
                 return sandbox, cold
@@ -259,6 +281,3 @@ def _as_unhandled(result: InvokeResult) -> InvokeResult:
     result.function_error = result.function_error or "Unhandled"
     return result
 
-
-def _trace_id() -> str:
-    return f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Sampled=0"

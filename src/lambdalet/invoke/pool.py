@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from lambdalet.invoke.envbudget import EnvBudget
+from lambdalet.models.errors import TooManyRequestsException
 from lambdalet.sandbox.api import Sandbox
 
 log = logging.getLogger("lambdalet.invoke")
@@ -33,6 +34,7 @@ class PoolKey:
     version: str
     code_sha256: str
     revision_id: str       # any configuration change of the version makes a new key
+    tenant_id: str = ""    # a PER_TENANT function's tenant: an environment never serves another tenant
 
 
 @dataclass(eq=False)      # compared by identity: two environments are never "equal"
@@ -78,14 +80,17 @@ class EnvironmentPool:
         says which of `keys` are gone. Runs on the reaper thread, never on an invoke."""
         self._generation, self._stale = generation, stale
 
-    def acquire(self, key: PoolKey, create: Callable[[], Sandbox], memory_mb: int = 0) -> tuple[Sandbox, bool]:
+    def acquire(self, key: PoolKey, create: Callable[[], Sandbox], memory_mb: int = 0,
+                tenant_cap: int | None = None) -> tuple[Sandbox, bool]:
         """An environment for exactly this key, lent to the caller alone. Returns (sandbox, cold).
-        A new one must fit the budget (idle environments are evicted for it), else TooManyRequests."""
+        A new one must fit the budget (idle environments are evicted for it), else TooManyRequests;
+        tenant_cap: how many tenant environments (busy or idle) the function may have (AWS's limit)."""
         entry = None
         with self._lock:
-            # Versions that moved on (new code or configuration) will never be used again.
-            for other in [k for k in self._idle if k != key and k.function_arn == key.function_arn
-                          and k.version == key.version]:
+            # Versions that moved on (new code or configuration) will never be used again; other
+            # tenants' environments of the same code and revision stay.
+            for other in [k for k in self._idle if k.function_arn == key.function_arn and k.version == key.version
+                          and (k.code_sha256, k.revision_id) != (key.code_sha256, key.revision_id)]:
                 self._doomed += self._idle.pop(other)
             idle = self._idle.get(key, [])
             while idle and entry is None:
@@ -111,6 +116,8 @@ class EnvironmentPool:
                     entry = None
         cold = entry is None
         if entry is None:
+            if tenant_cap is not None and self._tenant_environments(key) >= tenant_cap:
+                raise TooManyRequestsException("Rate exceeded", headers={"Retry-After": "1"})
             entry = self._create(key, create, memory_mb)
         with self._lock:
             self._busy[id(entry.sandbox)] = entry
@@ -137,6 +144,13 @@ class EnvironmentPool:
                 self.budget.credit(key.account_id, memory_mb)
             raise
         return _Entry(sandbox, time.monotonic(), key, memory_mb)
+
+    def _tenant_environments(self, key: PoolKey) -> int:
+        """Live tenant environments of the key's function (any version): busy, idle or not yet reaped."""
+        with self._lock:
+            entries = [e for es in self._idle.values() for e in es] + list(self._busy.values()) + self._doomed
+            return sum(1 for e in entries if e.key.tenant_id and e.key.account_id == key.account_id
+                       and e.key.function_arn == key.function_arn)
 
     def _remove_idle(self, entry: _Entry) -> None:
         entries = self._idle.get(entry.key, [])

@@ -62,4 +62,5 @@ def _target(fv: FunctionVersion, total_reserved: int, invoked_arn: str, egress: 
                   invoked_arn=invoked_arn, region=fv.region, role=fv.role or "",
                   code_kms_key_arn=fv.code_kms_key_arn or "", kms_key_arn=fv.kms_key_arn or "", layers=fv.layers,
                   log_format=fv.log_format, log_group=fv.log_group, app_log_level=fv.app_log_level,
-                  system_log_level=fv.system_log_level, egress=egress)
+                  system_log_level=fv.system_log_level, egress=egress, tenant_isolated=fv.tenant_isolated,
+                  recursive_loop=fv.recursive_loop or "")

@@ -56,13 +56,14 @@ class PlatformLog:
         doc = {"time": now_iso(), "type": kind, "record": record}
         return (json.dumps(doc, separators=(",", ":")) + "\n").encode()
 
-    def start(self, request_id: str, version: str) -> bytes:
-        if self.json:
-            return self._record("platform.start", {"requestId": request_id, "version": version})
+    def start(self, request_id: str, version: str, tenant_id: str = "") -> bytes:
+        if self.json:      # a PER_TENANT function's records carry the tenant, as AWS's do
+            return self._record("platform.start", {"requestId": request_id, "version": version,
+                                                   **({"tenantId": tenant_id} if tenant_id else {})})
         return f"START RequestId: {request_id} Version: {version}\n".encode()
 
     def end_and_report(self, request_id: str, duration_ms: float, memory_mb: int, max_memory_mb: int,
-                       init_ms: float | None, error_type: str | None) -> bytes:
+                       init_ms: float | None, error_type: str | None, tenant_id: str = "") -> bytes:
         """The END and REPORT lines (text) or the platform.report record (JSON). A timeout or a runtime
         exit gives the report a status, as AWS's does."""
         status = {"Sandbox.Timedout": "timeout", "Runtime.ExitError": "error"}.get(error_type or "")
@@ -74,6 +75,8 @@ class PlatformLog:
             record = {"requestId": request_id, "metrics": metrics, "status": status or "success"}
             if status:
                 record["errorType"] = error_type
+            if tenant_id:
+                record["tenantId"] = tenant_id
             return self._record("platform.report", record)
         report = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
                   f"Billed Duration: {math.ceil(duration_ms)} ms\t"

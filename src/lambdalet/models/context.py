@@ -20,6 +20,7 @@ class RequestContext:
     base_url: str            # https://host:port of this server, for URLs we hand out (Code.Location)
     source_ip: str = ""
     user_agent: str = ""
+    trace_header: str = ""   # X-Amzn-Trace-Id as sent (an SDK inside a function passes its own: recursion)
 
     @property
     def account_id(self) -> str:

@@ -37,6 +37,7 @@ RequestTooLargeException = _error("RequestTooLargeException", 413)
 # (CreateFunction's 70167211 bytes, Invoke's 6291456).
 RequestEntityTooLargeException = _error("RequestEntityTooLargeException", 413)
 TooManyRequestsException = _error("TooManyRequestsException", 429)
+RecursiveInvocationException = _error("RecursiveInvocationException", 400)
 CodeStorageExceededException = _error("CodeStorageExceededException", 400)
 InvalidRuntimeException = _error("InvalidRuntimeException", 502)
 InvalidZipFileException = _error("InvalidZipFileException", 502)

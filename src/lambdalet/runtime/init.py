@@ -126,6 +126,8 @@ def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
                ("Lambda-Runtime-Trace-Id", hdr.get("trace_id") or "")]
     if hdr.get("client_context"):
         headers.append(("Lambda-Runtime-Client-Context", hdr["client_context"]))
+    if hdr.get("tenant_id"):      # PER_TENANT functions: the runtime's context.tenant_id
+        headers.append(("Lambda-Runtime-Aws-Tenant-Id", hdr["tenant_id"]))
     conn.reply(200, payload, headers)
 
 

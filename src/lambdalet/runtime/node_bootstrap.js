@@ -101,6 +101,7 @@ function makeContext(h) {
     functionName: env.AWS_LAMBDA_FUNCTION_NAME, functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
     memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE, logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
     logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME, clientContext, identity: undefined,
+    tenantId: h["lambda-runtime-aws-tenant-id"],   // PER_TENANT functions only
     callbackWaitsForEmptyEventLoop: true, getRemainingTimeInMillis: () => Math.max(deadline - Date.now(), 0) };
 }
 

@@ -94,6 +94,7 @@ class LambdaContext:
         self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
         self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
         self.identity = None          # a CognitoIdentity only for mobile-SDK callers (none here)
+        self.tenant_id = headers.get("Lambda-Runtime-Aws-Tenant-Id")   # PER_TENANT functions only
         self.client_context = None
         cc = headers.get("Lambda-Runtime-Client-Context")
         if cc:
@@ -149,9 +150,11 @@ _io_ready = False
 
 class _LogFilter(logging.Filter):
     request_id = ""
+    tenant_id = None
 
     def filter(self, record):
         record.aws_request_id = _LogFilter.request_id
+        record.tenant_id = _LogFilter.tenant_id
         return True
 
 
@@ -160,7 +163,7 @@ _LEVELS = {"TRACE": 5, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": log
            "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
 # LogRecord attributes that are not a caller's `extra=` keys
 _RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"aws_request_id", "message",
-                                                                                     "asctime", "taskName"}
+                                                                                     "asctime", "taskName", "tenant_id"}
 
 
 def _iso_ms(created):
@@ -175,7 +178,8 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record):
         msg = record.msg if isinstance(record.msg, dict) and not record.args else record.getMessage()
         doc = {"timestamp": _iso_ms(record.created), "level": record.levelname, "message": msg,
-               "logger": record.name, "requestId": getattr(record, "aws_request_id", "") or None}
+               "logger": record.name, "requestId": getattr(record, "aws_request_id", "") or None,
+               "tenantId": getattr(record, "tenant_id", None)}
         if record.exc_info and record.exc_info[0] is not None:
             etype, err, tb = record.exc_info
             doc.update(errorType=etype.__name__, errorMessage=str(err),
@@ -261,6 +265,7 @@ def main(conn=None):
         ctx = LambdaContext(headers, env)
         rid = ctx.aws_request_id
         _LogFilter.request_id = rid
+        _LogFilter.tenant_id = ctx.tenant_id
         trace_id = headers.get("Lambda-Runtime-Trace-Id")
         if trace_id:
             os.environ["_X_AMZN_TRACE_ID"] = trace_id

@@ -58,6 +58,7 @@ class InvokeRequest:
     invoked_function_arn: str
     client_context: str | None = None  # JSON text (decoded X-Amz-Client-Context), as the runtime sees it
     trace_id: str = ""
+    tenant_id: str = ""               # a PER_TENANT function's tenant (Lambda-Runtime-Aws-Tenant-Id)
 
 
 @dataclass

@@ -259,9 +259,11 @@ class BridgedSandbox(Sandbox):
     def _invoke(self, req: InvokeRequest) -> InvokeResult:
         rid = req.request_id
         self._log.clear()
-        self._emit(self._platform.start(rid, self.spec.function_version), platform=True)
+        self._emit(self._platform.start(rid, self.spec.function_version, req.tenant_id), platform=True)
         hdr = {"request_id": rid, "deadline_ms": req.deadline_ms, "invoked_function_arn": req.invoked_function_arn,
                "client_context": req.client_context, "trace_id": req.trace_id}
+        if req.tenant_id:
+            hdr["tenant_id"] = req.tenant_id
         if self._after_thaw:
             hdr["after_thaw"] = True
             self._after_thaw = False
@@ -313,7 +315,8 @@ class BridgedSandbox(Sandbox):
         mem = self._max_memory_mb() if self.alive else self._last_mem
         init_ms = self._init_ms if self._first_invoke else None
         self._first_invoke = False
-        self._emit(self._platform.end_and_report(rid, dur, self.spec.memory_mb, mem, init_ms, etype), platform=True)
+        self._emit(self._platform.end_and_report(rid, dur, self.spec.memory_mb, mem, init_ms, etype,
+                                                    req.tenant_id), platform=True)
         result = InvokeResult(payload=payload, function_error=ferr, error_type=etype,
                               log_tail=bytes(self._log[-LOG_TAIL:]),
                               duration_ms=round(dur, 3), max_memory_mb=mem, init_duration_ms=init_ms)

@@ -10,7 +10,7 @@ import datetime as dt
 import re
 
 from lambdalet.models.errors import InvalidParameterValueException
-from lambdalet.services import validation as v
+from lambdalet.services import tenancy, validation as v
 from lambdalet.services.runtimes import RuntimeCatalogue
 
 # The runtimes AWS documents SnapStart for (Java 11+, Python 3.12+, .NET 8+).
@@ -23,7 +23,6 @@ SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
 # Members of Create/UpdateFunctionConfiguration that lambdalet does not implement.
 _UNSUPPORTED = {
     "ImageConfig": "container images are not supported (PackageType Zip only)",
-    "TenancyConfig": "tenancy configuration is not supported",
     "CapacityProviderConfig": "capacity providers are not supported",
     "DurableConfig": "durable functions are not supported",
     "RuntimeConfig": "runtime configuration is not supported",
@@ -125,6 +124,9 @@ def apply(params: dict, base: dict, catalogue: RuntimeCatalogue, *, creating: bo
     snap = cfg.get("SnapStart", {}).get("ApplyOn", "None")
     if snap != "None" and cfg.get("Runtime") not in SNAPSTART_RUNTIMES:
         raise InvalidParameterValueException(f"{cfg.get('Runtime')} is not supported for SnapStart enabled functions.")
+    if creating and params.get("TenancyConfig") is not None:   # immutable: Update has no such member
+        cfg["TenancyConfig"] = tenancy.validate(params["TenancyConfig"])
+    tenancy.refuse_with(cfg)
     if "LoggingConfig" in params:
         cfg["LoggingConfig"] = _logging(params["LoggingConfig"], cfg["LoggingConfig"])
     if "KMSKeyArn" in params:

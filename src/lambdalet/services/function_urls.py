@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import (InvalidParameterValueException, ResourceConflictException,
                                      ResourceNotFoundException)
-from lambdalet.services import paging, records
+from lambdalet.services import paging, records, tenancy
 from lambdalet.services.arns import Scope, VERSION_RE, merge_qualifier, parse_function_ref, require_unqualified
 from lambdalet.services.validation import constraint_error
 from lambdalet.store.function_url_tables import function_url_configs as U
@@ -251,6 +251,9 @@ class FunctionUrlService:
                     f"Failed to create function url config for [functionArn = {scope.function_arn(name, qualifier)}]."
                     " Error message:  FunctionUrlConfig exists for this Lambda function")
             alias = self._alias(conn, fn, qualifier, FUNCTION_NOT_FOUND)
+            latest = records.find_version(conn, fn.id, records.LATEST)   # TenancyConfig is set once, at create
+            if latest is not None:
+                tenancy.refuse_feature(records.config_of(latest), "Function URLs")
             url_id = "".join(secrets.choice(URL_ID_ALPHABET) for _ in range(URL_ID_LENGTH))
             conn.execute(U.insert().values(url_id=url_id, function_id=fn.id, qualifier=qualifier or "",
                                            alias_id=alias.id if alias is not None else None, auth_type=auth_type,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lambdalet.models.context import RequestContext
 from lambdalet.services import account, aliases, concurrency, functions, policies, tags, versions
-from lambdalet.services import code_signing, layers, runtime_management, states
+from lambdalet.services import code_signing, layers, recursion, runtime_management, states
 from lambdalet.services.deps import Deps
 from lambdalet.services.resolver import FunctionResolver, FunctionVersion
 from lambdalet.services.runtimes import RuntimeCatalogue, default_catalogue
@@ -141,6 +141,15 @@ class LambdaService:
     def put_runtime_management_config(self, ctx: RequestContext, params: dict) -> dict:
         result = runtime_management.put_runtime_management_config(self.deps, ctx, params)
         self.resolver.invalidate()
+        return result
+
+    # ---- recursive loop detection (services/recursion.py) ----
+    def get_function_recursion_config(self, ctx: RequestContext, params: dict) -> dict:
+        return recursion.get_function_recursion_config(self.deps, ctx, params)
+
+    def put_function_recursion_config(self, ctx: RequestContext, params: dict) -> dict:
+        result = recursion.put_function_recursion_config(self.deps, ctx, params)
+        self.resolver.invalidate()   # the data plane reads the setting with the version
         return result
 
     def get_account_settings(self, ctx: RequestContext, params: dict) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from lambdalet.services import layers, records, states
+from lambdalet.services import layers, records, states, tenancy
 from lambdalet.services.arns import Scope, function_arn, merge_qualifier, parse_function_ref
 from lambdalet.services.envvars import open_env
 from lambdalet.services.views import code_sha256_b64
@@ -70,6 +70,8 @@ class FunctionVersion:
     code_kms_key_arn: str | None = None         # SourceKMSKeyArn the code is sealed under (services/code_kms.py)
     app_log_level: str = ""                     # LoggingConfig levels (JSON format only)
     system_log_level: str = ""
+    tenant_isolated: bool = False               # TenancyConfig PER_TENANT (services/tenancy.py)
+    recursive_loop: str | None = None           # PutFunctionRecursionConfig; None: Terminate (services/recursion.py)
 
     @property
     def code_sha256(self) -> str:
@@ -121,4 +123,5 @@ class FunctionResolver:
             state=row.state, reserved_concurrency=fn.reserved_concurrency,
             environment=MappingProxyType(open_env(self._keyring, fn.id, row.version, row.env_sealed, kms=self.kms)),
             routing=routing, code_kms_key_arn=cfg.get("SourceKMSKeyArn"), layers=layers.digests(cfg),
-            app_log_level=logging.get("ApplicationLogLevel", ""), system_log_level=logging.get("SystemLogLevel", ""))
+            app_log_level=logging.get("ApplicationLogLevel", ""), system_log_level=logging.get("SystemLogLevel", ""),
+            tenant_isolated=tenancy.is_isolated(cfg), recursive_loop=fn.recursive_loop)

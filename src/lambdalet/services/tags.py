@@ -1,6 +1,8 @@
-"""Tags on functions (TagResource, UntagResource, ListTags, and Tags on CreateFunction).
+"""Tags on functions and event source mappings (TagResource, UntagResource, ListTags, and Tags on
+CreateFunction / CreateEventSourceMapping).
 
-Tags are keyed by the unqualified function ARN; versions and aliases cannot be tagged, as in AWS.
+Tags are keyed by the unqualified function ARN (versions and aliases cannot be tagged, as in AWS) or
+by the mapping's ARN (arn:aws:lambda:<region>:<account>:event-source-mapping:<uuid>).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import re
 import sqlalchemy as sa
 
 from lambdalet.models.context import RequestContext
-from lambdalet.models.errors import InvalidParameterValueException
+from lambdalet.models.errors import InvalidParameterValueException, ResourceNotFoundException
 from lambdalet.services import records
 from lambdalet.services.arns import Scope, parse_function_ref
 from lambdalet.services.deps import Deps
@@ -21,6 +23,12 @@ _TAG_CHARS = r"[\p{L}\p{Z}\p{N}_.:/=+\-@]*"
 _TAG_RE = re.compile(r"(?:[^\W_]|[\s_.:/=+\-@])*")
 _RESOURCE_RE = re.compile(r"arn:(aws[a-zA-Z-]*):lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
                           r"function:(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?")
+_ESM_RE = re.compile(r"arn:(aws[a-zA-Z-]*):lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+                     r"event-source-mapping:(?P<uuid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})")
+# events/esm.py owns the table; only its keys are read here (services/ does not import events/).
+_MAPPINGS = sa.table("event_source_mappings", sa.column("uuid"), sa.column("account_id"), sa.column("region"),
+                     sa.column("state"))
+ESM_NOT_FOUND = "The resource you requested does not exist."
 T = records.T
 
 
@@ -67,6 +75,22 @@ def _changed(conn, fn) -> None:
         records.touch_latest(conn, latest.id)
 
 
+def _resource_for(deps: Deps, ctx: RequestContext, conn, resource, action: str):
+    """-> (the ARN its tags are kept under, the function row or None for a mapping)."""
+    m = _ESM_RE.fullmatch(resource) if isinstance(resource, str) else None
+    if m is None:
+        scope, fn = _function_for(deps, ctx, conn, resource, action)
+        return scope.function_arn(fn.name), fn
+    scope = Scope.of(ctx)
+    uuid = m["uuid"].lower()
+    row = conn.execute(sa.select(_MAPPINGS.c.uuid).where(
+        _MAPPINGS.c.uuid == uuid, _MAPPINGS.c.account_id == m["account"], _MAPPINGS.c.region == m["region"],
+        _MAPPINGS.c.state != "Deleting")).first()
+    if row is None or (m["account"], m["region"]) != (scope.account_id, scope.region):
+        raise ResourceNotFoundException(ESM_NOT_FOUND)
+    return f"arn:aws:lambda:{m['region']}:{m['account']}:event-source-mapping:{uuid}", None
+
+
 def _function_for(deps: Deps, ctx: RequestContext, conn, resource, action: str):
     """Resource must be an unqualified function ARN in the caller's scope -> (scope, function row)."""
     scope = Scope.of(ctx)
@@ -86,12 +110,12 @@ def tag_resource(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     if not new:           # AWS's (unhelpful) words for an empty Tags map
         raise InvalidParameterValueException("An error occurred and the request cannot be processed.")
     with deps.db.begin() as conn:
-        scope, fn = _function_for(deps, ctx, conn, params.get("Resource"), "TagResource")
-        arn = scope.function_arn(fn.name)
+        arn, fn = _resource_for(deps, ctx, conn, params.get("Resource"), "TagResource")
         if len(set(read_tags(conn, arn)) | set(new)) > MAX_TAGS:
             raise InvalidParameterValueException("Number of tags exceeds resource tag limit.")
         write_tags(conn, arn, new)
-        _changed(conn, fn)
+        if fn is not None:
+            _changed(conn, fn)
     return {}
 
 
@@ -100,13 +124,14 @@ def untag_resource(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and 1 <= len(k) <= 128 for k in keys):
         raise constraint_error(keys, "tagKeys", "Member must be a non-empty list of tag keys (1-128 characters)")
     with deps.db.begin() as conn:
-        scope, fn = _function_for(deps, ctx, conn, params.get("Resource"), "UntagResource")
-        conn.execute(T.delete().where(T.c.resource_arn == scope.function_arn(fn.name), T.c.key.in_(keys)))
-        _changed(conn, fn)
+        arn, fn = _resource_for(deps, ctx, conn, params.get("Resource"), "UntagResource")
+        conn.execute(T.delete().where(T.c.resource_arn == arn, T.c.key.in_(keys)))
+        if fn is not None:
+            _changed(conn, fn)
     return {}
 
 
 def list_tags(deps: Deps, ctx: RequestContext, params: dict) -> dict:
     with deps.db.read() as conn:
-        scope, fn = _function_for(deps, ctx, conn, params.get("Resource"), "ListTags")
-        return {"Tags": read_tags(conn, scope.function_arn(fn.name))}
+        arn, _ = _resource_for(deps, ctx, conn, params.get("Resource"), "ListTags")
+        return {"Tags": read_tags(conn, arn)}

@@ -62,6 +62,8 @@ def configuration(scope: Scope, fn: Row, ver: Row, env: dict[str, str], *, liste
     # AWS echoes the Environment it was given, an empty one included; absent only when never set.
     if env or cfg.get("EnvironmentSet"):
         out["Environment"] = {"Variables": dict(env)}
+    if cfg.get("TenancyConfig"):      # PER_TENANT, set at create (services/tenancy.py)
+        out["TenancyConfig"] = cfg["TenancyConfig"]
     if cfg.get("KMSKeyArn"):
         out["KMSKeyArn"] = cfg["KMSKeyArn"]
     if cfg.get("DeadLetterConfig"):

@@ -44,6 +44,7 @@ functions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("next_version", sa.Integer, nullable=False, server_default="1"),   # never reused after deletes
     sa.Column("reserved_concurrency", sa.Integer, nullable=True),
+    sa.Column("recursive_loop", sa.String(16), nullable=True),   # Allow | Terminate; NULL: Terminate (0019)
     sa.UniqueConstraint("account_id", "region", "name", name="uq_functions_account_region_name"),
 )
 

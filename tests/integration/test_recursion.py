@@ -1,0 +1,159 @@
+"""Recursive loop detection (Get/PutFunctionRecursionConfig), as AWS documents it ("Lambda recursive loop
+detection"), through a real server with boto3:
+
+- the setting: Terminate by default, Allow once put, only on a function (not a version or alias);
+- a function that invokes itself asynchronously with the runtime's boto3 (which passes the invocation's
+  trace header on, as AWS's SDKs do) is stopped after 16 invocations of the chain: the 17th event goes to
+  the on-failure destination; set to Allow, the same chain runs to its own end;
+- a synchronous Invoke whose X-Amzn-Trace-Id says the chain already invoked the function 16 times is
+  answered RecursiveInvocationException (400), unless the function is set to Allow.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from .e2e_support import ROLE, WAIT, delete_quietly, make_zip, unique
+from .tenancy_support import BASIC_EXECUTION, LAMBDA_TRUST, allow, make_role
+from .test_runtime_sdk import python_sdk
+
+SELF_INVOKER = """\
+import json, boto3
+
+lam = boto3.client("lambda")
+
+def handler(event, context):
+    depth = event["depth"]
+    if depth < event["stop"]:
+        lam.invoke(FunctionName=context.function_name, InvocationType="Event",
+                   Payload=json.dumps({"depth": depth + 1, "stop": event["stop"]}))
+    return {"depth": depth}
+"""
+
+
+@pytest.fixture(scope="module")
+def srv(function_server):
+    return function_server
+
+
+@pytest.fixture(scope="module")
+def lam(srv):
+    return srv.client()
+
+
+@pytest.fixture
+def made(lam, srv):
+    names: list[str] = []
+    queues: list[str] = []
+    yield names, queues
+    for name in names:
+        delete_quietly(lam, name)
+    sqs = srv.client("sqs")
+    for url in queues:
+        try:
+            sqs.delete_queue(QueueUrl=url)
+        except ClientError:
+            pass
+
+
+def _create(lam, made, code="def handler(e, c):\n    return e\n", role=ROLE) -> str:
+    name = unique("recur")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=role, Timeout=30,
+                        Code={"ZipFile": make_zip({"app.py": code})})
+    made[0].append(name)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    return name
+
+
+def _queue(srv, made) -> tuple[str, str]:
+    sqs = srv.client("sqs")
+    url = sqs.create_queue(QueueName=unique("recur-q"))["QueueUrl"]
+    made[1].append(url)
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+def _drain(sqs, url: str, until, timeout: float = 60.0) -> list[dict]:
+    """Every record received until `until(records)` holds and the queue stays quiet for 2 s."""
+    out: list[dict] = []
+    deadline, quiet_since = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        for m in got:
+            out.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        if got:
+            quiet_since = None
+        elif until(out):
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > 2:
+                break
+    return out
+
+
+def test_the_setting(lam, made, srv):
+    name = _create(lam, made)
+    assert lam.get_function_recursion_config(FunctionName=name)["RecursiveLoop"] == "Terminate"
+    assert lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Allow")["RecursiveLoop"] == "Allow"
+    assert lam.get_function_recursion_config(FunctionName=srv.function_arn(name))["RecursiveLoop"] == "Allow"
+    with pytest.raises(ClientError) as info:
+        lam.get_function_recursion_config(FunctionName=name + ":1")      # the model's UnqualifiedFunctionName
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(ClientError) as info:
+        lam.put_function_recursion_config(FunctionName=unique("missing"), RecursiveLoop="Allow")
+    assert info.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as info:
+        lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Sometimes")
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+
+
+def _with_trace(client, header: str):
+    def add(request, **_):
+        request.headers["X-Amzn-Trace-Id"] = header
+    client.meta.events.register("before-sign.lambda.Invoke", add)
+    return client
+
+
+def test_a_synchronous_invoke_past_16_is_refused(lam, made, srv):
+    name = _create(lam, made)
+    h = hashlib.sha256(srv.function_arn(name).encode()).hexdigest()[:8]
+    root = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0"
+    fifteen = _with_trace(srv.client(), f"{root};Lineage={h}:15")
+    assert fifteen.invoke(FunctionName=name, Payload=b"{}")["StatusCode"] == 200      # the 16th: runs
+    sixteen = _with_trace(srv.client(), f"{root};Lineage={h}:16")
+    with pytest.raises(ClientError) as info:
+        sixteen.invoke(FunctionName=name, Payload=b"{}")                              # the 17th: stopped
+    err = info.value.response
+    assert (err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]) == ("RecursiveInvocationException", 400)
+    lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Allow")
+    assert sixteen.invoke(FunctionName=name, Payload=b"{}")["StatusCode"] == 200
+
+
+@python_sdk
+@pytest.mark.parametrize("setting", ["Terminate", "Allow"])
+def test_an_async_loop_through_the_sdk(lam, made, srv, setting):
+    iam, sqs = srv.client("iam"), srv.client("sqs")
+    role = make_role(iam, LAMBDA_TRUST, allow(["lambda:InvokeFunction", "sqs:SendMessage"]), managed=(BASIC_EXECUTION,))
+    name = _create(lam, made, SELF_INVOKER, role=role)
+    ok_url, ok_arn = _queue(srv, made)
+    fail_url, fail_arn = _queue(srv, made)
+    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0, DestinationConfig={
+        "OnSuccess": {"Destination": ok_arn}, "OnFailure": {"Destination": fail_arn}})
+    if setting == "Allow":
+        lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Allow")
+    stop = 20
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"depth": 1, "stop": stop}).encode())
+    if setting == "Terminate":
+        failed = _drain(sqs, fail_url, lambda recs: len(recs) >= 1)
+        assert [r["requestPayload"]["depth"] for r in failed] == [17], failed
+        assert failed[0]["requestContext"]["condition"] == "RecursiveInvocationDetected"
+        done = _drain(sqs, ok_url, lambda recs: len(recs) >= 16, timeout=10)
+        assert sorted(r["responsePayload"]["depth"] for r in done) == list(range(1, 17))
+    else:
+        done = _drain(sqs, ok_url, lambda recs: len(recs) >= stop)
+        assert sorted(r["responsePayload"]["depth"] for r in done) == list(range(1, stop + 1))
+        assert not _drain(sqs, fail_url, lambda recs: True, timeout=3)
