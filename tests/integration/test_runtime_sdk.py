@@ -226,6 +226,18 @@ def test_a_queue_url_from_outside(function_server, sqs_role):
 
 
 @node_sdk
+def test_a_queue_url_from_outside_with_the_documented_workaround(function_server, sqs_role):
+    """README's workaround for the gap above: a client told not to send to the QueueUrl's host."""
+    lam, sqs = function_server.client(), function_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("nq"))["QueueUrl"]
+    code = NODE_SAMPLE.replace("new SQSClient({})", "new SQSClient({ useQueueUrlAsEndpoint: false })")
+    name = _create(lam, sqs_role, {"index.mjs": code}, runtime=NODE_SDK_RUNTIMES[0], handler="index.handler",
+                   env={"QUEUE_URL": url})
+    out = _invoke(lam, name, {"body": "outside"})
+    assert out["received"] == [[out["sentId"], "outside"]], out
+
+
+@node_sdk
 def test_require_finds_the_sdk_and_the_role_decides(function_server, sqs_role):
     lam, sqs = function_server.client(), function_server.client("sqs")
     queue = unique("nq")
