@@ -108,7 +108,9 @@ def test_one_accounts_threads_cannot_starve_anothers_cold_start(tmp_path_factory
 
 @pytest.fixture(scope="module")
 def budget_server(tmp_path_factory):
-    args = ["--env-memory-mb", "1024", "--account-env-mb", "768", "--account-envs", "4", "--sandbox-slots", "0",
+    # The platform's budget holds the server's own memory too (~100-150 MiB here, no slots): 1280 leaves
+    # A's 768 and B's 256 room beside it, and not another 256.
+    args = ["--env-memory-mb", "1280", "--account-env-mb", "768", "--account-envs", "4", "--sandbox-slots", "0",
             "--env-idle-ttl", "120"]
     if os.geteuid() != 0:
         args += ["--sandbox", "process"]
@@ -132,7 +134,7 @@ def test_budget_evicts_idle_environments_biggest_holder_first_and_deleted_ones_g
         assert invoke(lam, a[3])[1]                      # A's least recently used idle one (a0) made room
         assert invoke(lam, a[2])[1] is False             # a2 stayed warm
         assert invoke(lam, a[0])[1]                      # a0 was evicted (and now a1 is)
-        # The platform (1024 MB) is full with A's 768 and B's first 256: B's second needs room, and A,
+        # The platform (1280 MB with the server's own) is full with A's 768 and B's first 256: B's second needs room, and A,
         # holding the most, gives up its least recently used idle environment (a3), not B's own.
         assert invoke(victim, b[0])[1] and invoke(victim, b[1])[1]
         assert invoke(victim, b[0])[1] is False

@@ -5,11 +5,19 @@ running, idle (frozen) or starting: its cgroup may use its whole MemorySize at a
 environment does not fit, idle ones are evicted first (EnvironmentPool picks them, see
 `pick_victims`); when nothing idle can go, Invoke answers 429 TooManyRequestsException with AWS's
 ConcurrentInvocationLimitExceeded, which SDKs retry.
+
+The platform-wide budget is the memory environments may hold beside the platform's own: the server
+process's resident memory, its fork server's, and what idle pre-isolated slots hold (sandbox/slots.py)
+are taken off it (`overhead`, read at most once a second), so --env-memory-mb bounds everything the
+server keeps in memory but the unpacked-code tmpfs (which has a budget of its own, invoke/unpacked.py).
 """
 from __future__ import annotations
 
+import os
+import threading
+import time
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from lambdalet.models.errors import TooManyRequestsException
 
@@ -33,6 +41,45 @@ def default_total_mb(share: float = 0.75) -> int:
     raise RuntimeError("no MemTotal in /proc/meminfo")
 
 
+def resident_mb(pid: int | str = "self") -> int:
+    """A process's resident memory, MiB (rounded up); 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return -(-pages * os.sysconf("SC_PAGE_SIZE") // (1 << 20))
+
+
+class PlatformOverhead:
+    """Memory the platform holds outside environments, MiB: this process, the sandbox's fork server and
+    its idle slots (duck-typed: `backend.zygote.pid`, `backend.slots.held_mb()`, when it has them).
+    Cached for `every_s`: it is read whenever a new environment is budgeted."""
+
+    def __init__(self, backend=None, every_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.backend, self.every_s, self.clock = backend, every_s, clock
+        self._lock = threading.Lock()
+        self._at, self._mb = float("-inf"), 0
+
+    def __call__(self) -> int:
+        with self._lock:
+            now = self.clock()
+            if now - self._at >= self.every_s:
+                self._mb, self._at = self.measure(), now
+            return self._mb
+
+    def measure(self) -> int:
+        mb = resident_mb()
+        zygote = getattr(self.backend, "zygote", None)
+        pid = getattr(zygote, "pid", None) if zygote is not None else None
+        if pid:
+            mb += resident_mb(pid)
+        slots = getattr(self.backend, "slots", None)
+        if slots is not None:
+            mb += slots.held_mb()
+        return mb
+
+
 class Charged(Protocol):
     """What the pool hands in as an eviction candidate: an idle environment's owner, size and age."""
     account_id: str
@@ -43,8 +90,9 @@ class Charged(Protocol):
 class EnvBudget:
     """Counts only; the caller (the pool) holds its lock around every call."""
 
-    def __init__(self, limits: BudgetLimits = BudgetLimits()):
+    def __init__(self, limits: BudgetLimits = BudgetLimits(), overhead: Callable[[], int] | None = None):
         self.limits = limits
+        self.overhead = overhead or (lambda: 0)      # MiB the platform holds beside environments
         self._envs: dict[str, int] = {}
         self._mb: dict[str, int] = {}
         self.total_mb = 0
@@ -59,7 +107,7 @@ class EnvBudget:
         if (lim.account_envs is not None and envs + 1 > lim.account_envs) or \
                 (lim.account_mb is not None and mb + memory_mb > lim.account_mb):
             return ACCOUNT
-        if lim.total_mb is not None and self.total_mb + memory_mb > lim.total_mb:
+        if lim.total_mb is not None and self.total_mb + self.overhead() + memory_mb > lim.total_mb:
             return PLATFORM
         return None
 

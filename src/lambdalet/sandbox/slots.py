@@ -14,7 +14,8 @@ This pool keeps up to `size` idle slots per family (an interpreter and how it is
 a background thread after a claim (never on the invoke's path), and lets slots expire: one idle for
 `ttl_s` is destroyed, and a family nobody asked for within `ttl_s` is not refilled, so an idle server
 holds nothing. Idle slots hold a uid and a cgroup (they count in the backend's resources) but belong
-to no account, so they count towards no concurrency limit.
+to no account, so they count towards no concurrency limit; their memory counts in the platform's
+environment budget (`held_mb`).
 """
 from __future__ import annotations
 
@@ -74,6 +75,13 @@ class SlotPool:
     def counts(self) -> dict[str, int]:
         with self._cond:
             return {"idle_slots": sum(len(q) for q in self._idle.values())}
+
+    def held_mb(self) -> int:
+        """Memory the idle slots hold, MiB (their cgroups' peak: no tenant code has run in them), for the
+        platform's environment budget (invoke/envbudget.PlatformOverhead)."""
+        with self._cond:
+            idle = [s for q in self._idle.values() for s in q]
+        return sum(_peak_mb(s) for s in idle)
 
     def idle_uids(self) -> set[int]:
         with self._cond:
@@ -167,3 +175,8 @@ class SlotPool:
             self._destroy(slot)
         except Exception:
             log.exception("sandbox slot %s could not be destroyed", slot.name)
+
+
+def _peak_mb(slot: Slot) -> int:
+    peak = getattr(slot.cgroup, "max_memory_mb", None)
+    return int(peak()) if peak is not None else 0

@@ -23,7 +23,7 @@ from lambdalet.invoke.concurrency import ConcurrencyLimiter
 from lambdalet.invoke.credentials import ExecutionRoles, ensure_default_role
 from lambdalet.invoke.invoker import Invoker
 from lambdalet.invoke.layercache import LayerCache
-from lambdalet.invoke.envbudget import BudgetLimits, EnvBudget, default_total_mb
+from lambdalet.invoke.envbudget import BudgetLimits, EnvBudget, PlatformOverhead, default_total_mb
 from lambdalet.invoke.pool import EnvironmentPool
 from lambdalet.invoke.version_watch import stale_keys
 from lambdalet.invoke.targets import TargetResolver
@@ -119,9 +119,11 @@ def build_invoker(settings: Settings, db: Database, blobs: BlobStore, service: L
     # Live environments and their memory, per account and in all; deleted or updated versions'
     # environments go as soon as the control plane's generation moves (invoke/envbudget.py, pool.py).
     # By default one account may hold half the platform's budget at most, so another always has room.
+    # The server's own memory and the idle slots' are taken off the platform's budget (PlatformOverhead).
     total_mb = settings.env_memory_mb or default_total_mb()
     budget = EnvBudget(BudgetLimits(account_envs=settings.account_envs, total_mb=total_mb,
-                                    account_mb=settings.account_env_mb or min(10240, total_mb // 2)))
+                                    account_mb=settings.account_env_mb or min(10240, total_mb // 2)),
+                       overhead=PlatformOverhead(backend))
     pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s, budget=budget)
     pool.watch(lambda: service.resolver.generation, stale_keys(db))
     invoker = Invoker(TargetResolver(service.resolver, db), backend, code, pool,
