@@ -22,6 +22,9 @@ EXIT = 15         # runtime process ended: header {"status": "exit status 1" | "
                   # (taken: an event was handed to the runtime and not answered)
 SETUP_ERROR = 16  # the sandbox could not be built (a platform failure, not the function's)
 SLOT_READY = 17   # a pre-isolated slot is built and waits for its CONFIG (header: its build timings)
+CHUNK = 18        # a piece of a streamed response (Lambda-Runtime-Function-Response-Mode: streaming):
+                  # header {request_id, content_type}, body <= MAX_CHUNK bytes; then RESULT or ERROR
+                  # with header "streamed": true ends it (ERROR: the runtime's error trailers)
 # the function's calls to this server's API (runtime/api_proxy.py); numbered apart from the rest
 API_REQUEST = 41   # init -> host: header {id, method, target, headers}, body the request body
 API_RESPONSE = 40  # host -> init: header {id, status, headers}, body the response body
@@ -29,6 +32,8 @@ API_RESPONSE = 40  # host -> init: header {id, status, headers}, body the respon
 _HDR = struct.Struct(">BII")
 MAX_HEADER = 64 * 1024
 MAX_BODY = 8 * 1024 * 1024   # > the 6 MB response limit, which init enforces itself
+MAX_CHUNK = 256 * 1024       # a streamed response crosses in pieces this large at most
+MAX_STREAMED = 200 * 1024 * 1024   # AWS's limit for a streamed response (it was 20 MB until 2025)
 
 
 class BridgeClosed(Exception):

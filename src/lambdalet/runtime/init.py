@@ -9,6 +9,8 @@ ends, which (as PID 1) takes the whole namespace down. When the host closes the 
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import select
@@ -44,6 +46,7 @@ class _State:
         self.cond = threading.Condition()
         self.pending: tuple[dict, bytes] | None = None
         self.current: str | None = None
+        self.streaming: str | None = None   # the request id whose response is being streamed
         self.ready_sent = False
         self.log_fd = -1
         self.log_lock = threading.Lock()
@@ -82,7 +85,7 @@ def _serve_connection(st: _State, conn: runtime_http.Connection) -> None:
     try:
         while True:
             try:
-                req = conn.read_request(MAX_RESPONSE)
+                req = conn.read_request(MAX_RESPONSE, _streamed)
             except runtime_http.BadRequest as e:
                 conn.keep_alive = False
                 conn.reply(e.code, json.dumps({"errorType": "BadRequest", "errorMessage": str(e)}).encode())
@@ -159,6 +162,12 @@ def _hung_up(sock: socket.socket) -> bool:
     return bool(p.poll(0))
 
 
+def _streamed(method: str, path: str, headers: dict[str, str]) -> bool:
+    """A /response the runtime streams (AWS's custom-runtime streaming): relayed as it arrives."""
+    return (method == "POST" and path.endswith("/response")
+            and headers.get("lambda-runtime-function-response-mode", "").lower() == "streaming")
+
+
 def _post(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) -> None:
     # /2018-06-01/runtime/invocation/{id}/response|error  or  /2018-06-01/runtime/init/error
     path, body = req.path, req.body
@@ -173,8 +182,14 @@ def _post(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
     rid = parts[4]
     with st.cond:
         if rid != st.current:
+            if req.streamed:
+                conn.keep_alive = False          # its body is not read: the connection cannot go on
             return conn.reply(400, json.dumps({"errorType": "InvalidRequestID", "errorMessage": "Invalid request ID"}).encode())
         st.current = None
+        if req.streamed:
+            st.streaming = rid
+    if req.streamed:
+        return _relay_stream(st, conn, req, rid)
     st.drain_logs()
     if body is None:
         msg = f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."
@@ -186,6 +201,64 @@ def _post(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
     else:
         st.send(bridge.ERROR, {"request_id": rid, "error_type": error_type}, body)
     conn.reply(202, _ACCEPTED)
+
+
+def _relay_stream(st: _State, conn: runtime_http.Connection, req: runtime_http.Request, rid: str) -> None:
+    """A streamed /response: each piece crosses the bridge as it arrives (CHUNK frames; the bridge's
+    back-pressure reaches the runtime's writes), then RESULT, or ERROR from its error trailers."""
+    content_type = req.headers.get("content-type") or "application/octet-stream"
+    hdr = {"request_id": rid, "content_type": content_type[:1024]}
+    total, too_large = 0, False
+    try:
+        for piece in conn.body_pieces(bridge.MAX_CHUNK):
+            total += len(piece)
+            if total > bridge.MAX_STREAMED:
+                too_large = True                 # read to the end and dropped: the stream is cut here
+            elif piece:
+                st.drain_logs()                  # what the function logged before writing comes first
+                st.send(bridge.CHUNK, hdr, piece)
+    except runtime_http.BadRequest:
+        conn.keep_alive = False
+        error_type, doc = "Runtime.TruncatedResponse", None
+    except OSError:                              # the runtime went away mid-stream
+        conn.keep_alive = False
+        error_type, doc = "Runtime.TruncatedResponse", None
+    else:
+        error_type = conn.trailers.get("lambda-runtime-function-error-type", "")
+        doc = _trailer_doc(error_type, conn.trailers.get("lambda-runtime-function-error-body", ""))
+    st.drain_logs()
+    if too_large:
+        msg = f"Response payload size exceeded maximum allowed payload size ({bridge.MAX_STREAMED} bytes)."
+        error_type = "Function.ResponseSizeTooLarge"
+        doc = json.dumps({"errorMessage": msg, "errorType": error_type}).encode()
+    elif error_type and doc is None:
+        doc = json.dumps({"errorMessage": "The runtime's response stream ended early.",
+                          "errorType": error_type}).encode()
+    if error_type:
+        st.send(bridge.ERROR, {"request_id": rid, "error_type": error_type, "streamed": True}, doc or b"")
+    else:
+        st.send(bridge.RESULT, {"request_id": rid, "streamed": True})
+    with st.cond:
+        st.streaming = None
+    if conn.keep_alive:
+        conn.reply(413 if too_large else 202, _ACCEPTED)
+
+
+def _trailer_doc(error_type: str, encoded: str) -> bytes | None:
+    """Lambda-Runtime-Function-Error-Body is the error document, base64-encoded (AWS's custom runtime
+    streaming); a body that is not base64 is kept as the message."""
+    if not error_type:
+        return None
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raw = encoded.encode("utf-8", "replace")
+    try:
+        if isinstance(json.loads(raw), dict):
+            return raw[:MAX_RESPONSE]
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return json.dumps({"errorMessage": raw[:MAX_RESPONSE].decode("utf-8", "replace"), "errorType": error_type}).encode()
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -231,7 +304,7 @@ def _reaper(st: _State, cfg: InitConfig, runtime_pid: int) -> None:
             time.sleep(0.002)           # let the pipe's last writes land (other writers may hold it open)
             st.drain_logs()
             with st.cond:               # "taken": an event was handed to the runtime and not answered.
-                taken = st.current is not None   # False: whatever the host sent never ran (it may retry)
+                taken = st.current is not None or st.streaming is not None   # False: never ran (the host may retry)
             st.send(bridge.EXIT, {"status": _exit_status(status), "taken": taken})
             os._exit(0)
 

@@ -69,6 +69,73 @@ function logError(rid, doc, prefix) {
   }
 }
 
+// Response streaming as AWS's Node runtime exposes it, as globals: awslambda.streamifyResponse(handler)
+// marks a handler (event, responseStream, context); awslambda.HttpResponseStream.from(stream, metadata)
+// writes a function URL's status/headers/cookies prelude (JSON, then 8 NUL bytes). The stream is the
+// body of a chunked POST /response with Lambda-Runtime-Function-Response-Mode: streaming; an error
+// ends it with the Lambda-Runtime-Function-Error-Type / -Body trailers (the body base64-encoded).
+const { Writable } = require("stream");
+const HANDLER_STREAMING = Symbol.for("aws.lambda.runtime.handler.streaming");
+const HANDLER_HIGHWATERMARK = Symbol.for("aws.lambda.runtime.handler.streaming.highWaterMark");
+const HTTP_INTEGRATION = "application/vnd.awslambda.http-integration-response";
+
+class ResponseStream extends Writable {
+  constructor(rid, highWaterMark) {
+    super(highWaterMark ? { highWaterMark } : {});
+    this._rid = rid; this._contentType = "application/octet-stream"; this._req = null; this._errorDoc = null;
+    this.finished = new Promise((resolve, reject) => { this._resolve = resolve; this._reject = reject; });
+  }
+  setContentType(type) { if (!this._req) this._contentType = String(type); }
+  _open() {
+    if (this._req) return this._req;
+    this._req = http.request({ host: HOST, port: PORT, path: `${API}/invocation/${this._rid}/response`, method: "POST", agent,
+      headers: { "Lambda-Runtime-Function-Response-Mode": "streaming", "Transfer-Encoding": "chunked",
+        "Content-Type": this._contentType,
+        Trailer: "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body" } }, (res) => {
+      res.resume(); res.on("end", () => this._resolve());
+    });
+    this._req.on("error", (e) => this._reject(e));
+    return this._req;
+  }
+  _write(chunk, encoding, cb) { this._open().write(chunk, cb); }     // cb once taken: back-pressure
+  _final(cb) {
+    const req = this._open();
+    if (this._errorDoc) req.addTrailers({ "Lambda-Runtime-Function-Error-Type": this._errorDoc.errorType,
+      "Lambda-Runtime-Function-Error-Body": Buffer.from(JSON.stringify(this._errorDoc)).toString("base64") });
+    req.end(cb);
+  }
+  fail(doc) { this._errorDoc = doc; if (!this.writableEnded) this.end(); return this.finished; }
+}
+
+globalThis.awslambda = {
+  streamifyResponse(handler, options) {
+    handler[HANDLER_STREAMING] = "response";
+    if (options && Number.isInteger(options.highWaterMark)) handler[HANDLER_HIGHWATERMARK] = options.highWaterMark;
+    return handler;
+  },
+  HttpResponseStream: {
+    from(stream, prelude) {
+      stream.setContentType(HTTP_INTEGRATION);
+      stream.write(JSON.stringify(prelude || {}));
+      stream.write(Buffer.alloc(8));           // the delimiter between the prelude and the body
+      return stream;
+    },
+  },
+};
+
+async function invokeStreaming(fn, event, ctx, rid) {
+  const stream = new ResponseStream(rid, fn[HANDLER_HIGHWATERMARK]);
+  try {
+    await fn(event, stream, ctx);
+    if (!stream.writableEnded) stream.end();
+    await stream.finished;
+  } catch (e) {
+    const doc = errorDoc(e);
+    logError(rid, doc, "Invoke Error \t");
+    await stream.fail(doc);
+  }
+}
+
 class Fault extends Error { constructor(type, msg) { super(msg); this.faultType = type; } }
 
 async function loadHandler(handlerString) {
@@ -131,6 +198,10 @@ function invokeHandler(fn, event, ctx) {
     const rid = ctx.awsRequestId;
     currentRequestId = rid;
     if (next.headers["lambda-runtime-trace-id"]) process.env._X_AMZN_TRACE_ID = next.headers["lambda-runtime-trace-id"];
+    if (fn[HANDLER_STREAMING] === "response") {
+      await invokeStreaming(fn, next.body.length ? JSON.parse(next.body.toString()) : null, ctx, rid);
+      continue;
+    }
     try {
       const event = next.body.length ? JSON.parse(next.body.toString()) : null;
       const result = await invokeHandler(fn, event, ctx);

@@ -30,11 +30,12 @@ class BadRequest(Exception):
 
 
 class Request:
-    __slots__ = ("method", "path", "headers", "body")
+    __slots__ = ("method", "path", "headers", "body", "streamed")
 
     def __init__(self, method: str, path: str, headers: dict[str, str]):
         self.method, self.path, self.headers = method, path, headers
         self.body: bytes | None = b""       # None: larger than the limit (consumed, not kept)
+        self.streamed = False               # the body is left to Connection.body_pieces()
 
 
 _date_cache = [0, ""]
@@ -56,6 +57,8 @@ class Connection:
         self.buf = bytearray()
         self.keep_alive = True
         self.write_lock = threading.Lock()
+        self.trailers: dict[str, str] = {}   # of the last chunked body read
+        self._pending_body: tuple[bool, int] | None = None   # (chunked, length) of a streamed body not yet read
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -94,9 +97,10 @@ class Connection:
                 parts.append(piece)
         return b"".join(parts) if keep else b""
 
-    def read_request(self, body_limit: int) -> Request | None:
+    def read_request(self, body_limit: int, stream=None) -> Request | None:
         """The next request, its body read (None when over body_limit); None when the client closed
-        between requests."""
+        between requests. `stream(method, path, headers)` true: the body is not read here but piece
+        by piece with body_pieces() (a streamed function response), before the next request."""
         while True:
             end = self.buf.find(b"\r\n\r\n")
             if end >= 0:
@@ -135,6 +139,11 @@ class Connection:
             raise BadRequest(400, "bad Content-Length")
         if headers.get("expect", "").lower() == "100-continue" and version != "HTTP/1.0":
             self._send(b"HTTP/1.1 100 Continue\r\n\r\n")   # libcurl would otherwise wait 1 s
+        self.trailers = {}
+        if stream is not None and stream(method, path, headers):
+            req.streamed, req.body = True, None
+            self._pending_body = (chunked, int(length or 0))
+            return req
         if chunked:
             req.body = self._chunked(body_limit)
         elif length and int(length):
@@ -157,8 +166,7 @@ class Connection:
             if size < 0:
                 raise BadRequest(400, "bad chunk size")
             if size == 0:
-                while self._line(MAX_HEAD):      # trailers, up to the empty line
-                    pass
+                self._read_trailers()
                 break
             total += size
             keep = total <= limit
@@ -169,6 +177,56 @@ class Connection:
                 parts = []                       # over the limit: drop what was kept too
             self._line(MAX_CHUNK_LINE)           # the CRLF after the chunk
         return b"".join(parts) if total <= limit else None
+
+    def _read_trailers(self) -> None:
+        """The trailer fields after a chunked body, up to the empty line (bounded as a head is)."""
+        size = 0
+        while line := self._line(MAX_HEAD):
+            size += len(line)
+            if size > MAX_HEAD or len(self.trailers) >= MAX_HEADER_LINES:
+                raise BadRequest(431, "trailers too large")
+            k, sep, v = line.decode("latin-1").partition(":")
+            if sep and k and k == k.strip():
+                self.trailers[k.lower()] = v.strip()
+
+    def body_pieces(self, piece_max: int):
+        """The streamed body of the request read_request() left unread, as it arrives, in pieces of at
+        most piece_max bytes (never the whole body in memory); trailers land in self.trailers."""
+        pending, self._pending_body = self._pending_body, None
+        if pending is None:
+            return
+        chunked, length = pending
+        if not chunked:
+            while length:
+                piece = self._piece(min(length, piece_max))
+                length -= len(piece)
+                yield piece
+            return
+        while True:
+            size_field = self._line(MAX_CHUNK_LINE).split(b";")[0].strip()
+            try:
+                size = int(size_field, 16)
+            except ValueError:
+                raise BadRequest(400, "bad chunk size") from None
+            if size < 0:
+                raise BadRequest(400, "bad chunk size")
+            if size == 0:
+                self._read_trailers()
+                return
+            while size:
+                piece = self._piece(min(size, piece_max))
+                size -= len(piece)
+                yield piece
+            self._line(MAX_CHUNK_LINE)           # the CRLF after the chunk
+
+    def _piece(self, most: int) -> bytes:
+        """Up to `most` bytes of what has arrived (waiting for at least one): a chunk is relayed as it
+        comes, not once all of it is here."""
+        if not self.buf and not self._fill():
+            raise ConnectionError("closed mid-body")
+        piece = bytes(self.buf[:most])
+        del self.buf[:len(piece)]
+        return piece
 
     # -- writing ---------------------------------------------------------------------------------
 

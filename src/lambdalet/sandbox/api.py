@@ -59,6 +59,10 @@ class InvokeRequest:
     client_context: str | None = None  # JSON text (decoded X-Amz-Client-Context), as the runtime sees it
     trace_id: str = ""
     tenant_id: str = ""               # a PER_TENANT function's tenant (Lambda-Runtime-Aws-Tenant-Id)
+    # A streamed response's consumer (InvokeWithResponseStream, RESPONSE_STREAM URLs): its
+    # write(content_type, data, deadline) gets each piece as the runtime streams it, blocking for
+    # back-pressure, TimeoutError past the deadline (monotonic). None: a streamed response is buffered.
+    stream: Any = field(default=None, compare=False)
 
 
 @dataclass
@@ -70,6 +74,7 @@ class InvokeResult:
     duration_ms: float = 0.0
     max_memory_mb: int = 0
     init_duration_ms: float | None = None  # set on the first invocation of an environment
+    streamed: bool = False             # the payload went to InvokeRequest.stream (payload: an error document or b"")
 
 
 class SandboxError(Exception):

@@ -272,25 +272,30 @@ class BridgedSandbox(Sandbox):
         payload, ferr, etype = b"", None, None
         undelivered = False
         heard = False                      # any frame from the environment since INVOKE
+        streamed = _Streamed(req.stream)   # a response the runtime streams: relayed, or buffered
         try:
             self._send(bridge.INVOKE, hdr, req.payload)
             while True:
                 frame = self._next_frame(deadline)
                 heard = True
                 if frame is None:
-                    secs = self.spec.timeout_s
-                    self._teardown()
-                    self._emit(f"{_now()} {rid} Task timed out after {secs:.2f} seconds\n".encode(), platform=True)
-                    payload = _doc("Sandbox.Timedout", f"RequestId: {rid} Error: Task timed out after {secs:.2f} seconds")
-                    ferr, etype = "Unhandled", "Sandbox.Timedout"
+                    payload, ferr, etype = self._timed_out(rid)
                     break
                 kind, fh, body = frame
                 if kind == bridge.LOG:
                     self._emit(body)
+                elif kind == bridge.CHUNK and fh.get("request_id") == rid:
+                    streamed.write(str(fh.get("content_type") or ""), body, deadline)
                 elif kind == bridge.API_REQUEST:
                     self._api_request(fh, body)
                 elif kind in (bridge.RESULT, bridge.ERROR) and fh.get("request_id") == rid:
-                    payload = body
+                    payload = body if kind == bridge.ERROR or not fh.get("streamed") else streamed.buffered()
+                    if kind == bridge.RESULT and streamed.size > len(payload):
+                        payload, ferr, etype = _doc("Function.ResponseSizeTooLarge",
+                                                    f"Response payload size ({streamed.size} bytes) exceeded maximum "
+                                                    f"allowed payload size ({streamed.KEEP - 1} bytes)."), \
+                            "Unhandled", "Function.ResponseSizeTooLarge"
+                        break
                     if kind == bridge.ERROR:
                         ferr = "Unhandled"
                         try:
@@ -301,13 +306,15 @@ class BridgedSandbox(Sandbox):
                     break
                 elif kind == bridge.EXIT:
                     raise _Died(str(fh.get("status", "")), fh.get("taken") is not False)
+        except TimeoutError:                # the stream's reader did not take it before the deadline
+            payload, ferr, etype = self._timed_out(rid)
         except (_Died, OSError) as d:
             status = d.status if isinstance(d, _Died) else ""
             oom = self._oom_killed()
             if oom:
                 status = "signal: killed"
             self._teardown()
-            undelivered = self._never_taken(d, heard, oom)
+            undelivered = self._never_taken(d, heard, oom) and not streamed.started
             msg = f"Runtime exited with error: {status}" if status else "Runtime exited without providing a reason"
             self._emit(f"{_now()} {rid} Error: {msg}\n".encode(), platform=True)
             payload, ferr, etype = _doc("Runtime.ExitError", f"RequestId: {rid} Error: {msg}"), "Unhandled", "Runtime.ExitError"
@@ -319,10 +326,18 @@ class BridgedSandbox(Sandbox):
                                                     req.tenant_id), platform=True)
         result = InvokeResult(payload=payload, function_error=ferr, error_type=etype,
                               log_tail=bytes(self._log[-LOG_TAIL:]),
-                              duration_ms=round(dur, 3), max_memory_mb=mem, init_duration_ms=init_ms)
+                              duration_ms=round(dur, 3), max_memory_mb=mem, init_duration_ms=init_ms,
+                              streamed=streamed.relayed)
         if undelivered:
             raise NotDelivered(f"environment {self.spec.env_id} was dead before its runtime took the event", result)
         return result
+
+    def _timed_out(self, rid: str) -> tuple[bytes, str, str]:
+        secs = self.spec.timeout_s
+        self._teardown()
+        self._emit(f"{_now()} {rid} Task timed out after {secs:.2f} seconds\n".encode(), platform=True)
+        return (_doc("Sandbox.Timedout", f"RequestId: {rid} Error: Task timed out after {secs:.2f} seconds"),
+                "Unhandled", "Sandbox.Timedout")
 
     def _never_taken(self, d: Exception, heard: bool, oom: bool) -> bool:
         """Did the environment die before its runtime was handed the event? Init's EXIT frame says so
@@ -334,6 +349,34 @@ class BridgedSandbox(Sandbox):
         if heard or oom:
             return False
         return isinstance(d, OSError) or self.init_outlives_tenant
+
+
+class _Streamed:
+    """One invocation's streamed response: each CHUNK to the request's consumer, or (a buffered
+    Invoke of a streaming function) gathered into the payload as AWS buffers it, up to the 6 MB the
+    invoker enforces (what is past it is counted, not kept)."""
+
+    __slots__ = ("sink", "started", "parts", "size")
+    KEEP = 6 * 1024 * 1024 + 1          # one byte past Invoke's limit: enough for its size check to refuse
+
+    def __init__(self, sink):
+        self.sink, self.started, self.parts, self.size = sink, False, [], 0
+
+    @property
+    def relayed(self) -> bool:
+        return self.sink is not None and self.started
+
+    def write(self, content_type: str, data: bytes, deadline: float) -> None:
+        self.started = True
+        if self.sink is not None:
+            self.sink.write(content_type, data, deadline)
+            return
+        if self.size < self.KEEP:
+            self.parts.append(data[: self.KEEP - self.size])
+        self.size += len(data)
+
+    def buffered(self) -> bytes:
+        return b"".join(self.parts)
 
 
 def _doc(error_type: str, message: str) -> bytes:
