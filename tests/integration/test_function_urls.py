@@ -250,8 +250,8 @@ def test_control_plane_errors(lam):
             lam.create_function_url_config(FunctionName=name, Qualifier="1", AuthType="NONE")
         assert err.message == ("1 validation error detected: Value '1' at 'qualifier' failed to satisfy constraint: "
                                "Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)")
-        with expect_error("InvalidParameterValueException", 400):
-            lam.create_function_url_config(FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM")
+        with expect_error("ValidationException", 400):     # (RESPONSE_STREAM is served: test_response_streaming.py)
+            lam.create_function_url_config(FunctionName=name, AuthType="NONE", InvokeMode="STREAMING")
         with expect_error("ResourceNotFoundException", 404) as err:
             lam.create_function_url_config(FunctionName=name, Qualifier="nope", AuthType="NONE")
         assert err.message == "Function does not exist"

@@ -19,7 +19,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Host, Match
 
-from lambdalet.api import audit_hook, sigv4
+from lambdalet.api import audit_hook, event_stream, sigv4
 from lambdalet.api.threads import AccountShares, WorkerThreads
 from lambdalet.api.protocol import WireRequest, WireResponse, generic_error
 from lambdalet.models.context import Caller, RequestContext
@@ -186,6 +186,7 @@ class ApiApp:
         client = scope.get("client")
         source_ip = client[0] if client else ""
         held, body_read = [0], False
+        streamed = None
         try:
             declared = headers.get("content-length")
             if "transfer-encoding" in headers or (
@@ -229,6 +230,10 @@ class ApiApp:
                 return self._call(service, op, binding.handler_for(op.name), ctx, params)
 
             result = await self.workers.run_deferrable(authenticated_call)
+            streamed = event_stream.stream_of(result)
+            if streamed is not None:        # InvokeWithResponseStream: the head waits for the first piece
+                await streamed.started()    # (an error before it is answered as any error is)
+                result = event_stream.head_members(result, streamed)
             out = binding.protocol.serialize(op, result)
         except _ClientGone:
             return                     # nobody to answer (nothing ran: the body was still arriving)
@@ -254,6 +259,11 @@ class ApiApp:
             out.headers["Connection"] = "close"    # the unread body is not worth reading: end the connection
         raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in out.headers.items()
                if k.lower() != "content-length"]
+        if streamed is not None and error is None and out.status == 200:
+            await event_stream.send_events(send, out.status, raw, streamed)   # chunked, as it comes
+            return
+        if streamed is not None:
+            streamed.close()
         raw.append((b"content-length", str(len(out.body)).encode()))
         await send({"type": "http.response.start", "status": out.status, "headers": raw})
         await send({"type": "http.response.body", "body": out.body})

@@ -32,14 +32,16 @@ from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Host, Route, Router
 
 from lambdalet.api import function_url_origin as origin
+from lambdalet.api import function_url_stream as url_stream
 from lambdalet.api import sigv4
 from lambdalet.api.function_url_payload import (HttpResult, InvalidFunctionResponse, apply_cors, build_event,
                                                 combine_headers, is_preflight, map_response, preflight)
 from lambdalet.invoke.invoker import MAX_SYNC_PAYLOAD as MAX_PAYLOAD   # request and response, as Invoke
+from lambdalet.invoke.response_stream import ResponseStream
 from lambdalet.models.context import Caller, RequestContext
 from lambdalet.models.errors import AwsError, TooManyRequestsException
 from lambdalet.services.function_urls import url_host
@@ -100,7 +102,11 @@ class FunctionUrlFront:
             result = _json(500, "Internal Server Error")
         # What a browser lets the response do to its origin: the URL's own host, or the shared one.
         result = origin.host_style(result, domain) if domain else origin.path_style(result, url_id)
-        response = Response(result.body, status_code=result.status)
+        if isinstance(result, url_stream.StreamedResult):
+            response: Response = StreamingResponse(result.chunks, status_code=result.status)
+            del response.headers["content-type"]    # (Starlette's default; the function's own is below)
+        else:
+            response = Response(result.body, status_code=result.status)
         for name, value in result.headers:
             response.headers.append(name, value)
         response.headers["x-amzn-RequestId"] = request_id
@@ -126,7 +132,7 @@ class FunctionUrlFront:
         signed_path = _raw_path(request)      # what a SigV4 signer signed (path style keeps its prefix)
         protocol = f"HTTP/{request.scope.get('http_version', '1.1')}"
 
-        def authenticate_authorize_invoke() -> HttpResult:
+        def authenticate_authorize_invoke() -> HttpResult | ResponseStream:
             ctx, iam = self._caller(url, method, signed_path, raw_query, headers, body, request_id, base_url,
                                     source_ip)
             if ctx is None:
@@ -143,6 +149,14 @@ class FunctionUrlFront:
             return self._invoke(ctx, url, payload)
 
         result = await run_in_threadpool(authenticate_authorize_invoke)
+        if isinstance(result, ResponseStream):      # RESPONSE_STREAM: the head once the function wrote it
+            try:
+                result = await url_stream.http_result(result, _bad_gateway())
+            except TooManyRequestsException:
+                result = _json(429, "Rate Exceeded.", "TooManyRequestsException")
+            except AwsError as e:
+                log.info("function URL %s: invocation failed: %s %s", url.url_id, e.code, e.message)
+                result = _bad_gateway()
         return apply_cors(url.cors, headers.get("origin"), result)
 
     def _caller(self, url, method, raw_path, raw_query, headers, body, request_id, base_url, source_ip
@@ -184,9 +198,11 @@ class FunctionUrlFront:
             return None, None
         return ctx, iam
 
-    def _invoke(self, ctx: RequestContext, url, payload: bytes) -> HttpResult:
+    def _invoke(self, ctx: RequestContext, url, payload: bytes) -> HttpResult | ResponseStream:
         try:
             target = self.invoker.resolve(ctx, url.function_name, url.qualifier)
+            if url.invoke_mode == "RESPONSE_STREAM":
+                return self.invoker.stream(ctx, target, payload)    # read on the event loop (_handle)
             result = self.invoker.run(ctx, target, payload)
         except TooManyRequestsException:
             return _json(429, "Rate Exceeded.", "TooManyRequestsException")

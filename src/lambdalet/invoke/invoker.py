@@ -7,6 +7,7 @@ import binascii
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 import weakref
@@ -16,6 +17,7 @@ from typing import Any, Callable
 from lambdalet.invoke.codecache import CodeCache
 from lambdalet.invoke.concurrency import ConcurrencyLimiter
 from lambdalet.invoke.pool import EnvironmentPool, PoolKey
+from lambdalet.invoke.response_stream import ResponseStream
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import (
     InvalidParameterValueException,
@@ -88,16 +90,7 @@ class Invoker:
     # The api binds this as the `Invoke` operation.
     def invoke(self, ctx: RequestContext, params: dict) -> dict:
         kind = params.get("InvocationType") or "RequestResponse"
-        payload = params.get("Payload") or b""
-        if len(payload) > MAX_SYNC_PAYLOAD:
-            raise RequestEntityTooLargeException(     # AWS's code and words (not the model's RequestTooLarge)
-                f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation")
-        if payload:
-            try:
-                json.loads(payload)
-            except (ValueError, UnicodeDecodeError):
-                raise InvalidRequestContentException(
-                    "Could not parse request body into json: Could not parse payload into json") from None
+        payload = _checked_payload(params.get("Payload") or b"")
         client_context = _client_context(params.get("ClientContext"))
         target = self.resolve(ctx, params["FunctionName"], params.get("Qualifier"))
         tenant_id = tenancy.check_invoke(target.tenant_isolated, params.get("TenantId"))
@@ -119,8 +112,42 @@ class Invoker:
             out["LogResult"] = base64.b64encode(result.log_tail[-LOG_TAIL_BYTES:]).decode()
         return out
 
+    # The api binds this as the `InvokeWithResponseStream` operation.
+    def invoke_with_response_stream(self, ctx: RequestContext, params: dict) -> dict:
+        """Invoke's checks, then the invocation in a thread of its own: the answer's EventStream is the
+        ResponseStream the API turns into PayloadChunk / InvokeComplete events (api/event_stream.py) as
+        the runtime streams. A function that does not stream arrives as one chunk, as on AWS."""
+        kind = params.get("InvocationType") or "RequestResponse"
+        payload = _checked_payload(params.get("Payload") or b"")
+        client_context = _client_context(params.get("ClientContext"))
+        target = self.resolve(ctx, params["FunctionName"], params.get("Qualifier"))
+        tenant_id = tenancy.check_invoke(target.tenant_isolated, params.get("TenantId"))
+        if kind == "DryRun":
+            return {"StatusCode": 204, "ExecutedVersion": target.version}
+        if kind != "RequestResponse":
+            raise InvalidParameterValueException(f"Invalid InvocationType {kind!r}")
+        stream = self.stream(ctx, target, payload or b"{}", client_context, tenant_id=tenant_id,
+                             trace_header=ctx.trace_header)
+        stream.tail = params.get("LogType") == "Tail"
+        return {"StatusCode": 200, "ExecutedVersion": target.version, "EventStream": stream}
+
+    def stream(self, ctx: RequestContext, target: Target, payload: bytes, client_context: str | None = None,
+               **kw: Any) -> ResponseStream:
+        """run() with its response streamed, in a thread of its own (the API's worker thread is not held
+        for the invocation: the event loop reads the stream). An error before the first piece (a
+        throttle, a platform failure) is raised by the stream's started()."""
+        stream = ResponseStream()
+
+        def invocation() -> None:
+            try:
+                stream.finish(self.run(ctx, target, payload, client_context, stream=stream, **kw))
+            except BaseException as e:      # handed to the reader, which answers it
+                stream.fail(e)
+        threading.Thread(target=invocation, name="invoke-stream", daemon=True).start()
+        return stream
+
     def run(self, ctx: RequestContext, target: Target, payload: bytes, client_context: str | None = None, *,
-            tenant_id: str = "", trace_header: str = "") -> InvokeResult:
+            tenant_id: str = "", trace_header: str = "", stream: ResponseStream | None = None) -> InvokeResult:
         """One invocation of one version, holding a concurrency slot for its whole duration. tenant_id: a
         PER_TENANT function's tenant (its environments serve no other); trace_header: the caller's
         X-Amzn-Trace-Id, whose Lineage counts this chain's invocations (services/recursion.py)."""
@@ -154,7 +181,7 @@ class Invoker:
                 try:
                     deadline_ms = int(time.time() * 1000) + target.timeout_s * 1000
                     result = sandbox.invoke(InvokeRequest(request_id, payload, deadline_ms, qualified,
-                                                          client_context, trace_id, tenant_id))
+                                                          client_context, trace_id, tenant_id, stream=stream))
                 except NotDelivered as e:     # nothing ran there: safe to run it on a fresh environment
                     self.pool.discard(sandbox)
                     log.warning("environment for %s: %s", qualified, e)
@@ -262,6 +289,19 @@ class _Leases:
 
 def _keep(_leases: _Leases) -> None:
     """The finalizer's callback: dropping its argument ends the leases."""
+
+
+def _checked_payload(payload: bytes) -> bytes:
+    if len(payload) > MAX_SYNC_PAYLOAD:
+        raise RequestEntityTooLargeException(     # AWS's code and words (not the model's RequestTooLarge)
+            f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation")
+    if payload:
+        try:
+            json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequestContentException(
+                "Could not parse request body into json: Could not parse payload into json") from None
+    return payload
 
 
 def _client_context(raw: str | None) -> str | None:

@@ -6,9 +6,7 @@ never to a version number (AWS's rule). Each gets a random 32-character url-id; 
 on this server's own port (`https://<url-id>.lambda-url.<region>.localhost:<port>/`), also served
 path-style as `https://<host>:<port>/lambda-url/<url-id>/` (api/function_url.py serves both).
 
-InvokeMode RESPONSE_STREAM is refused (InvalidParameterValueException): lambdalet has no response
-streaming (InvokeWithResponseStream) to serve it with, and serving it buffered would break the
-functions written for it.
+InvokeMode RESPONSE_STREAM URLs stream the function's response as it writes it (api/function_url_stream.py).
 
 `url_lookup(db)` is the data plane's read: url-id -> `UrlTarget` (one indexed query).
 """
@@ -121,9 +119,6 @@ def _invoke_mode(value) -> str | None:
         return None
     if value not in INVOKE_MODES:
         raise constraint_error(value, "invokeMode", "Member must satisfy enum value set: [BUFFERED, RESPONSE_STREAM]")
-    if value == "RESPONSE_STREAM":
-        raise InvalidParameterValueException("lambdalet does not support InvokeMode RESPONSE_STREAM (response "
-                                             "streaming) yet. Use InvokeMode BUFFERED.")
     return value
 
 
