@@ -258,7 +258,7 @@ def test_event_payload_limit_is_1mb(lam, fns):
     body = json.dumps({"x": "a" * (1_048_576 - 20)}).encode()
     assert len(body) <= 1_048_576
     assert lam.invoke(FunctionName=name, InvocationType="Event", Payload=body)["StatusCode"] == 202
-    with expect_error("RequestTooLargeException", 413):
+    with expect_error("RequestEntityTooLargeException", 413):     # AWS's code for it (issue 11)
         lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"x": "a" * 1_048_576}).encode())
 
 
