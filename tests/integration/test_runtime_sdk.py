@@ -9,6 +9,7 @@ unmodified AWS sample using client-sqs and client-lambda, a bundled SDK or a lay
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -179,7 +180,8 @@ export const handler = async () => {
   try { fs.writeFileSync("/var/runtime/node_modules/@aws-sdk/client-sqs/x", "x"); } catch { writable = false; }
   const imported = await import("@aws-sdk/client-sqs");
   return { required: require.resolve("@aws-sdk/client-sqs"), imported: import.meta.resolve("@aws-sdk/client-sqs"),
-           marker: imported.MARKER ?? null, writable, sdkVersion: require("@aws-sdk/client-sqs/package.json").version };
+           marker: imported.MARKER ?? null, writable, sdkVersion: require("@aws-sdk/client-sqs/package.json").version,
+           mountinfo: fs.readFileSync("/proc/self/mountinfo", "utf8") };
 };
 """
 
@@ -270,6 +272,10 @@ def test_a_bundled_node_sdk_wins_and_the_sdk_is_read_only(function_server, sqs_r
     out = _invoke(lam, plain, {})
     assert out["marker"] is None and out["writable"] is False, out
     assert out["sdkVersion"] == discover_managed().get(rt).sdk_version, out
+    # Bound from a neutral overlay view: its mount entry names no host path (the checkout's .venv).
+    sdk_mount = [ln.split() for ln in out["mountinfo"].splitlines() if ln.split()[4] == "/var/runtime/node_modules"]
+    assert len(sdk_mount) == 1 and sdk_mount[0][3] == "/" and "ro" in sdk_mount[0][5].split(","), out["mountinfo"]
+    assert os.path.dirname(discover_managed().get(rt).sdk_dir) not in out["mountinfo"], out["mountinfo"]
 
 
 @node_sdk
