@@ -222,7 +222,6 @@ def _relay_stream(st: _State, conn: runtime_http.Connection, req: runtime_http.R
         error_type, doc = "Runtime.TruncatedResponse", None
     except OSError:                              # the runtime went away mid-stream
         conn.keep_alive = False
-        time.sleep(0.1)                          # if it died, the reaper's EXIT (Runtime.ExitError) ends this first
         error_type, doc = "Runtime.TruncatedResponse", None
     else:
         error_type = conn.trailers.get("lambda-runtime-function-error-type", "")
