@@ -127,6 +127,34 @@ def test_node_stream_beyond_6_mb_is_paced(lam, node_fn):
     assert resp.get("FunctionError") == "Unhandled" and doc["errorType"] == "Function.ResponseSizeTooLarge", doc
 
 
+@NODE
+def test_node_stream_crash_timeout_and_early_error(lam, fns):
+    name = fns(zip_bytes=zip_dir(FUNCTIONS / "node_streaming"), runtime="nodejs22.x", handler="index.trouble",
+               Timeout=2)
+    _, events, payload = stream_invoke(lam, name, {"crash": True})
+    assert payload == b"partial" and events[-1][2]["ErrorCode"] == "Runtime.ExitError", events
+    assert "exit status 3" in json.loads(events[-1][2]["ErrorDetails"])["errorMessage"]
+    _, events, payload = stream_invoke(lam, name, {"sleepMs": 5000})
+    assert payload == b"partial" and events[-1][2]["ErrorCode"] == "Sandbox.Timedout", events
+    _, events, payload = stream_invoke(lam, name, {"early": True})
+    assert payload == b"" and events[-1][2]["ErrorCode"] == "TypeError", events
+    _, events, payload = stream_invoke(lam, name, {})
+    assert payload == b"partialdone" and "ErrorCode" not in events[-1][2]
+    resp = lam.invoke_with_response_stream(FunctionName=name, InvocationType="DryRun")
+    assert resp["StatusCode"] == 204 and list(resp["EventStream"]) == []
+
+
+@NODE
+def test_client_leaving_mid_stream_leaves_the_function_usable(lam, node_fn):
+    resp = lam.invoke_with_response_stream(FunctionName=node_fn, Payload=json.dumps({"sleepMs": 1500}).encode())
+    first = next(iter(resp["EventStream"]))
+    assert first["PayloadChunk"]["Payload"] == b"first,"
+    resp["EventStream"]._raw_stream.close()          # the client goes away while the function still runs
+    time.sleep(2)
+    _, events, payload = stream_invoke(lam, node_fn, {"sleepMs": 10})
+    assert payload == b"first,second" and "ErrorCode" not in events[-1][2], events
+
+
 # ---------------------------------------------------------------------------------------------- provided + curl
 
 @CURL
@@ -205,6 +233,18 @@ def test_response_stream_url(srv, lam, fns):
     assert "a=1" in headers.get_all("set-cookie"), headers
     assert b"".join(p for _, p in pieces) == b"hello /some/path world"
     assert pieces[-1][0] - pieces[0][0] >= 0.8, f"not streamed: {[(round(t, 3), p) for t, p in pieces]}"
+
+
+@NODE
+def test_response_stream_url_error_before_the_first_byte_is_502(srv, lam, fns):
+    name = fns(zip_bytes=zip_dir(FUNCTIONS / "node_streaming"), runtime="nodejs22.x", handler="index.trouble",
+               Timeout=10)
+    cfg = lam.create_function_url_config(FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM")
+    make_public(lam, name)
+    status, _, pieces = _stream_get(srv, cfg["FunctionUrl"], "/")
+    assert status == 200 and b"".join(p for _, p in pieces) == b"partialdone"   # no prelude: 200, the bytes as is
+    status, _, pieces = _stream_get(srv, cfg["FunctionUrl"], "/?early=1")
+    assert status == 502 and b"".join(p for _, p in pieces) == b"Internal Server Error", (status, pieces)
 
 
 def test_response_stream_url_of_a_buffered_function(srv, lam, fns):

@@ -27,3 +27,13 @@ exports.url = awslambda.streamifyResponse(async (event, responseStream) => {
   stream.write("world");
   stream.end();
 });
+
+// Failures around a stream: a crash after the first write, a timeout, an error before any byte.
+exports.trouble = awslambda.streamifyResponse(async (event, responseStream) => {
+  if (event.early || (event.queryStringParameters || {}).early) throw new TypeError("nothing written");
+  responseStream.write("partial");
+  await sleep(200);
+  if (event.crash) process.exit(3);
+  await sleep(event.sleepMs ?? 0);
+  responseStream.end("done");
+});
