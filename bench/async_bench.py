@@ -231,10 +231,10 @@ def main() -> None:
     out["raw_sqlite_fsync_commits_per_s"] = round(raw_sqlite(data))
     p = setup(data / "platform", args.workers, args.sandbox)
     try:
-        committer = p.events.invocations.committer
-        b0, m0 = committer.batches, committer.messages
+        committer = p.queues.commits          # the queue service's group commit (store/group_commit.py)
+        b0, m0 = committer.batches, committer.items
         out.update(enqueue_in_process(p, args.events, args.threads))
-        out["enqueue_mean_batch"] = round((committer.messages - m0) / max(1, committer.batches - b0), 2)
+        out["enqueue_mean_batch"] = round((committer.items - m0) / max(1, committer.batches - b0), 2)
         out.update(processed_rate(p, out["events"] // args.threads * args.threads))
         out["poller_stats"] = {k: v for k, v in vars(p.events.poller.stats).items() if k != "lock"}
         acks = getattr(p.events.poller, "acks", None)          # batched settling (absent in older trees)

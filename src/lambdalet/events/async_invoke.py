@@ -23,7 +23,6 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from lambdalet.events.batcher import GroupCommitter
 from lambdalet.events.messages import EventMessage
 from lambdalet.events.tables import event_payloads
 from lambdalet.models.context import Caller, RequestContext
@@ -61,7 +60,6 @@ class AsyncInvocations:
         self.queues = queues
         self.resolve = resolve                       # Invoker.resolve: (ctx, name, qualifier) -> Target
         self.region = region
-        self.committer = GroupCommitter(self._flush)
         self._known: dict[tuple[str, str, str], str] = {}  # (account, region, function) -> internal queue ARN
         self._lock = threading.Lock()
         self._listeners: list[Callable[[str], None]] = []
@@ -112,15 +110,17 @@ class AsyncInvocations:
     # ------------------------------------------------------------------ internal API
     def enqueue(self, msg: EventMessage, delay_s: float = 0) -> str:
         """Durably queue one event for delivery (committed with fsync before returning)."""
-        name = self.queue_name(msg.account_id, msg.function_name)
         arn = self.ensure_queue(msg.account_id, msg.region, msg.function_name)
         body = msg.encode()
         if len(body) > INLINE_MAX and msg.payload is not None:
             ref = self._store_payload(msg.payload.encode())
             msg = dataclasses.replace(msg, payload=None, payload_ref=ref)
             body = msg.encode()
-        try:
-            message_id = self.committer.submit(msg.region, name, body, max(0, min(900, int(delay_s))))
+        try:       # group-committed with every concurrent write of the queue service (store/group_commit.py)
+            [message_id] = self.queues.enqueue_batch(arn, [(body, max(0, min(900, int(delay_s))))],
+                                                     sender_id=INTERNAL_ACCOUNT)
+            if isinstance(message_id, SqsError):
+                raise message_id
         except SqsError as e:
             log.error("could not queue event %s for %s: %s", msg.request_id, msg.function_name, e.message)
             raise ServiceException("The event could not be queued.") from None
@@ -187,11 +187,6 @@ class AsyncInvocations:
         with durable_write(self.db) as conn:
             conn.execute(sa.insert(event_payloads).values(id=pid, payload_sealed=sealed, created_at=time.time()))
         return pid
-
-    def _flush(self, region: str, queue_name: str, entries: list[tuple[str, int]]) -> list:
-        """One group-commit batch: every entry in one fsynced transaction (queues' internal API)."""
-        arn = f"arn:aws:sqs:{region}:{INTERNAL_ACCOUNT}:{queue_name}"
-        return self.queues.enqueue_batch(arn, entries, sender_id=INTERNAL_ACCOUNT)
 
 
 def queue_name(account_id: str, function_name: str) -> str:

@@ -5,6 +5,9 @@ plus an internal Python API for the platform's own producers and pollers (`enque
 Guarantees
 - At-least-once: SendMessage answers only after the message is committed with fsync (see
   `storage.durable_write`); a received message comes back after its visibility timeout unless deleted.
+  DeleteMessage and ChangeMessageVisibility are fsync'd before their answer too. Concurrent sends,
+  receives, deletes and visibility changes share transactions (`store.group_commit`, `self.commits`):
+  one writer turn and one fsync for a batch of callers, each answered once the batch has committed.
 - Confidentiality at rest: body and attributes are keyring envelopes, AAD = queue id + message id +
   part, so a sealed body cannot be replayed into another queue or message. MD5s are computed on
   the way out, never stored.
@@ -42,6 +45,7 @@ from lambdalet.queues.longpoll import LongPoll
 from lambdalet.queues.longpoll import settle as settle_long_poll
 from lambdalet.queues.storage import QueueSignals, claim_messages, durable_write, next_visible_at
 from lambdalet.queues.tables import sqs_messages, sqs_queues
+from lambdalet.store.group_commit import GroupCommit
 
 # ---- limits and attribute tables (as SQS documents them) ----
 MAX_MESSAGE_SIZE = 262_144
@@ -139,7 +143,6 @@ class _Outgoing:
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     fifo: "fifo.FifoSend | None" = None
     sequence: int | None = None            # FIFO: set in the send transaction (the original's, for a duplicate)
-    trace: str = ""                        # the request's X-Amzn-Trace-Id: AWSTraceHeader unless one was given
 
 
 # ---- small helpers ----
@@ -261,6 +264,10 @@ class QueueService:
         # SetQueueAttributes. The write transactions re-check that the queue still exists.
         self._by_arn: dict[str, tuple[int, Queue]] = {}
         self._queues_generation = 0
+        self.commits = GroupCommit(self._transaction)
+
+    def _transaction(self, durable: bool):
+        return durable_write(self.db) if durable else self.db.begin()
 
     # ================================================================ queues
 
@@ -416,14 +423,13 @@ class QueueService:
     # ================================================================ messages
 
     def send_message(self, ctx: RequestContext, params: dict) -> dict:
-        queue = self._from_url(ctx, params["QueueUrl"])
+        queue = self._from_url(ctx, params["QueueUrl"], cached=True)
         out = self._prepare(queue, params)
-        out.trace = ctx.trace_header
         self._insert(queue, [out], sender_id=self._sender(ctx))
         return self._send_result(out)
 
     def send_message_batch(self, ctx: RequestContext, params: dict) -> dict:
-        queue = self._from_url(ctx, params["QueueUrl"])
+        queue = self._from_url(ctx, params["QueueUrl"], cached=True)
         entries = params.get("Entries") or []
         _batch_ids(entries)
         total = 0
@@ -446,8 +452,6 @@ class QueueService:
             except E.SqsError as err:
                 failed.append(_failure(e["Id"], err))
         if ok:
-            for _, o in ok:
-                o.trace = ctx.trace_header
             self._insert(queue, [o for _, o in ok], sender_id=self._sender(ctx))
         return {"Successful": [{"Id": eid, **self._send_result(o)} for eid, o in ok], "Failed": failed}
 
@@ -458,7 +462,7 @@ class QueueService:
     def receive_message_deferrable(self, ctx: RequestContext, params: dict) -> dict | LongPoll:
         """ReceiveMessage as the API runs it: a long poll that must wait answers a LongPoll, which the
         API awaits on its event loop instead of holding a worker thread (queues/longpoll.py)."""
-        queue = self._from_url(ctx, params["QueueUrl"])
+        queue = self._from_url(ctx, params["QueueUrl"], cached=True)
         n = _int_param(params, "MaxNumberOfMessages", 1, MAX_BATCH,
                        "Must be between 1 and 10, if provided.") or 1
         vis = _int_param(params, "VisibilityTimeout", 0, MAX_VISIBILITY_S,
@@ -482,48 +486,50 @@ class QueueService:
         return self._receive_or_wait(queue, n, vis, time.monotonic() + wait, answer)
 
     def delete_message(self, ctx: RequestContext, params: dict) -> dict:
-        queue = self._from_url(ctx, params["QueueUrl"])
-        self._delete(queue.id, params["ReceiptHandle"])
+        queue = self._from_url(ctx, params["QueueUrl"], cached=True)
+        self._delete(queue.id, params["ReceiptHandle"], durable=True)
         return {}
 
     def delete_message_batch(self, ctx: RequestContext, params: dict) -> dict:
-        queue = self._from_url(ctx, params["QueueUrl"])
+        queue = self._from_url(ctx, params["QueueUrl"], cached=True)
         entries = params.get("Entries") or []
         _batch_ids(entries)
-        ok, failed, valid = [], [], []
+        failed, valid = [], []
         for e in entries:
             try:
                 valid.append((e["Id"], self._deletable(queue.id, e["ReceiptHandle"])))
             except E.SqsError as err:
                 failed.append(_failure(e["Id"], err))
-        m = sqs_messages
-        deleted = 0
-        with self.db.begin() as conn:      # one writer turn for the batch, not one per entry (issue 19.7)
-            for entry_id, (mid, count) in valid:
-                deleted += conn.execute(sa.delete(m).where(m.c.id == mid, m.c.queue_id == queue.id,
-                                                           m.c.receive_count == count)).rowcount
-                ok.append({"Id": entry_id})
-        if deleted and queue.id in self._fifo_ids:
+        # One work for the batch, not one per entry (issue 19.7).
+        deleted = self._delete_many(queue.id, [mc for _, mc in valid], durable=True)
+        ok = [{"Id": entry_id} for entry_id, _ in valid]
+        if any(deleted) and queue.id in self._fifo_ids:
             self.signals.notify(queue.id)
         return {"Successful": ok, "Failed": failed}
 
     def change_message_visibility(self, ctx: RequestContext, params: dict) -> dict:
-        queue = self._from_url(ctx, params["QueueUrl"])
-        self._change_visibility(queue.id, params["ReceiptHandle"], params["VisibilityTimeout"], require_inflight=True)
+        queue = self._from_url(ctx, params["QueueUrl"], cached=True)
+        self._change_visibility(queue.id, params["ReceiptHandle"], params["VisibilityTimeout"], require_inflight=True,
+                                durable=True)
         return {}
 
     def change_message_visibility_batch(self, ctx: RequestContext, params: dict) -> dict:
-        queue = self._from_url(ctx, params["QueueUrl"])
+        queue = self._from_url(ctx, params["QueueUrl"], cached=True)
         entries = params.get("Entries") or []
         _batch_ids(entries)
-        ok, failed = [], []
+        ok, failed, valid = [], [], []
         for e in entries:
             try:
-                self._change_visibility(queue.id, e["ReceiptHandle"], e.get("VisibilityTimeout", 0),
-                                        require_inflight=True)
-                ok.append({"Id": e["Id"]})
+                valid.append((e["Id"], self._visibility_change(queue.id, e["ReceiptHandle"], e.get("VisibilityTimeout", 0),
+                                                               require_inflight=True)))
             except E.SqsError as err:
                 failed.append(_failure(e["Id"], err))
+        results = self._change_visibility_many(queue.id, [c for _, c in valid], durable=True)   # one work
+        for (entry_id, _), res in zip(valid, results, strict=True):
+            if isinstance(res, E.SqsError):
+                failed.append(_failure(entry_id, res))
+            else:
+                ok.append({"Id": entry_id})
         return {"Successful": ok, "Failed": failed}
 
     # Modelled operations lambdalet does not implement: a 400 (clients must not retry), never a 500.
@@ -627,7 +633,7 @@ class QueueService:
     def ack(self, receipt: str) -> bool:
         """Delete a claimed message. False if the receipt was stale or the message already gone."""
         queue_id, _, _ = self._open_receipt(receipt)
-        return self._delete(queue_id, receipt)
+        return self._delete(queue_id, receipt, durable=False)      # a lost ack: a redelivery
 
     def settle(self, acks: Iterable[str] = (), nacks: Iterable[tuple[str, float]] = ()) -> int:
         """Delete (ack) and give back (nack: receivable again after delay_s) many claimed messages in
@@ -671,7 +677,7 @@ class QueueService:
         """Give a claimed message back: receivable again after delay_s seconds."""
         queue_id, _, _ = self._open_receipt(receipt)
         self._change_visibility(queue_id, receipt, max(0, min(int(delay_s), MAX_VISIBILITY_S)),
-                                require_inflight=False)
+                                require_inflight=False, durable=False)    # a lost nack: an earlier redelivery
 
     # ================================================================ internals: queues
 
@@ -811,8 +817,9 @@ class QueueService:
         row = conn.execute(sa.select(sqs_queues).where(sqs_queues.c.id == queue_id)).first()
         return self._row_to_queue(row) if row else None
 
-    def _from_url(self, ctx: RequestContext, url: str) -> Queue:
-        """`{base_url}/{account}/{name}`; the host part is not checked (clients reach us by many names)."""
+    def _from_url(self, ctx: RequestContext, url: str, *, cached: bool = False) -> Queue:
+        """`{base_url}/{account}/{name}`; the host part is not checked (clients reach us by many names).
+        cached: the message operations' lookup (no read per message; see `_cached_from_arn`)."""
         parts = [unquote(p) for p in urlsplit(url).path.split("/") if p] if "://" in url else \
             [p for p in url.split("/") if p]
         if len(parts) >= 2 and re.fullmatch(r"\d{12}", parts[-2]):
@@ -823,9 +830,13 @@ class QueueService:
             raise E.QueueDoesNotExist("The specified queue does not exist.")
         if account != ctx.account_id:
             raise E.QueueDoesNotExist("The specified queue does not exist.")
+        if cached:
+            return self._cached_from_arn(f"arn:aws:sqs:{ctx.region}:{account}:{name}")
         return self._get(account, ctx.region, name)
 
     def _cached_from_arn(self, arn: str) -> Queue:
+        """The queue row, read again only after a write that changes a queue's attributes or existence
+        (they bump the generation after their commit). The write transactions re-check existence."""
         generation = self._queues_generation
         hit = self._by_arn.get(arn)
         if hit is not None and hit[0] == generation:
@@ -975,26 +986,33 @@ class QueueService:
         now = _now()
         rows = []
         for o in outs:   # seal before taking the write lock
-            # As SQS does: a sender's trace header (an AWS SDK inside a function sends its invocation's)
-            # becomes AWSTraceHeader, which carries recursive loop detection's count (services/recursion.py).
-            sys_attrs = o.sys_attrs if not o.trace or "AWSTraceHeader" in o.sys_attrs else \
-                {**o.sys_attrs, "AWSTraceHeader": {"DataType": "String", "StringValue": o.trace}}
             rows.append(dict(
                 id=o.message_id, queue_id=queue.id,
                 body_sealed=self.keyring.seal(o.body, _aad(queue.id, o.message_id, "body")),
-                attrs_sealed=(self.keyring.seal(_pack_attrs(o.attrs, sys_attrs, o.fifo),
+                attrs_sealed=(self.keyring.seal(_pack_attrs(o.attrs, o.sys_attrs, o.fifo),
                                                 _aad(queue.id, o.message_id, "attrs"))
-                              if (o.attrs or sys_attrs or o.fifo) else None),
+                              if (o.attrs or o.sys_attrs or o.fifo) else None),
                 sender_id=sender_id[:128], sent_at=now, visible_at=now + o.delay, receive_count=0,
                 first_received_at=None, dlq_source_arn=None))
-        with durable_write(self.db) as conn:
-            if conn.execute(sa.select(sqs_queues.c.id).where(sqs_queues.c.id == queue.id)).first() is None:
-                raise E.QueueDoesNotExist("The specified queue does not exist.")
-            if queue.is_fifo:      # duplicates dropped, the others numbered, all in this transaction
-                rows = fifo.admit(conn, queue.id, outs, rows, self._fifo_keys, now)
-            if rows:
-                conn.execute(sa.insert(sqs_messages), rows)
+        # Concurrent sends to a standard queue become one INSERT in a shared, fsync'd transaction; a FIFO
+        # send keeps a work of its own (its deduplication and numbering fail or succeed as one request).
+        key = ("send", queue.id, id(outs)) if queue.is_fifo else ("send", queue.id)
+        self.commits.run(key, self._insert_rows, (queue, outs, rows, now), durable=True,
+                         size=sum(len(o.body) for o in outs))
         self.signals.notify(queue.id)
+
+    def _insert_rows(self, conn, works: list[tuple[Queue, list[_Outgoing], list[dict], float]]) -> list[None]:
+        """Group-commit handler: the sends of one queue, in the shared transaction."""
+        queue = works[0][0]
+        if conn.execute(sa.select(sqs_queues.c.id).where(sqs_queues.c.id == queue.id)).first() is None:
+            raise E.QueueDoesNotExist("The specified queue does not exist.")
+        rows = [r for _, _, rs, _ in works for r in rs]
+        if queue.is_fifo:      # duplicates dropped, the others numbered, all in this transaction
+            [(_, outs, rows, now)] = works
+            rows = fifo.admit(conn, queue.id, outs, rows, self._fifo_keys, now)
+        if rows:
+            conn.execute(sa.insert(sqs_messages), rows)
+        return [None] * len(works)
 
     # ================================================================ internals: receiving
 
@@ -1012,53 +1030,60 @@ class QueueService:
                         lambda: self._receive_or_wait(queue, n, vis, deadline, answer))
 
     def _claim_once(self, queue_id: str, n: int, vis: int) -> tuple[list[Message], float | None]:
-        now = _now()
-        claimed: list[tuple[Any, int]] = []
-        moved_to: set[str] = set()
-        with self.db.begin() as conn:
-            queue = self._by_id(conn, queue_id)
-            if queue is None:
-                raise E.QueueDoesNotExist("The specified queue does not exist.")
-            retention = queue.int_attr("MessageRetentionPeriod")
-            cutoff = now - retention
-            if now - self._last_sweep.get(queue_id, 0.0) > RETENTION_SWEEP_S:
-                self._last_sweep[queue_id] = now
-                conn.execute(sa.delete(sqs_messages).where(sqs_messages.c.queue_id == queue_id,
-                                                           sqs_messages.c.sent_at <= cutoff))
-            redrive = queue.redrive
-            dlq = None
-            if redrive:
-                m = _ARN.match(redrive[0])
-                if m:
-                    row = conn.execute(sa.select(sqs_queues).where(
-                        sqs_queues.c.region == m.group(1), sqs_queues.c.account_id == m.group(2),
-                        sqs_queues.c.name == m.group(3))).first()
-                    dlq = self._row_to_queue(row) if row else None
-            claim = fifo.claim_fifo_messages if queue.is_fifo else claim_messages
-            for _ in range(100):     # bounded; another pass only to replace redriven rows
-                rows = claim(conn, queue_id, now, n - len(claimed), retention_cutoff=cutoff,
-                             exclude=[r.id for r, _ in claimed])
-                moved = 0
-                taken = []
-                for r in rows:
-                    if dlq is not None and r.receive_count >= redrive[1]:
-                        self._move_to_dlq(conn, queue, dlq, r, now)
-                        moved_to.add(dlq.id)
-                        moved += 1
-                        continue
-                    taken.append(r)
-                    claimed.append((r, r.receive_count + 1))
-                if taken:     # one statement for the whole claim
-                    m = sqs_messages
-                    conn.execute(sa.update(m).where(m.c.id.in_([r.id for r in taken])).values(
-                        receive_count=m.c.receive_count + 1, visible_at=now + vis,
-                        first_received_at=sa.func.coalesce(m.c.first_received_at, now)))
-                if not moved or len(claimed) >= n:
-                    break
-            next_at = None if claimed else next_visible_at(conn, queue_id, now)
+        # A work of its own in the shared transaction (not fsync'd: a lost claim is a redelivery).
+        queue, claimed, moved_to, next_at, now = self.commits.run(("claim", object()), self._claim_rows,
+                                                                  (queue_id, n, vis), durable=False)
         for qid in moved_to:
             self.signals.notify(qid)
         return [self._open_message(queue, r, count, now) for r, count in claimed], next_at
+
+    def _claim_rows(self, conn, works: list[tuple[str, int, int]]) -> list[tuple]:
+        """Group-commit handler: one receive's claim, in the shared transaction."""
+        [(queue_id, n, vis)] = works
+        now = _now()
+        claimed: list[tuple[Any, int]] = []
+        moved_to: set[str] = set()
+        queue = self._by_id(conn, queue_id)
+        if queue is None:
+            raise E.QueueDoesNotExist("The specified queue does not exist.")
+        retention = queue.int_attr("MessageRetentionPeriod")
+        cutoff = now - retention
+        if now - self._last_sweep.get(queue_id, 0.0) > RETENTION_SWEEP_S:
+            self._last_sweep[queue_id] = now
+            conn.execute(sa.delete(sqs_messages).where(sqs_messages.c.queue_id == queue_id,
+                                                       sqs_messages.c.sent_at <= cutoff))
+        redrive = queue.redrive
+        dlq = None
+        if redrive:
+            m = _ARN.match(redrive[0])
+            if m:
+                row = conn.execute(sa.select(sqs_queues).where(
+                    sqs_queues.c.region == m.group(1), sqs_queues.c.account_id == m.group(2),
+                    sqs_queues.c.name == m.group(3))).first()
+                dlq = self._row_to_queue(row) if row else None
+        claim = fifo.claim_fifo_messages if queue.is_fifo else claim_messages
+        for _ in range(100):     # bounded; another pass only to replace redriven rows
+            rows = claim(conn, queue_id, now, n - len(claimed), retention_cutoff=cutoff,
+                         exclude=[r.id for r, _ in claimed])
+            moved = 0
+            taken = []
+            for r in rows:
+                if dlq is not None and r.receive_count >= redrive[1]:
+                    self._move_to_dlq(conn, queue, dlq, r, now)
+                    moved_to.add(dlq.id)
+                    moved += 1
+                    continue
+                taken.append(r)
+                claimed.append((r, r.receive_count + 1))
+            if taken:     # one statement for the whole claim
+                m = sqs_messages
+                conn.execute(sa.update(m).where(m.c.id.in_([r.id for r in taken])).values(
+                    receive_count=m.c.receive_count + 1, visible_at=now + vis,
+                    first_received_at=sa.func.coalesce(m.c.first_received_at, now)))
+            if not moved or len(claimed) >= n:
+                break
+        next_at = None if claimed else next_visible_at(conn, queue_id, now)
+        return [(queue, claimed, moved_to, next_at, now)]
 
     def _move_to_dlq(self, conn, source: Queue, dlq: Queue, r, now: float) -> None:
         body = self.keyring.open(r.body_sealed, _aad(source.id, r.id, "body"))
@@ -1138,32 +1163,86 @@ class QueueService:
             raise E.ReceiptHandleIsInvalid(f'The input receipt handle "{receipt[:200]}" is not a valid receipt handle.')
         return mid, count
 
-    def _delete(self, queue_id: str, receipt: str) -> bool:
-        mid, count = self._deletable(queue_id, receipt)
-        m = sqs_messages
-        with self.db.begin() as conn:
-            res = conn.execute(sa.delete(m).where(m.c.id == mid, m.c.queue_id == queue_id, m.c.receive_count == count))
-        if res.rowcount and queue_id in self._fifo_ids:
+    def _delete(self, queue_id: str, receipt: str, *, durable: bool) -> bool:
+        [deleted] = self._delete_many(queue_id, [self._deletable(queue_id, receipt)], durable=durable)
+        if deleted and queue_id in self._fifo_ids:
             self.signals.notify(queue_id)        # the message's group may be free now
-        return res.rowcount > 0
+        return deleted
 
-    def _change_visibility(self, queue_id: str, receipt: str, timeout: int, *, require_inflight: bool) -> None:
+    def _delete_many(self, queue_id: str, entries: list[tuple[str, int]], *, durable: bool) -> list[bool]:
+        """Delete (message id, receive count) pairs of one queue in the shared transaction; per entry
+        whether it deleted (False: a stale receipt, or already gone)."""
+        if not entries:
+            return []
+        return self.commits.run(("delete",), _delete_rows, (queue_id, entries), durable=durable)
+
+    def _visibility_change(self, queue_id: str, receipt: str, timeout: int, *,
+                           require_inflight: bool) -> "_VisibilityChange":
+        """Check one ChangeMessageVisibility entry before the transaction."""
         if not 0 <= timeout <= MAX_VISIBILITY_S:
             raise _bad(f"Value {timeout} for parameter VisibilityTimeout is invalid. Reason: Must be between 0 and "
                        f"{MAX_VISIBILITY_S}.")
         rq, mid, count = self._open_receipt(receipt)
         if rq != queue_id:
             raise E.ReceiptHandleIsInvalid(f'The input receipt handle "{receipt[:200]}" is not a valid receipt handle.')
-        m = sqs_messages
-        now = _now()
-        with self.db.begin() as conn:
-            row = conn.execute(sa.select(m.c.receive_count, m.c.visible_at)
-                               .where(m.c.id == mid, m.c.queue_id == queue_id)).first()
-            if row is None:
-                raise _bad(f"Value {receipt[:200]} for parameter ReceiptHandle is invalid. Reason: Message does not "
-                           f"exist or is not available for visibility timeout change.")
-            if row.receive_count != count or (require_inflight and row.visible_at <= now):
-                raise E.MessageNotInflight("The message referred to isn't in flight.")
-            conn.execute(sa.update(m).where(m.c.id == mid).values(visible_at=now + timeout))
-        if timeout == 0:
+        return _VisibilityChange(receipt, mid, count, timeout, require_inflight)
+
+    def _change_visibility(self, queue_id: str, receipt: str, timeout: int, *, require_inflight: bool,
+                           durable: bool) -> None:
+        change = self._visibility_change(queue_id, receipt, timeout, require_inflight=require_inflight)
+        [res] = self._change_visibility_many(queue_id, [change], durable=durable)
+        if isinstance(res, E.SqsError):
+            raise res
+
+    def _change_visibility_many(self, queue_id: str, changes: list["_VisibilityChange"], *,
+                                durable: bool) -> list["E.SqsError | None"]:
+        """Apply checked visibility changes of one queue in the shared transaction; per change None or
+        the error that refused it."""
+        if not changes:
+            return []
+        results = self.commits.run(("visibility",), _change_visibility_rows, (queue_id, changes), durable=durable)
+        if any(c.timeout == 0 and r is None for c, r in zip(changes, results)):
             self.signals.notify(queue_id)
+        return results
+
+
+@dataclass
+class _VisibilityChange:
+    receipt: str
+    message_id: str
+    count: int
+    timeout: int
+    require_inflight: bool
+
+
+def _delete_rows(conn, works: list[tuple[str, list[tuple[str, int]]]]) -> list[list[bool]]:
+    """Group-commit handler: the deletes of any queues, in the shared transaction."""
+    m = sqs_messages
+    out = []
+    for queue_id, entries in works:
+        out.append([conn.execute(sa.delete(m).where(m.c.id == mid, m.c.queue_id == queue_id,
+                                                    m.c.receive_count == count)).rowcount > 0
+                    for mid, count in entries])
+    return out
+
+
+def _change_visibility_rows(conn, works: list[tuple[str, list[_VisibilityChange]]]) -> list[list]:
+    """Group-commit handler: visibility changes of any queues; per change None or its SqsError."""
+    m = sqs_messages
+    now = _now()
+    out = []
+    for queue_id, changes in works:
+        results: list[E.SqsError | None] = []
+        for c in changes:
+            row = conn.execute(sa.select(m.c.receive_count, m.c.visible_at)
+                               .where(m.c.id == c.message_id, m.c.queue_id == queue_id)).first()
+            if row is None:
+                results.append(_bad(f"Value {c.receipt[:200]} for parameter ReceiptHandle is invalid. Reason: Message "
+                                    f"does not exist or is not available for visibility timeout change."))
+            elif row.receive_count != c.count or (c.require_inflight and row.visible_at <= now):
+                results.append(E.MessageNotInflight("The message referred to isn't in flight."))
+            else:
+                conn.execute(sa.update(m).where(m.c.id == c.message_id).values(visible_at=now + c.timeout))
+                results.append(None)
+        out.append(results)
+    return out
