@@ -20,6 +20,54 @@ def default_database_url() -> str | None:
 
 
 @dataclass(frozen=True)
+class DataDirLayout:
+    """What a data dir holds, spelled once (server, CLI tools and the packages that own a file)."""
+    root: Path
+
+    @property
+    def lock_file(self) -> Path:
+        """One server (or offline tool that writes) per data dir holds it (server/startup.py)."""
+        return self.root / "server.lock"
+
+    @property
+    def state_db(self) -> Path:
+        """The SQLite state store, unless a --database-url names another."""
+        return self.root / "state.db"
+
+    @property
+    def master_key(self) -> Path:
+        return self.root / "master.key"
+
+    @property
+    def keys(self) -> Path:
+        """KEKs (the platform key, KMS keys), each wrapped by the master key (crypto/keyring.py)."""
+        return self.root / "keys"
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def tls(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def audit(self) -> Path:
+        """The audit trail's signing key and its public half (audit/digests.py)."""
+        return self.root / "audit"
+
+    @property
+    def endpoint_file(self) -> Path:
+        """Where the running server writes its URL, so `lambdalet env` can find it."""
+        return self.root / "endpoint.json"
+
+    @property
+    def run_fallback(self) -> Path:
+        """Volatile state's parent when the host has no /dev/shm."""
+        return self.root / "run"
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
@@ -58,6 +106,8 @@ class Settings:
     log_account_mb: int = 4096           # stored function logs per account, MiB; the oldest go first
     unpacked_mb: int = 8192              # unpacked code and layer sets on tmpfs, MiB, all accounts (invoke/unpacked.py)
     unpacked_account_mb: int = 2048      # ... and per account
+    audit_data_events: bool = False              # also record data events (Invoke, SendMessage, ...): audit/records.py
+    audit_digest_every: int = 500                # a signed audit digest at least every this many records
     audit_digest_interval_s: float = 3600.0      # a signed audit digest at least this often, even idle
     audit_digest_dir: Path | None = None         # digests also written here (another mount), audit/digest_files.py
     disk_low_mb: int = 256               # data disk low-water mark: max(this, disk_low_percent); store/headroom.py
@@ -73,20 +123,24 @@ class Settings:
         return cached
 
     @property
+    def layout(self) -> DataDirLayout:
+        return DataDirLayout(self.data_dir)
+
+    @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'state.db'}"
+        return self.database_url or f"sqlite:///{self.layout.state_db}"
 
     @property
     def blob_dir(self) -> Path:
-        return self.data_dir / "blobs"
+        return self.layout.blobs
 
     @property
     def tls_dir(self) -> Path:
-        return self.data_dir / "tls"
+        return self.layout.tls
 
     @property
     def master_key_path(self) -> Path:
-        return self.data_dir / "master.key"
+        return self.layout.master_key
 
     @property
     def instance_id(self) -> str:
@@ -98,7 +152,7 @@ class Settings:
         """Volatile per-host state (unpacked code). Defaults to /dev/shm so plain code never hits disk."""
         if self.runtime_dir:
             return self.runtime_dir
-        base = Path("/dev/shm") if Path("/dev/shm").is_dir() else self.data_dir / "run"
+        base = Path("/dev/shm") if Path("/dev/shm").is_dir() else self.layout.run_fallback
         return base / f"lambdalet-{self.instance_id}"
 
     @property
@@ -109,4 +163,4 @@ class Settings:
     @property
     def endpoint_file(self) -> Path:
         """Where the running server writes its URL, so `lambdalet env` can find it."""
-        return self.data_dir / "endpoint.json"
+        return self.layout.endpoint_file

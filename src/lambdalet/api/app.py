@@ -11,7 +11,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 
 import anyio
@@ -71,15 +71,20 @@ class RequestLimits:
 
 
 class ServiceBinding:
-    """One AWS service on this endpoint: its wire protocol and the objects that implement it
-    (e.g. Lambda's control plane and its data plane); the first with a method for an operation wins."""
+    """One AWS service on this endpoint: its wire protocol and the method serving each operation.
+    The server passes `table` (operation name -> method: server/bindings.py, checked against the
+    model at start-up). Harnesses that serve one object may pass it instead; with several, the first
+    with a method for an operation would win."""
 
-    def __init__(self, protocol: Any, *implementations: Any):
+    def __init__(self, protocol: Any, *implementations: Any, table: Mapping[str, Callable] | None = None):
         self.protocol = protocol
         self.implementations = implementations
+        self.table = table
 
     def handler_for(self, operation_name: str) -> Callable | None:
         """`<operation>_deferrable` first: a variant that may answer a wait to await on the event loop."""
+        if self.table is not None:
+            return self.table.get(operation_name)
         attr = snake_case(operation_name)
         for impl in self.implementations:
             method = getattr(impl, attr + "_deferrable", None) or getattr(impl, attr, None)

@@ -22,15 +22,16 @@ from pathlib import Path
 from lambdalet.audit.lookup import CloudTrailService
 from lambdalet.audit.recorder import AuditRecorder
 from lambdalet.audit.verify import Problem, Report, verify_trail
+from lambdalet.config import DataDirLayout, Settings
 
 __all__ = ["AuditRecorder", "CloudTrailService", "Problem", "Report", "verify_trail", "audit_dir", "build_recorder"]
 
 
 def audit_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "audit"
+    return DataDirLayout(Path(data_dir)).audit
 
 
-def build_recorder(settings, db, keyring, identity=None) -> AuditRecorder:
+def build_recorder(settings: Settings, db, keyring, identity=None) -> AuditRecorder:
     """The platform's recorder (started). Refused requests naming a real access key are filed
     under that key's account."""
     def resolve_account(access_key_id: str) -> str | None:
@@ -39,9 +40,6 @@ def build_recorder(settings, db, keyring, identity=None) -> AuditRecorder:
         found = identity.lookup(access_key_id)
         return found[0].account_id if found else None
 
-    return AuditRecorder(db, keyring, audit_dir(settings.data_dir),
-                         data_events=bool(getattr(settings, "audit_data_events", False)),
-                         digest_every=int(getattr(settings, "audit_digest_every", 500)),
-                         digest_interval_s=float(getattr(settings, "audit_digest_interval_s", 3600.0)),
-                         digest_dir=getattr(settings, "audit_digest_dir", None),
-                         resolve_account=resolve_account).start()
+    return AuditRecorder(db, keyring, settings.layout.audit, data_events=settings.audit_data_events,
+                         digest_every=settings.audit_digest_every, digest_interval_s=settings.audit_digest_interval_s,
+                         digest_dir=settings.audit_digest_dir, resolve_account=resolve_account).start()

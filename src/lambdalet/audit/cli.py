@@ -34,9 +34,10 @@ def _parse_time(text: str | None) -> float | None:
 
 
 def _server_running(data_dir: Path) -> bool:
-    """True while a `lambdalet serve` holds the data dir's lock (server/run.py)."""
+    """True while a `lambdalet serve` holds the data dir's lock (server/startup.py)."""
+    from lambdalet.config import DataDirLayout
     try:
-        fh = open(data_dir / "server.lock", "r")
+        fh = open(DataDirLayout(data_dir).lock_file, "r")
     except FileNotFoundError:
         return False
     with fh:
@@ -69,7 +70,6 @@ def verify_command(data_dir: Path | None, public_key: Path | None, as_json: bool
     """Recompute the hash chain, open every sealed event, check every signed digest, that no digest
     is missing between --start-time and --end-time, and (with --digest-dir) that every digest copied
     out is still in the database with its events."""
-    from lambdalet.audit import audit_dir
     from lambdalet.audit.verify import load_trusted_key, verify_trail
     from lambdalet.config import Settings, default_data_dir
     from lambdalet.crypto.keyring import FileKeyMaterialStore, Keyring
@@ -77,26 +77,27 @@ def verify_command(data_dir: Path | None, public_key: Path | None, as_json: bool
     from lambdalet.store.db import Database, make_engine
 
     settings = Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve())
+    layout = settings.layout
     start, end = _parse_time(start_time), _parse_time(end_time)
 
     def fail(msg: str) -> None:
         click.echo(f"cannot verify: {msg}", err=True)
         sys.exit(2)
 
-    if not settings.master_key_path.is_file() or not (settings.data_dir / "keys" / "platform.key").is_file():
+    if not settings.master_key_path.is_file() or not (layout.keys / "platform.key").is_file():
         fail(f"no master key / platform key in {settings.data_dir}")
     try:
-        key = load_trusted_key(audit_dir(settings.data_dir), public_key)
+        key = load_trusted_key(layout.audit, public_key)
     except FileNotFoundError:
-        fail(f"no audit signing public key in {audit_dir(settings.data_dir)} (pass --public-key)")
+        fail(f"no audit signing public key in {layout.audit} (pass --public-key)")
     except ValueError as e:
         fail(str(e))
     try:
         keyring = Keyring.open(load_or_create_master_key(settings.master_key_path),
-                               FileKeyMaterialStore(settings.data_dir / "keys"))
+                               FileKeyMaterialStore(layout.keys))
     except (ValueError, OSError) as e:
         fail(f"cannot open the keyring: {e}")
-    if settings.database_url is None and not (settings.data_dir / "state.db").is_file():
+    if settings.database_url is None and not layout.state_db.is_file():
         fail(f"no database in {settings.data_dir}")
     import sqlalchemy as sa
     db = Database(make_engine(settings.db_url))

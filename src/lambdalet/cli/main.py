@@ -93,6 +93,11 @@ def main() -> None:
               help="The same per account; past it new environments answer 429 until others end.")
 @click.option("--request-body-timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
               help="Seconds for a request's body to arrive.")
+@click.option("--audit-data-events", is_flag=True,
+              help="Also record data events (Invoke, SendMessage, Encrypt, ...) in the audit trail, as a CloudTrail "
+                   "trail with data event selectors does; management events are always recorded.")
+@click.option("--audit-digest-every", type=click.IntRange(1), default=500, show_default=True,
+              help="A signed audit digest at least every this many records (and every --audit-digest-interval).")
 @click.option("--audit-digest-interval", type=click.FloatRange(0.1), default=3600.0, show_default=True,
               help="Seconds between signed audit digests, written even when idle (CloudTrail: hourly).")
 @click.option("--audit-digest-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -116,7 +121,8 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
           max_unverified_body_mb: int = 256, request_head_timeout: float = 10.0,
           request_body_timeout: float = 120.0, log_rate_kb: int = 1024, log_account_mb: int = 4096,
           unpacked_mb: int = 8192, unpacked_account_mb: int = 2048, audit_digest_interval: float = 3600.0,
-          audit_digest_dir: Path | None = None, disk_low_mb: int = 256, disk_low_percent: float = 2.0) -> None:
+          audit_digest_dir: Path | None = None, disk_low_mb: int = 256, disk_low_percent: float = 2.0,
+          audit_data_events: bool = False, audit_digest_every: int = 500) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
 
@@ -136,6 +142,7 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         request_head_timeout_s=request_head_timeout, request_body_timeout_s=request_body_timeout,
                         log_rate_kb=log_rate_kb, log_account_mb=log_account_mb,
                         unpacked_mb=unpacked_mb, unpacked_account_mb=unpacked_account_mb,
+                        audit_data_events=audit_data_events, audit_digest_every=audit_digest_every,
                         audit_digest_interval_s=audit_digest_interval,
                         audit_digest_dir=audit_digest_dir.expanduser().resolve() if audit_digest_dir else None,
                         disk_low_mb=disk_low_mb, disk_low_percent=disk_low_percent)

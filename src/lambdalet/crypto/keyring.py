@@ -225,4 +225,5 @@ def open_keyring(data_dir: Path, master_key_path: Path) -> Keyring:
     """A data dir's key ring: the master key file (created 0600 on first use) unwraps the keys in
     <data_dir>/keys. The server and the offline tools (signer, event sources) open it this one way."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Keyring.open(load_or_create_master_key(master_key_path), FileKeyMaterialStore(data_dir / "keys"))
+    from lambdalet.config import DataDirLayout
+    return Keyring.open(load_or_create_master_key(master_key_path), FileKeyMaterialStore(DataDirLayout(data_dir).keys))

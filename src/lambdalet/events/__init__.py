@@ -8,8 +8,9 @@ configuration, destinations and dead-letter queues.
     invoke_config.py  Put/Get/Update/Delete/ListFunctionEventInvokeConfigs
     messages.py       the queued message; tables.py the two tables (migration 0004)
 
-`AsyncEvents` is what the server wires: its methods named like Lambda operations are bound to the
-Lambda API (ServiceBinding), `submit_invoke` is the Event branch of `Invoker.invoke`.
+`AsyncEvents` is what the server builds (server/platform.py): server/bindings.py binds InvokeAsync and
+the five *FunctionEventInvokeConfig operations to it; `AsyncInvocations.submit_invoke` is the Event
+branch of `Invoker.invoke` (handed to the Invoker as a function: no reference back).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from lambdalet.events.messages import EventMessage
 from lambdalet.events.poller import EventPoller
 
 __all__ = ["AsyncEvents", "AsyncInvocations", "EventInvokeConfigs", "EventPoller", "Destinations", "EventMessage",
-           "INTERNAL_ACCOUNT", "EVENT_PAYLOAD_LIMIT", "INVOKE_ASYNC_LIMIT", "build_async_events"]
+           "INTERNAL_ACCOUNT", "EVENT_PAYLOAD_LIMIT", "INVOKE_ASYNC_LIMIT", "async_events",
+           "build_async_events"]
 
 
 class AsyncEvents:
@@ -60,21 +62,29 @@ class AsyncEvents:
         self.poller.close(timeout)
 
 
-def build_async_events(db, keyring, queues, invoker, resolver, settings) -> AsyncEvents:
-    """Wire the component; `resolver` is the control plane's FunctionResolver (for DeadLetterConfig)."""
-    region = getattr(settings, "region", "us-east-1")
-    invocations = AsyncInvocations(db, keyring, queues, invoker.resolve, region)
-    configs = EventInvokeConfigs(db, queues)
+def build_async_events(db, keyring, queues, invoker, resolver, settings, *, authority=None) -> AsyncEvents:
+    """The component for an invoker built without it (harnesses); the server builds AsyncInvocations
+    first, hands its `submit_invoke` to the Invoker, then calls `async_events` (server/platform.py)."""
+    invocations = AsyncInvocations(db, keyring, queues, invoker.resolve, settings.region)
+    return async_events(db, queues, invocations, invoker, resolver, settings, authority=authority)
+
+
+def async_events(db, queues, invocations: AsyncInvocations, invoker, resolver, settings, *,
+                 authority=None) -> AsyncEvents:
+    """Configs, destinations and the poller around `invocations`: the poller runs `invoker`;
+    `resolver` is the control plane's FunctionResolver (the version's role and DeadLetterConfig);
+    `authority` (events/authority.RoleAuthority) checks destinations as the function's role."""
+    configs = EventInvokeConfigs(db, queues, authority=authority)
+
     def role_of(msg: EventMessage) -> str:
         return resolver.resolve_version(msg.account_id, msg.function_name, msg.qualifier, msg.region).role
 
-    destinations = Destinations(queues, invocations.enqueue, role_of)
+    destinations = Destinations(queues, invocations.enqueue, role_of, authority=authority)
 
     def dead_letter_of(msg: EventMessage) -> str | None:
         return resolver.resolve_version(msg.account_id, msg.function_name, msg.qualifier,
                                         msg.region).dead_letter_target_arn
 
     poller = EventPoller(invocations, configs, destinations, invoker, dead_letter_of,
-                         workers=getattr(settings, "async_workers", 16),
-                         retry_scale=getattr(settings, "async_retry_scale", 1.0))
+                         workers=settings.async_workers, retry_scale=settings.async_retry_scale)
     return AsyncEvents(invocations, configs, poller)

@@ -172,15 +172,3 @@ class RoleAuthority:
 def denied_explicitly(decision) -> bool:
     return getattr(decision, "effect", None) == EXPLICIT_DENY
 
-
-def wire(platform, directory, authorizer) -> RoleAuthority:
-    """Give every component that acts for tenants in the background the same RoleAuthority."""
-    authority = RoleAuthority(directory, authorizer)
-    if platform.event_source_mappings is not None:
-        platform.event_source_mappings.authority = authority
-    if platform.events is not None:
-        platform.events.configs.authority = authority
-        platform.events.poller.destinations.authority = authority
-    if platform.schedules is not None:
-        platform.schedules.authority = authority
-    return authority

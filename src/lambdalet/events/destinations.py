@@ -80,11 +80,12 @@ def error_message_of(response: bytes | str | None, fallback: str) -> str:
 
 
 class Destinations:
-    def __init__(self, queues, enqueue_event, role_of: Callable[[EventMessage], str] | None = None):
+    def __init__(self, queues, enqueue_event, role_of: Callable[[EventMessage], str] | None = None, *,
+                 authority=None):
         self.queues = queues
         self.enqueue_event = enqueue_event          # AsyncInvocations.enqueue
         self.role_of = role_of                      # msg -> the invoked version's execution role ARN
-        self.authority = None                       # events/authority.RoleAuthority (set by the wiring)
+        self.authority = authority                  # events/authority.RoleAuthority: sends as that role
 
     def send_record(self, msg: EventMessage, arn: str, record: dict, role: str | None = None) -> bool:
         return self._send(msg, arn, json.dumps(record, separators=(",", ":")), None, "destination", role)

@@ -1,9 +1,9 @@
 """Event source mappings: the Lambda API operations (Create/Get/Update/Delete/ListEventSourceMappings)
 for lambdalet's SQS queues, and the manager that runs one poller per enabled mapping.
 
-Wiring (server/): `build_event_source_mappings(platform)` builds the service, starts its pollers and
-chains its close() in front of `platform.close()`; the object goes into the "lambda" ServiceBinding's
-implementations so `create_event_source_mapping` etc. route to it.
+Wiring (server/platform.py): built with the invoker, the queues, the external endpoints and the
+RoleAuthority; started after the async pollers, closed before the invoker; server/bindings.py binds
+the five *EventSourceMapping operations to it.
 
 What AWS does and this does too
 - Sources: SQS queues (standard and FIFO) of the caller's account and region, by ARN, and queues of any
@@ -109,7 +109,7 @@ def _int(value, field: str, lo: int, hi: int) -> int:
 class EventSourceMappings:
     def __init__(self, db, queues, invoker=None, settings=None, *, source=None, caller=None,
                  worker_cap: int = WORKER_CAP, clock=time.time, poll_wait_s: float | None = None,
-                 vis_margin_s: int | None = None, endpoints=None):
+                 vis_margin_s: int | None = None, endpoints=None, authority: RoleAuthority | None = None):
         self.db = db
         self.queues = queues
         self.settings = settings
@@ -121,7 +121,7 @@ class EventSourceMappings:
         self.clock = clock
         self.poll_wait_s = poll_wait_s
         self.vis_margin_s = vis_margin_s
-        self.authority: RoleAuthority | None = None     # set by the wiring (events/authority.wire)
+        self.authority = authority     # a mapping polls and invokes as its function's execution role
         self._lock = threading.RLock()
         self._pollers: dict[str, MappingPoller] = {}
         self._joiners: list[threading.Thread] = []
@@ -568,10 +568,3 @@ def _mapping_arn(region: str, account_id: str, mapping_uuid: str) -> str:
 def _is_fifo(queue_arn: str) -> bool:
     return queue_arn.endswith(".fifo")
 
-
-def build_event_source_mappings(platform) -> EventSourceMappings:
-    """The ESM service for a built Platform (polls with its queues and invoker). The caller starts it,
-    and closes it before the invoker and the database go away."""
-    from lambdalet.events.sources import SqsEndpointRegistry
-    endpoints = SqsEndpointRegistry(platform.settings.data_dir, platform.keyring)
-    return EventSourceMappings(platform.db, platform.queues, platform.invoker, platform.settings, endpoints=endpoints)

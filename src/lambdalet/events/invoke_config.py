@@ -49,11 +49,11 @@ DEFAULTS = EffectiveConfig()
 
 
 class EventInvokeConfigs:
-    def __init__(self, db, queues, clock=time.time):
+    def __init__(self, db, queues, clock=time.time, *, authority=None):
         self.db = db
         self.queues = queues
         self.clock = clock
-        self.authority = None       # events/authority.RoleAuthority (set by the wiring)
+        self.authority = authority  # events/authority.RoleAuthority: destinations checked as the function's role
         self._cache: dict[tuple, tuple[float, EffectiveConfig]] = {}
         self._lock = threading.Lock()
 

@@ -66,16 +66,18 @@ def _resource_account(resource_arn: str) -> str | None:
 class Authorizer:
     CACHE_ENTRIES = 4096
 
-    def __init__(self, directory, *, resource_tags: Callable[[str], Mapping[str, str]] | None = None):
+    def __init__(self, directory, *, resource_tags: Callable[[str], Mapping[str, str]] | None = None,
+                 principal_org: Callable[[str], tuple[str, str] | None] | None = None,
+                 service_control: Callable[[str], Sequence[Sequence[Policy]] | None] | None = None):
         self.directory = directory
         self.resource_tags = resource_tags     # ARN -> tags, for aws:ResourceTag/<key> (IAM users and roles:
-        # iam/resource_tags.py, set by iam_service.build_iam)
-        # account -> (organization id, root id) or None; set by iam/organizations_service.py so every
-        # decision sees aws:PrincipalOrgID / aws:PrincipalOrgPaths (None: no organizations served).
-        self.principal_org: Callable[[str], tuple[str, str] | None] | None = None
+        # iam/resource_tags.py)
+        # account -> (organization id, root id) or None (iam/organizations.OrganizationStore.principal_org),
+        # so every decision sees aws:PrincipalOrgID / aws:PrincipalOrgPaths (None: no organizations served).
+        self.principal_org = principal_org
         # account -> the SCPs of each level above its principals (root, account), None when none apply
-        # (the management account, no organization, SCPs disabled); set by organizations_service.py.
-        self.service_control: Callable[[str], Sequence[Sequence[Policy]] | None] | None = None
+        # (the management account, no organization, SCPs disabled): iam/scp.ServiceControlPolicies.levels.
+        self.service_control = service_control
         self._policies: dict[tuple[str, str], tuple[int, list[Policy]]] = {}
 
     def principal_policies(self, caller: Caller) -> PrincipalPolicies:

@@ -6,7 +6,7 @@ epoch seconds, which api/query_protocol.py formats). Every operation is authoriz
 do nothing, and the bootstrap administrator can do everything through AdministratorAccess.
 Policy documents are answered URL-encoded, as AWS does (botocore decodes them).
 
-`build_iam(platform)` makes (IamService, StsService, Directory, Authorizer) for api wiring.
+server/platform.py builds it over the platform's Directory, IdentityStore and Authorizer.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from urllib.parse import quote
 from lambdalet.iam.authz import Authorizer
 from lambdalet.iam.directory import Directory, policy_arn, role_arn, user_arn
 from lambdalet.iam.errors import AccessDenied, LimitExceeded, NoSuchEntity, ValidationError
-from lambdalet.iam.resource_tags import IamResourceTags
 from lambdalet.models.context import RequestContext
 
 MAX_KEYS_PER_USER = 2
@@ -347,15 +346,3 @@ class IamService:
     def list_user_policies(self, ctx, params):
         name, _ = self._inline(ctx, params, "user", "ListUserPolicies")
         return _meta(ctx, _page(self.directory.list_inline(ctx.account_id, "user", name), params, "PolicyNames"))
-
-
-def build_iam(platform) -> tuple["IamService", Any, Directory, Authorizer]:
-    """The IAM and STS service objects for api wiring, over the platform's db and identity store.
-    Also makes sure the AWS-managed policies and the bootstrap administrator's policy exist."""
-    from lambdalet.iam.sts_service import StsService
-
-    directory = Directory(platform.db)
-    directory.ensure_builtin()
-    authorizer = Authorizer(directory, resource_tags=IamResourceTags(directory))
-    return (IamService(directory, platform.identity, authorizer), StsService(directory, platform.identity, authorizer),
-            directory, authorizer)

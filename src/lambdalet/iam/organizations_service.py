@@ -218,13 +218,3 @@ class OrganizationsService(PolicyOperations):
         self._managed(ctx, "DeleteResourcePolicy")
         raise ResourcePolicyNotFoundException("We can't find a resource policy request with the parameter that you "
                                               "specified.")
-
-
-def build_organizations(platform, directory, authorizer: Authorizer) -> OrganizationsService:
-    """The Organizations API over the platform's database; makes every authorization see the
-    caller's organization (`aws:PrincipalOrgID`) and its account's service control policies."""
-    store = OrganizationStore(platform.db, directory)
-    scps = ServiceControlPolicies(store)
-    authorizer.principal_org = store.principal_org
-    authorizer.service_control = scps.levels
-    return OrganizationsService(store, authorizer, scps)

@@ -2,7 +2,7 @@
 (IAM's service authorization reference lists both for the user and role resource types), so a policy
 can say, e.g., iam:DeleteRole only on roles tagged team=blue, or sts:AssumeRole by the role's tags.
 
-    authorizer.resource_tags = IamResourceTags(directory)     # iam_service.build_iam
+    Authorizer(directory, resource_tags=IamResourceTags(directory))     # server/platform.py
 
 Any other ARN has no tags here (Lambda's come from iam/request_map.py, KMS's from kms/). Read once per
 ARN and kept until the directory writes anything (Directory.generation), so a warm decision reads no rows.

@@ -21,11 +21,10 @@ from lambdalet.invoke.unpacked import UnpackedBudget, UnpackedCache
 
 
 class CodeCache:
-    keys = None    # kms.FunctionKeys (set by the wiring): opens and checks SourceKMSKeyArn packages
-
     def __init__(self, root: Path, blobs, *, unpack_uid: int | None = UNPACK_UID,
-                 budget: UnpackedBudget | None = None, own_fs: bool = False):
+                 budget: UnpackedBudget | None = None, own_fs: bool = False, keys=None):
         self.blobs = blobs
+        self.keys = keys    # kms.FunctionKeys: opens and checks SourceKMSKeyArn packages (None: refused)
         self.unpack_uid = unpack_uid
         self.trees = UnpackedCache(root, budget, own_fs=own_fs)
 

@@ -71,14 +71,15 @@ class Target:
 
 
 class Invoker:
-    events = None    # the async-invocation component (lambdalet.events.AsyncEvents), set by the wiring
-    credentials = None    # invoke.credentials.ExecutionRoles: the role's session for each environment (wiring)
-    api_forwarder = None  # the environments' path to this server's API (runtime/api_proxy.py; wiring)
-    layers = None         # invoke.layercache.LayerCache: a function's layers merged for /opt (wiring)
-
     def __init__(self, resolve: Callable[[RequestContext, str, str | None], Target], backend: Backend,
-                 code: CodeCache, pool: EnvironmentPool, limiter: ConcurrencyLimiter, region: str, logs=None):
+                 code: CodeCache, pool: EnvironmentPool, limiter: ConcurrencyLimiter, region: str, logs=None, *,
+                 layers=None, credentials=None, submit_event: Callable[[RequestContext, dict, Target], dict] | None = None):
         self.logs = logs              # lambdalet.logs.LogStore: a sink per environment (log stream)
+        self.layers = layers          # invoke.layercache.LayerCache: a function's layers merged for /opt
+        self.credentials = credentials    # invoke.credentials.ExecutionRoles: the role's session per environment
+        # InvocationType=Event: AsyncInvocations.submit_invoke (lambdalet.events), which queues durably and
+        # answers 202. A function, not the component: the component's poller is what calls this invoker.
+        self.submit_event = submit_event
         self.resolve = resolve
         self.backend = backend
         self.code = code
@@ -97,10 +98,10 @@ class Invoker:
         if kind == "DryRun":
             return {"StatusCode": 204, "ExecutedVersion": target.version}
         if kind == "Event":
-            if self.events is None:
+            if self.submit_event is None:
                 raise InvalidParameterValueException(
                     "InvocationType Event is not available yet on this lambdalet server; use RequestResponse.")
-            return self.events.submit_invoke(ctx, params, target)   # lambdalet.events: queued durably, 202
+            return self.submit_event(ctx, params, target)   # lambdalet.events: queued durably, 202
         if kind != "RequestResponse":
             raise InvalidParameterValueException(f"Invalid InvocationType {kind!r}")
         result = self.run(ctx, target, payload or b"{}", client_context, tenant_id=tenant_id,
@@ -255,7 +256,6 @@ class Invoker:
         sink = self.logs.sink(target.account_id, spec.region, spec.log_group, spec.log_stream) if self.logs else None
         sandbox = self.backend.create(spec, log_sink=sink)
         weakref.finalize(sandbox, _keep, leases)
-        sandbox.api_forwarder = self.api_forwarder
         if expires is not None:
             self._expiry[sandbox] = expires
         try:

@@ -81,15 +81,15 @@ def rotate_master_command(data_dir: Path | None) -> None:
     if not settings.master_key_path.is_file():
         click.echo(f"no master key in {settings.data_dir}", err=True)
         raise SystemExit(1)
-    with open(settings.data_dir / "server.lock", "a+") as lock:
+    with open(settings.layout.lock_file, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             click.echo(f"a lambdalet server is using {settings.data_dir}: stop it first", err=True)
             raise SystemExit(1) from None
         try:
-            n = rotate_master_key(settings.master_key_path, settings.data_dir / "keys")
+            n = rotate_master_key(settings.master_key_path, settings.layout.keys)
         except RotationError as e:
             click.echo(f"cannot rotate: {e}", err=True)
             raise SystemExit(1) from None
-    click.echo(f"master key rotated; {n} key(s) re-wrapped in {settings.data_dir / 'keys'}")
+    click.echo(f"master key rotated; {n} key(s) re-wrapped in {settings.layout.keys}")

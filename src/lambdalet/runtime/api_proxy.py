@@ -340,15 +340,18 @@ class InProcessApi:
 
     charges_response = True    # HostRelay passes its environment's HeldBytes (`held`)
 
-    def __init__(self, app, *, timeout_s: float = WAIT_S, client: tuple[str, int] = ("127.0.0.1", 0)):
-        self.app = app
+    def __init__(self, app=None, *, timeout_s: float = WAIT_S, client: tuple[str, int] = ("127.0.0.1", 0)):
+        self.app = app     # None until `wrap`: the server makes the forwarder before the app that serves it
         self.timeout_s = timeout_s
         self.client = client
         self.loop = None
 
     def wrap(self, asgi_app):
-        """The ASGI app to serve: notes the running loop (at lifespan startup), then delegates."""
+        """The ASGI app to serve, and to forward to: notes the running loop (at lifespan startup),
+        then delegates."""
         import asyncio
+        if self.app is None:
+            self.app = asgi_app
 
         async def app(scope, receive, send):
             if self.loop is None:

@@ -33,15 +33,15 @@ class _Died(Exception):
 
 
 class BridgedSandbox(Sandbox):
-    api_forwarder = None                  # set by the invoker: the function's calls to the API (runtime/api_proxy.py)
     # True where nothing inside the environment can end init (PID 1 of its own PID namespace): then a
     # bridge that closes before init said anything during an invocation means it was killed from
     # outside before it handed the event on. Under the process backend the function can kill init.
     init_outlives_tenant = False
 
     def __init__(self, spec: EnvironmentSpec, log_sink: Callable[[bytes], None] | None = None,
-                 init_timeout_s: float = INIT_TIMEOUT_S):
+                 init_timeout_s: float = INIT_TIMEOUT_S, *, api_forwarder=None):
         self.spec = spec
+        self.api_forwarder = api_forwarder    # the function's calls to the API (runtime/api_proxy.InProcessApi)
         self._sink = log_sink
         self._init_timeout = init_timeout_s
         self._sock: socket.socket | None = None

@@ -59,7 +59,7 @@ class NamespaceSandbox(BridgedSandbox):
     init_outlives_tenant = True          # init is PID 1 of the environment's PID namespace: signals from inside miss it
 
     def __init__(self, spec: EnvironmentSpec, log_sink, backend: "NamespaceBackend"):
-        super().__init__(spec, log_sink)
+        super().__init__(spec, log_sink, api_forwarder=backend.api_forwarder)
         self._b = backend
         self._cg: Cgroup | None = None
         self._uid: int | None = None
@@ -208,7 +208,7 @@ class NamespaceBackend(Backend):
                  init_cpu_quota_us: int = 100_000, host_runtimes=None, slots: int = 0,
                  slot_runtimes: list[str] | None = None, slot_ttl_s: float = 300.0, slots_dir: str | None = None,
                  account_pids: int | None = None, platform_pids: int | None = None, egress: str = "none",
-                 egress_subnet: str = DEFAULT_SUBNET):
+                 egress_subnet: str = DEFAULT_SUBNET, api_forwarder=None):
         """slots: idle pre-isolated slots kept per family (0: none); slot_runtimes: the runtimes to keep
         them for (default: those whose runtime forks, the server's own Python); slot_ttl_s: how long an
         idle slot lives, and how long after the last cold start the pool is refilled; slots_dir: the
@@ -224,6 +224,7 @@ class NamespaceBackend(Backend):
         self.python_prefix = os.path.realpath(python_prefix or sys.base_prefix)
         self.python_name = f"python{sys.version_info.major}.{sys.version_info.minor}"
         self.host_runtimes = host_runtimes        # runtime.hostruntimes.HostRuntimes; discovered when None
+        self.api_forwarder = api_forwarder        # every environment's path to the server's API (runtime/api_proxy.py)
         self.pids_max, self.root_dir, self.cgroup_parent = pids_max, root_dir, cgroup_parent.strip("/")
         self.account_pids, self.platform_pids = account_pids, platform_pids
         self._account_groups: dict[str, str] = {}     # account id -> its group's name (made once)

@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class ProcessSandbox(BridgedSandbox):
-    def __init__(self, spec, log_sink, python_exe: str, executor=None):
-        super().__init__(spec, log_sink)
+    def __init__(self, spec, log_sink, python_exe: str, executor=None, *, api_forwarder=None):
+        super().__init__(spec, log_sink, api_forwarder=api_forwarder)
         self._python = python_exe
         self._executor = executor
         self._proc: subprocess.Popen | None = None
@@ -123,7 +123,8 @@ def _src_root() -> str:
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, *, allow_unisolated: bool = False, python_exe: str | None = None, host_runtimes=None):
+    def __init__(self, *, allow_unisolated: bool = False, python_exe: str | None = None, host_runtimes=None,
+                 api_forwarder=None):
         if not allow_unisolated:
             raise PermissionError("the 'process' sandbox backend runs functions WITHOUT isolation; "
                                   "pass allow_unisolated=True to use it (development only)")
@@ -131,9 +132,11 @@ class ProcessBackend(Backend):
                     "(no namespaces, no cgroup limits, no seccomp). Development only. !!!", os.getuid())
         self._python = python_exe or os.path.join(os.path.realpath(sys.base_prefix), "bin", "python3")
         self.host_runtimes = host_runtimes   # runtime.hostruntimes.HostRuntimes, or None: the server's python, PATH's node
+        self.api_forwarder = api_forwarder   # every environment's path to the server's API (runtime/api_proxy.py)
 
     def create(self, spec: EnvironmentSpec, *, log_sink=None) -> ProcessSandbox:
-        return ProcessSandbox(spec, log_sink, self._python, self.host_runtimes and self.host_runtimes.get)
+        return ProcessSandbox(spec, log_sink, self._python, self.host_runtimes and self.host_runtimes.get,
+                              api_forwarder=self.api_forwarder)
 
 
 register_backend("process", ProcessBackend)

@@ -141,13 +141,14 @@ def latest_due(expr, occ: float, now: float, *, anchor: float, tz, start, end) -
 
 
 class SchedulerService:
-    def __init__(self, db, keyring, *, test_seconds: bool = False, clock: Callable[[], float] = time.time):
+    def __init__(self, db, keyring, *, test_seconds: bool = False, clock: Callable[[], float] = time.time,
+                 authority=None):
         self.db = db
         self.keyring = keyring
         self.test_seconds = test_seconds
         self.clock = clock
         self.listeners: list[Callable[[], None]] = []     # woken when a schedule changes
-        self.authority = None       # events/authority.RoleAuthority (set by the wiring)
+        self.authority = authority  # events/authority.RoleAuthority: a schedule fires as its role
 
     # ================================================================ schedules
 
@@ -588,12 +589,15 @@ class Scheduler:
 
 # ------------------------------------------------------------------------------ wiring
 
-def build_scheduler(platform, *, test_seconds: bool = False, tick_s: float | None = None):
-    """(SchedulerService, Scheduler) for a built Platform: fires through its async-invoke queue."""
+def build_scheduler(db, keyring, queues, resolve, enqueue_event, *, authority=None, test_seconds: bool = False,
+                    tick_s: float | None = None):
+    """(SchedulerService, Scheduler): fires through the async-invoke queue. `resolve` is the data
+    plane's TargetResolver, `enqueue_event` AsyncInvocations.enqueue, `queues` the dead-letter queues'
+    service, `authority` the events/authority.RoleAuthority a schedule's role acts through."""
     from lambdalet.events.async_invoke import internal_context
     from lambdalet.events.messages import EventMessage
 
-    service = SchedulerService(platform.db, platform.keyring, test_seconds=test_seconds)
+    service = SchedulerService(db, keyring, test_seconds=test_seconds, authority=authority)
 
     def submit(occ: Occurrence, payload: str, execution_id: str) -> None:
         refusal = service.fire_refusal(occ, "lambda:InvokeFunction", occ.target["Arn"])
@@ -601,8 +605,8 @@ def build_scheduler(platform, *, test_seconds: bool = False, tick_s: float | Non
             raise refusal            # the occurrence fails: dead-letter queue, as any failed invocation
         m = _FUNCTION_ARN.match(occ.target["Arn"])
         ctx = internal_context(occ.account_id, occ.region, execution_id)
-        target = platform.invoker.resolve(ctx, m["name"], m["qualifier"])
-        platform.events.invocations.enqueue(EventMessage(
+        target = resolve(ctx, m["name"], m["qualifier"])
+        enqueue_event(EventMessage(
             occ.account_id, occ.region, target.function_name, m["qualifier"], execution_id, time.time(),
             payload=payload))
 
@@ -617,7 +621,7 @@ def build_scheduler(platform, *, test_seconds: bool = False, tick_s: float | Non
             "ERROR_CODE": err.code, "ERROR_MESSAGE": err.message[:1000] or err.code,
             "EXECUTION_ID": execution_id, "SCHEDULE_ARN": occ.arn, "TARGET_ARN": occ.target["Arn"],
             "RETRY_ATTEMPTS": "0"}.items()}
-        platform.queues.enqueue(q["account"], q["name"], payload.encode(), attrs, region=q["region"])
+        queues.enqueue(q["account"], q["name"], payload.encode(), attrs, region=q["region"])
 
     tick = tick_s if tick_s is not None else (0.2 if test_seconds else 1.0)
     return service, Scheduler(service, submit, dead_letter, tick_s=tick)

@@ -97,6 +97,8 @@ def ensure_tls(tls_dir: Path, hosts: list[str]) -> TlsFiles:
     sans = _sans(hosts)
     if _needs_new_cert(files.cert, sans):
         ca_key = serialization.load_pem_private_key((tls_dir / "ca.key").read_bytes(), None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):     # _make_ca's kind: anything else was put there
+            raise ValueError(f"{tls_dir / 'ca.key'} is not an EC private key")
         ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)

@@ -178,15 +178,14 @@ def _url_qualifier(qualifier: str | None) -> str | None:
 
 
 class FunctionUrlService:
-    """The five operations; bound into the Lambda API next to LambdaService (server/run.py)."""
+    """The five operations; bound into the Lambda API next to LambdaService (server/bindings.py)."""
 
-    # This server's own https://host:port (server/run.py sets it once bound); until then, and in unit
-    # harnesses, a URL is reported on the endpoint the request came in on.
-    endpoint: str | None = None
-
-    def __init__(self, db, clock: Callable[[], float] = time.time):
+    def __init__(self, db, clock: Callable[[], float] = time.time, *, endpoint: str | None = None):
         self.db = db
         self.clock = clock
+        # This server's own https://host:port (known once its socket is bound); None (unit harnesses):
+        # a URL is reported on the endpoint the request came in on.
+        self.endpoint = endpoint
 
     # ---- helpers ----
     def _ref(self, ctx: RequestContext, params: dict, action: str):

@@ -15,12 +15,15 @@ from lambdalet.services.runtimes import RuntimeCatalogue, default_catalogue
 
 
 class LambdaService:
-    def __init__(self, db, keyring, blobs, settings, *, runtimes: RuntimeCatalogue | None = None, clock=None):
+    def __init__(self, db, keyring, blobs, settings, *, runtimes: RuntimeCatalogue | None = None, clock=None,
+                 resolver: FunctionResolver | None = None, kms=None, roles=None, authorizer=None):
+        """kms, roles, authorizer: see Deps (None in unit harnesses); resolver: the data plane's view,
+        made here unless the platform made it first (KMS key changes invalidate it)."""
         self.deps = Deps(db=db, keyring=keyring, blobs=blobs, settings=settings,
-                         runtimes=runtimes or default_catalogue())
+                         runtimes=runtimes or default_catalogue(), roles=roles, kms=kms, authorizer=authorizer)
         if clock is not None:
             self.deps.clock = clock
-        self.resolver = FunctionResolver(db, keyring, settings)
+        self.resolver = resolver or FunctionResolver(db, keyring, settings, kms=kms)
         # A transition gives the version a new RevisionId: the data plane's cached view is stale then.
         self.deps.transitions = states.Transitions(db, on_change=self.resolver.invalidate)
         self.deps.transitions.settle_all()

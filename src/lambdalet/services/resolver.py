@@ -80,11 +80,11 @@ class FunctionVersion:
 
 
 class FunctionResolver:
-    def __init__(self, db, keyring, settings):
+    def __init__(self, db, keyring, settings, *, kms=None):
         self._db, self._keyring, self._settings = db, keyring, settings
         self._generation = itertools.count(1)
         self.generation = 0
-        self.kms = None      # kms.FunctionKeys (set by the platform): refuses disabled/deleted KMS keys
+        self.kms = kms       # kms.FunctionKeys: refuses disabled/deleted KMS keys (None: unit harnesses)
 
     def invalidate(self) -> None:
         """Called after every control-plane write: readers that cache resolutions compare
