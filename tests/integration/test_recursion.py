@@ -5,6 +5,9 @@ detection"), through a real server with boto3:
 - a function that invokes itself asynchronously with the runtime's boto3 (which passes the invocation's
   trace header on, as AWS's SDKs do) is stopped after 16 invocations of the chain: the 17th event goes to
   the on-failure destination; set to Allow, the same chain runs to its own end;
+- the same through a queue: a function fed by an event source mapping that sends to its own queue (SQS keeps
+  the sender's trace header as AWSTraceHeader) is not invoked with the 17th message, which the queue's
+  redrive policy moves to its dead-letter queue;
 - a synchronous Invoke whose X-Amzn-Trace-Id says the chain already invoked the function 16 times is
   answered RecursiveInvocationException (400), unless the function is set to Allow.
 """
@@ -18,7 +21,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from .e2e_support import ROLE, WAIT, delete_quietly, make_zip, unique
-from .tenancy_support import BASIC_EXECUTION, LAMBDA_TRUST, allow, make_role
+from .tenancy_support import BASIC_EXECUTION, LAMBDA_TRUST, SQS_QUEUE_EXECUTION, allow, make_role
 from .test_runtime_sdk import python_sdk
 
 SELF_INVOKER = """\
@@ -157,3 +160,44 @@ def test_an_async_loop_through_the_sdk(lam, made, srv, setting):
         done = _drain(sqs, ok_url, lambda recs: len(recs) >= stop)
         assert sorted(r["responsePayload"]["depth"] for r in done) == list(range(1, stop + 1))
         assert not _drain(sqs, fail_url, lambda recs: True, timeout=3)
+
+
+SQS_LOOPER = """\
+import json, os, boto3
+
+sqs = boto3.client("sqs")
+
+def handler(event, context):
+    for record in event["Records"]:
+        depth = json.loads(record["body"])["depth"]
+        sqs.send_message(QueueUrl=os.environ["SEEN"], MessageBody=json.dumps({"depth": depth}))
+        sqs.send_message(QueueUrl=os.environ["LOOP"], MessageBody=json.dumps({"depth": depth + 1}))
+"""
+
+
+@python_sdk
+def test_a_loop_through_a_queue_is_stopped(lam, made, srv):
+    iam, sqs = srv.client("iam"), srv.client("sqs")
+    dlq_url, dlq_arn = _queue(srv, made)
+    seen_url, _ = _queue(srv, made)
+    loop_url = sqs.create_queue(QueueName=unique("recur-loop"), Attributes={
+        "VisibilityTimeout": "5",
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"})})["QueueUrl"]
+    made[1].append(loop_url)
+    loop_arn = sqs.get_queue_attributes(QueueUrl=loop_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    role = make_role(iam, LAMBDA_TRUST, allow(["sqs:SendMessage"]), managed=(SQS_QUEUE_EXECUTION,))
+    name = unique("recur")
+    lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=role, Timeout=5,
+                        Code={"ZipFile": make_zip({"app.py": SQS_LOOPER})},
+                        Environment={"Variables": {"SEEN": seen_url, "LOOP": loop_url}})
+    made[0].append(name)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    mapping = lam.create_event_source_mapping(EventSourceArn=loop_arn, FunctionName=name, BatchSize=1)["UUID"]
+    try:
+        sqs.send_message(QueueUrl=loop_url, MessageBody=json.dumps({"depth": 1}))
+        dead = _drain(sqs, dlq_url, lambda recs: len(recs) >= 1, timeout=90)
+        assert dead == [{"depth": 17}], dead
+        seen = _drain(sqs, seen_url, lambda recs: len(recs) >= 16, timeout=10)
+        assert sorted(r["depth"] for r in seen) == list(range(1, 17))
+    finally:
+        lam.delete_event_source_mapping(UUID=mapping)

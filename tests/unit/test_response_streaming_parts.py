@@ -142,3 +142,51 @@ def test_invoke_events_for_a_buffered_result_and_an_error():
                                            error_type="Sandbox.Timedout")))
     (msg,) = _decode(b"".join(err))
     assert msg.payload == b'{"ErrorCode": "Sandbox.Timedout", "ErrorDetails": "{\\"errorType\\":\\"Sandbox.Timedout\\"}"}'
+
+
+def _relay(monkeypatch, body: bytes, limit: int | None = None):
+    """init's relay of one streamed /response (its _State on a socketpair): the frames it sends the host
+    and what it answers the runtime."""
+    from lambdalet.runtime import bridge, init
+    if limit is not None:
+        monkeypatch.setattr(bridge, "MAX_STREAMED", limit)
+    host, init_end = socket.socketpair()
+    runtime, server = socket.socketpair()
+    st = init._State(init_end)
+    st.current = "rid"
+    conn = runtime_http.Connection(server)
+    runtime.sendall(b"POST /2018-06-01/runtime/invocation/rid/response HTTP/1.1\r\nContent-Type: text/plain\r\n"
+                    b"Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    req = conn.read_request(init.MAX_RESPONSE, init._streamed)
+    init._post(st, conn, req)
+    init_end.close()
+    frames, reader = [], bridge.FrameReader()
+    while True:
+        try:
+            frames.append(bridge.recv_blocking(host, reader))
+        except bridge.BridgeClosed:
+            break
+    answer = runtime.recv(65536)
+    for s in (host, runtime, server):
+        s.close()
+    return frames, answer
+
+
+def test_init_relays_chunks_then_the_trailers_error(monkeypatch):
+    from lambdalet.runtime import bridge
+    frames, answer = _relay(monkeypatch, b"3\r\nabc\r\n0\r\nLambda-Runtime-Function-Error-Type: Oops\r\n"
+                                         b"Lambda-Runtime-Function-Error-Body: eyJlcnJvclR5cGUiOiJPb3BzIn0=\r\n\r\n")
+    assert frames[0] == (bridge.CHUNK, {"request_id": "rid", "content_type": "text/plain"}, b"abc")
+    assert frames[-1] == (bridge.ERROR, {"request_id": "rid", "error_type": "Oops", "streamed": True},
+                          b'{"errorType":"Oops"}')
+    assert answer.startswith(b"HTTP/1.1 202")
+
+
+def test_init_cuts_a_stream_past_the_limit(monkeypatch):
+    from lambdalet.runtime import bridge
+    frames, answer = _relay(monkeypatch, b"4\r\nabcd\r\n4\r\nefgh\r\n4\r\nijkl\r\n0\r\n\r\n", limit=8)
+    sent = b"".join(body for kind, _, body in frames if kind == bridge.CHUNK)
+    assert len(sent) <= 8 and b"ijkl" not in sent
+    kind, hdr, body = frames[-1]
+    assert kind == bridge.ERROR and hdr["error_type"] == "Function.ResponseSizeTooLarge", frames[-1]
+    assert answer.startswith(b"HTTP/1.1 413")

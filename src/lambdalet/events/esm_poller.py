@@ -43,6 +43,7 @@ from typing import Any, Callable, Protocol
 from lambdalet.events.filters import Filter, matches_any
 from lambdalet.events.sources import InternalQueueSource, QueueSource, parse_sqs_arn, service_context
 from lambdalet.models.errors import AwsError, TooManyRequestsException
+from lambdalet.services import recursion
 
 log = logging.getLogger("lambdalet.esm")
 
@@ -104,7 +105,21 @@ class InvokerCaller:
                                     spec.qualifier)
 
     def invoke(self, spec: MappingSpec, target, payload: bytes):
-        return self.invoker.run(service_context(spec.account_id, spec.region), target, payload)
+        return self.invoker.run(service_context(spec.account_id, spec.region), target, payload,
+                                trace_header=_batch_trace(payload, target.function_arn))
+
+
+def _batch_trace(payload: bytes, function_arn: str) -> str:
+    """The batch's records' AWSTraceHeader that counts the most invocations of the function: recursive
+    loop detection through a queue (services/recursion.py). Parsed only when a record carries one."""
+    if b'"AWSTraceHeader"' not in payload:
+        return ""
+    try:
+        records = json.loads(payload).get("Records") or []
+    except (ValueError, AttributeError):
+        return ""
+    traces = [r.get("attributes", {}).get("AWSTraceHeader") or "" for r in records if isinstance(r, dict)]
+    return max(traces, key=lambda t: recursion.invocations_so_far(t, function_arn), default="")
 
 
 # ------------------------------------------------------------------------------ the event

@@ -203,6 +203,9 @@ def _post(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
     conn.reply(202, _ACCEPTED)
 
 
+_STREAM_TOO_LARGE = f"Response payload size exceeded maximum allowed payload size ({bridge.MAX_STREAMED} bytes)."
+
+
 def _relay_stream(st: _State, conn: runtime_http.Connection, req: runtime_http.Request, rid: str) -> None:
     """A streamed /response: each piece crosses the bridge as it arrives (CHUNK frames; the bridge's
     back-pressure reaches the runtime's writes), then RESULT, or ERROR from its error trailers."""
@@ -229,9 +232,8 @@ def _relay_stream(st: _State, conn: runtime_http.Connection, req: runtime_http.R
         doc = _trailer_doc(error_type, conn.trailers.get("lambda-runtime-function-error-body", ""))
     st.drain_logs()
     if too_large:
-        msg = f"Response payload size exceeded maximum allowed payload size ({bridge.MAX_STREAMED} bytes)."
         error_type = "Function.ResponseSizeTooLarge"
-        doc = json.dumps({"errorMessage": msg, "errorType": error_type}).encode()
+        doc = json.dumps({"errorMessage": _STREAM_TOO_LARGE, "errorType": error_type}).encode()
     elif error_type and doc is None:
         doc = json.dumps({"errorMessage": "The runtime's response stream ended early.",
                           "errorType": error_type}).encode()
@@ -241,8 +243,10 @@ def _relay_stream(st: _State, conn: runtime_http.Connection, req: runtime_http.R
         st.send(bridge.RESULT, {"request_id": rid, "streamed": True})
     with st.cond:
         st.streaming = None
-    if conn.keep_alive:
-        conn.reply(413 if too_large else 202, _ACCEPTED)
+    if conn.keep_alive and too_large:
+        conn.reply(413, json.dumps({"errorType": "RequestEntityTooLarge", "errorMessage": _STREAM_TOO_LARGE}).encode())
+    elif conn.keep_alive:
+        conn.reply(202, _ACCEPTED)
 
 
 def _trailer_doc(error_type: str, encoded: str) -> bytes | None:
