@@ -143,6 +143,7 @@ class _Outgoing:
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     fifo: "fifo.FifoSend | None" = None
     sequence: int | None = None            # FIFO: set in the send transaction (the original's, for a duplicate)
+    trace: str = ""                        # the request's X-Amzn-Trace-Id: AWSTraceHeader unless one was given
 
 
 # ---- small helpers ----
@@ -425,6 +426,7 @@ class QueueService:
     def send_message(self, ctx: RequestContext, params: dict) -> dict:
         queue = self._from_url(ctx, params["QueueUrl"], cached=True)
         out = self._prepare(queue, params)
+        out.trace = ctx.trace_header
         self._insert(queue, [out], sender_id=self._sender(ctx))
         return self._send_result(out)
 
@@ -452,6 +454,8 @@ class QueueService:
             except E.SqsError as err:
                 failed.append(_failure(e["Id"], err))
         if ok:
+            for _, o in ok:
+                o.trace = ctx.trace_header
             self._insert(queue, [o for _, o in ok], sender_id=self._sender(ctx))
         return {"Successful": [{"Id": eid, **self._send_result(o)} for eid, o in ok], "Failed": failed}
 
@@ -986,12 +990,16 @@ class QueueService:
         now = _now()
         rows = []
         for o in outs:   # seal before taking the write lock
+            # As SQS does: a sender's trace header (an AWS SDK inside a function sends its invocation's)
+            # becomes AWSTraceHeader, which carries recursive loop detection's count (services/recursion.py).
+            sys_attrs = o.sys_attrs if not o.trace or "AWSTraceHeader" in o.sys_attrs else \
+                {**o.sys_attrs, "AWSTraceHeader": {"DataType": "String", "StringValue": o.trace}}
             rows.append(dict(
                 id=o.message_id, queue_id=queue.id,
                 body_sealed=self.keyring.seal(o.body, _aad(queue.id, o.message_id, "body")),
-                attrs_sealed=(self.keyring.seal(_pack_attrs(o.attrs, o.sys_attrs, o.fifo),
+                attrs_sealed=(self.keyring.seal(_pack_attrs(o.attrs, sys_attrs, o.fifo),
                                                 _aad(queue.id, o.message_id, "attrs"))
-                              if (o.attrs or o.sys_attrs or o.fifo) else None),
+                              if (o.attrs or sys_attrs or o.fifo) else None),
                 sender_id=sender_id[:128], sent_at=now, visible_at=now + o.delay, receive_count=0,
                 first_received_at=None, dlq_source_arn=None))
         # Concurrent sends to a standard queue become one INSERT in a shared, fsync'd transaction; a FIFO
