@@ -18,7 +18,8 @@ from lambdalet.events.messages import EventMessage
 from lambdalet.events.async_invoke import INLINE_MAX, INTERNAL_ACCOUNT
 from lambdalet.events.tables import event_payloads
 from lambdalet.invoke.targets import TargetResolver
-from lambdalet.models.errors import RequestTooLargeException, ServiceException, TooManyRequestsException
+from lambdalet.models.errors import (RequestEntityTooLargeException, RequestTooLargeException, ServiceException,
+                                     TooManyRequestsException)
 from lambdalet.queues import QueueService
 from lambdalet.queues.tables import sqs_messages
 from lambdalet.sandbox.api import InvokeResult
@@ -32,7 +33,7 @@ class FakeInvoker:
         self.calls: list[tuple[str, bytes]] = []
         self.outcomes: list = []          # per call: InvokeResult, or an exception to raise
 
-    def run(self, ctx, target, payload, client_context=None):
+    def run(self, ctx, target, payload, client_context=None, *, tenant_id="", trace_header=""):   # as Invoker.run
         self.calls.append((ctx.request_id, payload))
         out = self.outcomes.pop(0) if self.outcomes else InvokeResult(b'{"ok":true}')
         if isinstance(out, BaseException):
@@ -204,7 +205,7 @@ def test_large_payload_uses_side_table_and_is_cleaned_up(w):
 
 
 def test_payload_limits(w):
-    with pytest.raises(RequestTooLargeException):
+    with pytest.raises(RequestEntityTooLargeException):     # AWS's code for an Event payload over 1 MB
         w.event("fn", b'"' + b"a" * 1_048_576 + b'"')
     with pytest.raises(RequestTooLargeException):
         w.events.invoke_async(w.ctx, {"FunctionName": "fn", "InvokeArgs": b'"' + b"a" * 262_144 + b'"'})
