@@ -91,6 +91,7 @@ class Settings:
     egress: str = "public"               # environments' outbound network by default: none | public | all (egress_policy.py)
     runtime_dir: Path | None = None      # tmpfs for unpacked code (never the data dir: no plain code at rest)
     async_workers: int = 16              # threads delivering Event invocations (lambdalet.events)
+    esm_batches: int = 64                # event source mapping batches in flight, all accounts (3/4 at most for one)
     async_retry_scale: float = 1.0       # scales async retry backoff and event-age checks (tests: 0.01)
     schedule_test_seconds: bool = False  # TEST ONLY: rate(N seconds) schedules and a 0.2 s scheduler tick
     allow_unknown_roles: bool = False    # development: accept a function Role Lambda cannot assume (warns)

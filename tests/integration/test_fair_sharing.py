@@ -10,6 +10,9 @@ with two accounts against a real server: account A misbehaves, account B's laten
 (d) A holds as many synchronous Invokes in flight as its share of the API's worker threads allows (the
     server's --account-sync-invokes, lowered here from 128 to SYNC_CAP): its next one is refused with
     AWS's 429 and Reason, while B's Invoke is still served at once.
+(e) A's event source mappings (three, backlogged, slow function, up to 5 batches each) run at most
+    their account's share of the server's mapping batches (--esm-batches, lowered here to ESM_BATCHES:
+    3 for A), and B's mapping still delivers within seconds.
 """
 from __future__ import annotations
 
@@ -23,13 +26,16 @@ from botocore.exceptions import ClientError
 
 from .e2e_support import WAIT, make_zip, unique
 from .fair_support import LongPollFlood, pct, server_threads, timed
-from .tenancy_support import LAMBDA_TRUST, client_as, destinations_role, make_role, second_account
+from .tenancy_support import LAMBDA_TRUST, client_as, destinations_role, make_role, mapping_role, second_account
 
 IS_ROOT = os.geteuid() == 0
 SYNC_CAP = 4             # synchronous Invokes one account may have in flight on this module's server
+ESM_BATCHES = 4          # mapping batches in flight on this module's server, all accounts (3 for one)
 APP = """
-import time
+import json, time
 def handler(event, context):
+    for record in event.get("Records", []):          # an event source mapping's batch
+        time.sleep(json.loads(record["body"]).get("sleep", 0))
     time.sleep(event.get("sleep", 0))
     return {"rid": context.aws_request_id}
 """
@@ -39,7 +45,7 @@ ZIP = make_zip({"app.py": APP})
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     from conftest import own_server
-    yield from own_server(tmp_path_factory, "--account-sync-invokes", str(SYNC_CAP),
+    yield from own_server(tmp_path_factory, "--account-sync-invokes", str(SYNC_CAP), "--esm-batches", str(ESM_BATCHES),
                           *(() if IS_ROOT else ("--sandbox", "process")), prefix="lambdalet-fair")
 
 
@@ -160,3 +166,59 @@ def test_sync_invokes_of_one_account_past_its_share_are_refused_while_another_is
     assert served["StatusCode"] == 200 and "FunctionError" not in served
     assert b_took < 1.0, f"B's Invoke took {b_took:.2f} s while A held its share"
     assert lam_a.invoke(FunctionName=slow, Payload=b"{}")["StatusCode"] == 200, "A's share is given back"
+
+
+def _mapped_queue(lam, sqs, fn: str, **kw) -> str:
+    url = sqs.create_queue(QueueName=unique("src"), Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    uuid = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=fn, BatchSize=1, **kw)["UUID"]
+    return url, uuid
+
+
+def _in_flight(sqs, urls) -> int:
+    return sum(int(sqs.get_queue_attributes(QueueUrl=u, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+                   ["Attributes"]["ApproximateNumberOfMessagesNotVisible"]) for u in urls)
+
+
+def _until_drained(sqs, url: str, timeout_s: float = 60) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        if not any(int(v) for v in attrs.values()):
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    return float("inf")
+
+
+def test_event_source_mappings_of_one_account_run_within_its_share(srv, tenant_b):
+    lam_a, sqs_a = srv.client(), srv.client("sqs")
+    slow = _function(lam_a, mapping_role(srv.client("iam")))
+    lam_b, sqs_b = client_as(srv, "lambda", tenant_b), client_as(srv, "sqs", tenant_b)
+    fast = _function(lam_b, mapping_role(client_as(srv, "iam", tenant_b)))
+    url_b, uuid_b = _mapped_queue(lam_b, sqs_b, fast)
+    sqs_b.send_message(QueueUrl=url_b, MessageBody="{}")
+    assert _until_drained(sqs_b, url_b) < 30                      # B's environment is warm now
+    sqs_b.send_message(QueueUrl=url_b, MessageBody="{}")
+    quiet = _until_drained(sqs_b, url_b)
+    mapped = [_mapped_queue(lam_a, sqs_a, slow, ScalingConfig={"MaximumConcurrency": 5}) for _ in range(3)]
+    urls_a = [u for u, _ in mapped]
+    try:
+        for url in urls_a:                                        # 3 x 8 records of 3 s: each mapping scales out
+            sqs_a.send_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "MessageBody": json.dumps({"sleep": 3})} for i in range(8)])
+        peak, loud = 0, []
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            peak = max(peak, _in_flight(sqs_a, urls_a))
+            if len(loud) < 3 and time.monotonic() > deadline - 9:
+                sqs_b.send_message(QueueUrl=url_b, MessageBody="{}")
+                loud.append(_until_drained(sqs_b, url_b))
+            time.sleep(0.1)
+        print(f"\nA's mapping batches in flight at most {peak} (share {ESM_BATCHES - 1}); B's delivery quiet "
+              f"{quiet:.2f} s, beside A's {[round(x, 2) for x in loud]} s")
+        assert peak <= ESM_BATCHES - 1, f"A ran {peak} mapping batches at once, past its share"
+        assert max(loud) < 5.0, f"B's mapping delivered after {loud} s beside A's"
+    finally:
+        for _, uuid in mapped + [(url_b, uuid_b)]:
+            (lam_b if uuid == uuid_b else lam_a).delete_event_source_mapping(UUID=uuid)

@@ -56,6 +56,9 @@ def main() -> None:
 @click.option("--env-memory-mb", type=click.IntRange(128), default=None,
               help="Their MemorySize summed over all accounts, MiB; the least recently used idle environment of "
                    "the account holding the most goes first.  [default: 75% of the host's RAM]")
+@click.option("--esm-batches", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Event source mapping batches in flight at once, all accounts; one account's mappings run at "
+                   "most 3/4 of them, the others' are served round robin.")
 @click.option("--account-sync-invokes", type=click.IntRange(1, 512), default=128, show_default=True,
               help="Synchronous Invokes of one account in flight at once (each holds one of the API's 512 worker "
                    "threads); past it Invoke answers 429 ConcurrentInvocationLimitExceeded.")
@@ -114,6 +117,7 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
           concurrency_limit: int, env_idle_ttl: float, env_max_lifetime: float, async_workers: int = 16,
           account_envs: int = 200, account_env_mb: int | None = None, env_memory_mb: int | None = None,
           account_pids: int = 4096, platform_pids: int | None = None, account_sync_invokes: int = 128,
+          esm_batches: int = 64,
           async_retry_scale: float = 1.0, allow_unknown_roles: bool = False,
           lambda_principals: tuple[str, ...] = ("lambda.amazonaws.com",), schedule_test_seconds: bool = False,
           runtimes_dir: Path | None = None, runtime_interpreters: tuple[str, ...] = (),
@@ -132,7 +136,7 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         env_max_lifetime_s=env_max_lifetime, async_workers=async_workers,
                         account_envs=account_envs, account_env_mb=account_env_mb, env_memory_mb=env_memory_mb,
                         account_pids=account_pids, platform_pids=platform_pids,
-                        account_sync_invokes=account_sync_invokes,
+                        account_sync_invokes=account_sync_invokes, esm_batches=esm_batches,
                         async_retry_scale=async_retry_scale, allow_unknown_roles=allow_unknown_roles,
                         lambda_principals=tuple(lambda_principals), schedule_test_seconds=schedule_test_seconds,
                         runtimes_dir=runtimes_dir, runtime_interpreters=tuple(runtime_interpreters),

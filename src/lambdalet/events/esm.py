@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from lambdalet.events.esm_poller import (InvokerCaller, LambdaletQueues, MappingPoller, MappingSpec, WORKER_CAP,
                                          parse_sqs_arn, service_context)
 from lambdalet.events.authority import RoleAuthority
+from lambdalet.events.esm_shares import BatchShares
 from lambdalet.events.sources import EventSources
 from lambdalet.events.filters import compile_filter_criteria
 from lambdalet.models.context import RequestContext
@@ -57,6 +58,7 @@ from lambdalet.services.validation import constraint_error
 from lambdalet.store.schema import metadata
 
 log = logging.getLogger("lambdalet.esm")
+DEFAULT_BATCHES = 64               # --esm-batches: mapping batches in flight on this server, all accounts
 
 event_source_mappings = sa.Table(
     "event_source_mappings", metadata,
@@ -124,6 +126,8 @@ class EventSourceMappings:
         self.authority = authority     # a mapping polls and invokes as its function's execution role
         self._lock = threading.RLock()
         self._pollers: dict[str, MappingPoller] = {}
+        # batches in flight, all mappings of all accounts: 3/4 at most for one account (esm_shares.py)
+        self.shares = BatchShares(getattr(settings, "esm_batches", None) or DEFAULT_BATCHES)
         self._joiners: list[threading.Thread] = []
         self._started = False
         self._closed = False
@@ -488,7 +492,7 @@ class EventSourceMappings:
             kw["vis_margin_s"] = self.vis_margin_s
         source = self.sources.for_arn(row.event_source_arn, row.account_id)
         poller = MappingPoller(self._spec(row), source, self.caller, worker_cap=self.worker_cap,
-                               permission=self._poller_permission, **kw)
+                               permission=self._poller_permission, shares=self.shares, **kw)
         self._pollers[row.uuid] = poller
         poller.start()
 

@@ -29,6 +29,11 @@ GetQueueAttributes on the queue, and deleted only while it still may DeleteMessa
 mapping reads nothing (LastProcessingResult "PROBLEM: ...") and tries again after PROBLEM_BACKOFF_S.
 Configuration changes (`update`) apply from the next batch on; `stop` ends the workers after the
 batch each is processing.
+Sharing (esm_shares.py): with `shares`, a worker holds one of the platform's batch shares while it
+gathers and processes a batch, so one account's mappings run at most its share of batches at once and
+other accounts' workers are served round robin. While an account holding no share waits for one, a
+worker does not hold one in a long poll: it receives without waiting and, finding nothing, waits
+`poll_wait_s` without it.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from lambdalet.events.esm_shares import BatchShares
 from lambdalet.events.filters import Filter, matches_any
 from lambdalet.events.sources import InternalQueueSource, QueueSource, parse_sqs_arn, service_context
 from lambdalet.models.errors import AwsError, TooManyRequestsException
@@ -248,8 +254,10 @@ class PollerStats:
 class MappingPoller:
     def __init__(self, spec: MappingSpec, source: QueueSource, caller: FunctionCaller, *,
                  worker_cap: int = WORKER_CAP, poll_wait_s: float = POLL_WAIT_S, vis_margin_s: int = VIS_MARGIN_S,
-                 sleep: Callable[[float], None] | None = None, permission: Permission | None = None):
+                 sleep: Callable[[float], None] | None = None, permission: Permission | None = None,
+                 shares: BatchShares | None = None):
         self._spec = spec
+        self.shares = shares
         self.permission = permission
         self.source = source
         self.caller = caller
@@ -327,13 +335,22 @@ class MappingPoller:
         me = threading.current_thread()
         try:
             while not self._stop.is_set():
+                account = self._spec.account_id
+                if self.shares is not None and not self.shares.acquire(account, self._spec.uuid, self._stop):
+                    return
+                briefly = self.shares is not None and self.shares.starving()
                 try:
-                    outcome = self.poll_once()
+                    outcome = self.poll_once(0.0 if briefly else None)
                 except Exception:
                     log.exception("event source mapping %s: poller error", self._spec.uuid)
                     outcome = "problem"
+                finally:
+                    if self.shares is not None:
+                        self.shares.release(account)
                 if outcome in ("empty", "throttled") and self._leave_if_extra():
                     return
+                if outcome == "empty" and briefly:
+                    self._sleep(self.poll_wait_s)      # the long poll it did not make, without a share
                 if outcome == "problem":
                     self._sleep(PROBLEM_BACKOFF_S)
                 elif outcome == "throttled":
@@ -350,8 +367,9 @@ class MappingPoller:
                 self._workers.discard(me)
 
     # ---- one batch
-    def poll_once(self) -> str:
-        """Gather and process one batch. -> "empty" | "partial" | "full" | "throttled" | "problem"."""
+    def poll_once(self, wait_s: float | None = None) -> str:
+        """Gather and process one batch, long-polling `wait_s` (default `poll_wait_s`) for its first
+        messages. -> "empty" | "partial" | "full" | "throttled" | "problem"."""
         spec = self._spec
         try:
             target = self.caller.resolve(spec)
@@ -366,7 +384,7 @@ class MappingPoller:
         try:
             queue_vt = self.source.visibility_timeout(spec.event_source_arn)
             visibility = max(queue_vt, int(target.timeout_s) + spec.window_s + self.vis_margin_s)
-            messages = self._gather(spec, visibility)
+            messages = self._gather(spec, visibility, self.poll_wait_s if wait_s is None else wait_s)
         except AwsError as e:
             self._problem(spec, f"PROBLEM: Queue {spec.event_source_arn} is not available: {e.message}")
             return "problem"
@@ -378,9 +396,9 @@ class MappingPoller:
             return "throttled"
         return "full" if full else "partial"
 
-    def _gather(self, spec: MappingSpec, visibility: int) -> list:
+    def _gather(self, spec: MappingSpec, visibility: int, wait_s: float) -> list:
         arn = spec.event_source_arn
-        got = self.source.claim(arn, min(MAX_RECEIVE, spec.batch_size), visibility, self.poll_wait_s)
+        got = self.source.claim(arn, min(MAX_RECEIVE, spec.batch_size), visibility, wait_s)
         if not got or spec.window_s <= 0:
             return list(got)
         messages = list(got)
