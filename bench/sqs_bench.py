@@ -13,11 +13,14 @@ each at every level, in this order:
   recv_del  ReceiveMessage (1 message, no wait) then DeleteMessage of it, on the queue `send` filled
   mixed     half the clients SendMessage, half ReceiveMessage + DeleteMessage, on one queue at once
             (the soak's contention: do receives queue behind sends?)
+  event_run Invoke InvocationType=Event of the warm function: the 202's latency while the pollers run
+            the events on the same cores (what a caller sees)
   event     Invoke InvocationType=Event of a function with reserved concurrency 0 (only the enqueue:
             a 202 is a durable, fsync'd commit; the pollers meet the throttle and back off, which
             keeps them busy afterwards, hence last)
-Prints p50 / p99 (ms), requests/s and the ratio of each p50 to the floor's, plus the server's writer
-turns (store/db.writer_stats are in-process only, so here: server CPU per request from /proc).
+Prints p50 / p99 (ms), requests/s and the ratio of each p50 to the floor's, the server's CPU per request
+(/proc), and the disk's own floor: one-row SQLite commits with fsync (WAL, synchronous=FULL) on the data
+dir's filesystem, before and after the phases (a durable answer costs at least one).
 """
 from __future__ import annotations
 
@@ -30,9 +33,11 @@ import json
 import multiprocessing
 import os
 import shutil
+import sqlite3
 import ssl
 import sys
 import time
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import loadgen
@@ -110,6 +115,8 @@ class Client:
             await timed("Invoke", self.invoke(c["warm_fn"], "RequestResponse"))
         elif self.role == "event":
             await timed("Invoke(Event)", self.invoke(c["event_fn"], "Event"))
+        elif self.role == "event_run":
+            await timed("Invoke(Event)", self.invoke(c["warm_fn"], "Event"))
         elif self.role == "send":
             await timed("SendMessage", self.sqs("SendMessage", {"QueueUrl": url, "MessageBody": BODY}))
         else:   # recv_del
@@ -191,6 +198,26 @@ def run_phase(server: Server, cfg: dict, roles: list[str], seconds: float) -> di
     return {"ops": ops, "counts": dict(counts), "server_cpu_ms_per_req": round(1000 * cpu / max(n, 1), 3)}
 
 
+def fsync_commit_ms(dir_, n: int = 300) -> dict:
+    """Latency of one-row INSERT + COMMIT with fsync (WAL, synchronous=FULL), single thread, in dir_."""
+    path = dir_ / "fsync-probe.db"
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, b BLOB)")
+    lat = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("INSERT INTO t(b) VALUES (?)", (os.urandom(400),))
+        c.execute("COMMIT")
+        lat.append((time.perf_counter() - t0) * 1000)
+    c.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return {"p50": pct(lat, .5), "p99": pct(lat, .99)}
+
+
 def pct(v: list[float], q: float) -> float:
     return round(sorted(v)[min(len(v) - 1, int(q * len(v)))], 2) if v else float("nan")
 
@@ -213,14 +240,18 @@ def main() -> int:
     ap.add_argument("--levels", default="1,8,32")
     ap.add_argument("--sandbox", default="namespace")
     ap.add_argument("--json")
-    ap.add_argument("--phases", default="floor,sync,send,recv_del,mixed,event")
+    ap.add_argument("--phases", default="floor,sync,send,recv_del,mixed,event_run,event")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
     server = Server(a.sandbox, ["--account-env-mb", "20000"])    # 32 warm 512 MB environments
     out: dict = {}
     try:
         cfg = setup(server)
-        phases = [p for p in ("floor", "sync", "send", "recv_del", "mixed", "event") if p in a.phases.split(",")]
+        out["fsync_commit_ms_before"] = fsync_commit_ms(server.tmp)
+        print(f"raw SQLite fsync'd commit: p50 {out['fsync_commit_ms_before']['p50']} ms, "
+              f"p99 {out['fsync_commit_ms_before']['p99']} ms", flush=True)
+        phases = [p for p in ("floor", "sync", "send", "recv_del", "mixed", "event_run", "event")
+                  if p in a.phases.split(",")]
         for phase in phases:   # event last: its throttled backlog keeps the pollers busy afterwards
             for c in levels:
                 if phase == "mixed":
@@ -236,9 +267,13 @@ def main() -> int:
                     print(f"{phase:8s} c={c:2d} {op:15s} n={f['n']:6d} {f['per_s']:8.1f}/s p50={f['p50']:7.2f} "
                           f"p99={f['p99']:8.2f} ms{ratio}  (server {r['server_cpu_ms_per_req']} ms CPU/req) "
                           f"{r['counts'] or ''}", flush=True)
-        if "event" in out and "sync" in out:
-            print("\nEvent / sync p50:", {c: round(out["event"][c]["ops"]["Invoke(Event)"]["p50"]
-                                                  / out["sync"][c]["ops"]["Invoke"]["p50"], 2) for c in levels})
+        out["fsync_commit_ms_after"] = fsync_commit_ms(server.tmp)
+        print(f"\nraw SQLite fsync'd commit after: p50 {out['fsync_commit_ms_after']['p50']} ms, "
+              f"p99 {out['fsync_commit_ms_after']['p99']} ms")
+        for ev in ("event_run", "event"):
+            if ev in out and "sync" in out:
+                print(f"{ev} / sync p50:", {c: round(out[ev][c]["ops"]["Invoke(Event)"]["p50"]
+                                                    / out["sync"][c]["ops"]["Invoke"]["p50"], 2) for c in levels})
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(out, f, indent=1)

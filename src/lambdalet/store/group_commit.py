@@ -14,7 +14,8 @@ per payload its result, or the exception that refused it): one INSERT of many ro
 A handler that raises fails only its own works: with several keys in a batch each runs in a SAVEPOINT,
 rolled back alone. If the transaction itself fails (COMMIT, the disk), every work of it fails with that
 error and none was committed. Handlers run in the leader's thread; callers do their after-commit work
-(wake-ups) once `run` returns, in their own.
+(wake-ups) once `run` returns, in their own. Never call `run` inside a write transaction of your own:
+the leader needs the writer turn (store/db.Database.writer) that the waiting caller would hold.
 """
 from __future__ import annotations
 
