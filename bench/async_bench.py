@@ -202,6 +202,7 @@ def http_measurements(n: int, sandbox: str, procs: int, threads: int) -> dict:
         for name in ("noop", "warm"):
             lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler",
                                 Role=ROLE, Code={"ZipFile": make_zip()})
+            lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.5, "MaxAttempts": 60})
         lam.put_function_concurrency(FunctionName="noop", ReservedConcurrentExecutions=0)  # measure enqueue only
         # Synchronous first, while no event is queued; then Event at concurrency 1, then the full run
         # (queued events of `noop` are claimed, throttled and backed off by the pollers meanwhile).
