@@ -68,3 +68,13 @@ def test_a_stopped_waiter_gives_up_and_holds_nothing():
     assert got == [("B", "b", False)] and not shares.starving()
     shares.release("A")
     assert shares.held() == 0
+
+
+def test_the_round_robin_memory_stays_bounded(monkeypatch):
+    import lambdalet.events.esm_shares as mod
+    monkeypatch.setattr(mod, "MAX_REMEMBERED", 8)
+    shares = BatchShares(total=2)
+    for i in range(50):                       # mappings that came and went
+        assert shares.acquire("A", f"m{i}")
+        shares.release("A")
+    assert len(shares._last) <= 9 and shares.held() == 0

@@ -15,6 +15,9 @@ from collections import OrderedDict, deque
 from typing import Hashable
 
 
+MAX_REMEMBERED = 10_000          # accounts and mappings whose last grant is kept (round-robin order)
+
+
 class _Ticket:
     __slots__ = ("granted",)
 
@@ -85,10 +88,18 @@ class BatchShares:
                 del self._waiting[account]
             self._grants += 1
             self._last[account] = self._last[(account, mapping)] = self._grants
+            if len(self._last) > MAX_REMEMBERED:
+                self._forget()
             self._held[account] = self._held.get(account, 0) + 1
             self._in_use += 1
         if granted:
             self._cond.notify_all()
+
+    def _forget(self) -> None:
+        """Keep the last grants of whoever waits or holds a share (mappings come and go)."""
+        keep = set(self._held) | set(self._waiting)
+        keep |= {(a, m) for a, ms in self._waiting.items() for m in ms}
+        self._last = {k: v for k, v in self._last.items() if k in keep}
 
     def _withdraw(self, account: Hashable, mapping: Hashable, ticket: _Ticket) -> None:
         mappings = self._waiting.get(account)
