@@ -44,7 +44,7 @@ ZIP = make_zip({"app.py": APP})
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    from conftest import own_server
+    from harness import own_server
     yield from own_server(tmp_path_factory, "--account-sync-invokes", str(SYNC_CAP), "--esm-batches", str(ESM_BATCHES),
                           *(() if IS_ROOT else ("--sandbox", "process")), prefix="lambdalet-fair")
 
@@ -166,6 +166,42 @@ def test_sync_invokes_of_one_account_past_its_share_are_refused_while_another_is
     assert served["StatusCode"] == 200 and "FunctionError" not in served
     assert b_took < 1.0, f"B's Invoke took {b_took:.2f} s while A held its share"
     assert lam_a.invoke(FunctionName=slow, Payload=b"{}")["StatusCode"] == 200, "A's share is given back"
+
+
+def _streamed(lam, **kw) -> bytes:
+    resp = lam.invoke_with_response_stream(**kw)
+    return b"".join(e["PayloadChunk"]["Payload"] for e in resp["EventStream"] if "PayloadChunk" in e)
+
+
+def test_streamed_invocations_count_in_the_accounts_share_of_long_held_calls(srv, tenant_b):
+    """A streamed invocation runs in a thread of its own: it counts in the same per-account share as a
+    synchronous Invoke's API thread, so one account cannot start threads without bound."""
+    lam_a = srv.client()
+    slow = _function(lam_a, make_role(srv.client("iam"), LAMBDA_TRUST))
+    lam_b = client_as(srv, "lambda", tenant_b)
+    fast = _function(lam_b, make_role(client_as(srv, "iam", tenant_b), LAMBDA_TRUST))
+    _streamed(lam_b, FunctionName=fast, Payload=b"{}")          # warm
+    body = json.dumps({"sleep": 6}).encode()
+    with ThreadPoolExecutor(SYNC_CAP) as pool:
+        held = [pool.submit(_streamed, lam_a, FunctionName=slow, Payload=body) for _ in range(SYNC_CAP)]
+        time.sleep(3)
+        assert not any(f.done() for f in held), "A's slow streamed invocations ended early"
+        refusals = []
+        for call in (lambda: _streamed(lam_a, FunctionName=slow, Payload=b"{}"),
+                     lambda: lam_a.invoke(FunctionName=slow, Payload=b"{}")):
+            with pytest.raises(ClientError) as refused:
+                call()
+            refusals.append(refused.value.response)
+        t0 = time.monotonic()
+        served = _streamed(lam_b, FunctionName=fast, Payload=b"{}")
+        b_took = time.monotonic() - t0
+        assert all(f.result() for f in held)
+    for err in refusals:
+        assert err["ResponseMetadata"]["HTTPStatusCode"] == 429, err
+        assert err["Error"]["Code"] == "TooManyRequestsException"
+        assert err.get("Reason") == "ConcurrentInvocationLimitExceeded", err
+    assert served and b_took < 1.0, f"B's streamed Invoke took {b_took:.2f} s while A held its share"
+    assert _streamed(lam_a, FunctionName=slow, Payload=b"{}"), "A's share is given back"
 
 
 def _mapped_queue(lam, sqs, fn: str, **kw) -> str:

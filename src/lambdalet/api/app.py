@@ -104,7 +104,7 @@ class ApiApp:
                  lookup_key: Callable[[str, str | None], tuple[Caller, str] | None],
                  *, max_skew_s: int = 300, internal_routes: list[BaseRoute] | None = None,
                  authorize: Callable[[str, str, dict, RequestContext], RequestContext] | None = None,
-                 limits: RequestLimits = RequestLimits()):
+                 limits: RequestLimits = RequestLimits(), sync_invokes: AccountShares | None = None):
         self.services = services
         self.lookup_key = lookup_key
         # (service, operation, params, ctx) -> the ctx to run with, or AccessDeniedException
@@ -116,7 +116,8 @@ class ApiApp:
         self.internal_routes = list(internal_routes or [])
         self._route_hints = [_route_hint(r) for r in self.internal_routes]
         self.workers = WorkerThreads(WORKER_THREADS)
-        self.sync_invokes = AccountShares(limits.sync_invokes_per_account)
+        # one account's synchronous Invokes; the server shares it with streamed invocations' threads
+        self.sync_invokes = sync_invokes or AccountShares(limits.sync_invokes_per_account)
         self._starlette = Starlette(routes=self.internal_routes, lifespan=self._lifespan)
         self.asgi = self        # the ASGI callable (an instance: uvicorn detects ASGI 3 by its __call__)
 

@@ -18,14 +18,12 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from lambdalet.models.errors import TooManyRequestsException
+# one account's long-held calls: shared with the invoker's streamed invocations (invoke/concurrency.py)
+from lambdalet.invoke.concurrency import ACCOUNT_EXCEEDED, AccountShares  # noqa: F401
 
 _STOP = object()
-# Lambda's Reason for an account past its concurrency: what a synchronous Invoke past its share gets.
-ACCOUNT_EXCEEDED = "ConcurrentInvocationLimitExceeded"
 
 
 class WorkerThreads:
@@ -99,40 +97,6 @@ class WorkerThreads:
             except RuntimeError:               # the loop is closed (server exit): nobody is waiting
                 pass
             del item, fut, fn, result, error
-
-
-class AccountShares:
-    """At most `per_account` long-held calls of one account at a time (synchronous Invokes hold a
-    worker thread for the whole invocation). Past it: 429 TooManyRequestsException with Lambda's
-    Reason ConcurrentInvocationLimitExceeded, which SDKs retry; the account's concurrency limit,
-    lower by default in most setups, is enforced by the invoker as before."""
-
-    def __init__(self, per_account: int):
-        self.per_account = max(1, int(per_account))
-        self._lock = threading.Lock()
-        self._held: dict[str, int] = {}
-
-    @contextmanager
-    def hold(self, account_id: str) -> Iterator[None]:
-        with self._lock:
-            n = self._held.get(account_id, 0)
-            if n >= self.per_account:
-                raise TooManyRequestsException("Rate Exceeded.", extra={"Reason": ACCOUNT_EXCEEDED},
-                                               headers={"Retry-After": "1"})
-            self._held[account_id] = n + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                n = self._held[account_id] - 1
-                if n:
-                    self._held[account_id] = n
-                else:
-                    del self._held[account_id]
-
-    def held(self, account_id: str) -> int:
-        with self._lock:
-            return self._held.get(account_id, 0)
 
 
 def _settle(fut: asyncio.Future, result: Any, error: BaseException | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import random
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from lambdalet.invoke.codecache import CodeCache
-from lambdalet.invoke.concurrency import ConcurrencyLimiter
+from lambdalet.invoke.concurrency import AccountShares, ConcurrencyLimiter
 from lambdalet.invoke.pool import EnvironmentPool, PoolKey
 from lambdalet.invoke.response_stream import ResponseStream
 from lambdalet.models.context import RequestContext
@@ -73,13 +74,17 @@ class Target:
 class Invoker:
     def __init__(self, resolve: Callable[[RequestContext, str, str | None], Target], backend: Backend,
                  code: CodeCache, pool: EnvironmentPool, limiter: ConcurrencyLimiter, region: str, logs=None, *,
-                 layers=None, credentials=None, submit_event: Callable[[RequestContext, dict, Target], dict] | None = None):
+                 layers=None, credentials=None, submit_event: Callable[[RequestContext, dict, Target], dict] | None = None,
+                 stream_threads: AccountShares | None = None):
         self.logs = logs              # lambdalet.logs.LogStore: a sink per environment (log stream)
         self.layers = layers          # invoke.layercache.LayerCache: a function's layers merged for /opt
         self.credentials = credentials    # invoke.credentials.ExecutionRoles: the role's session per environment
         # InvocationType=Event: AsyncInvocations.submit_invoke (lambdalet.events), which queues durably and
         # answers 202. A function, not the component: the component's poller is what calls this invoker.
         self.submit_event = submit_event
+        # A streamed invocation's own thread counts in its account's share of long-held calls (the share
+        # synchronous Invokes' API threads count in): no account can start threads without bound.
+        self.stream_threads = stream_threads
         self.resolve = resolve
         self.backend = backend
         self.code = code
@@ -138,13 +143,21 @@ class Invoker:
         for the invocation: the event loop reads the stream). An error before the first piece (a
         throttle, a platform failure) is raised by the stream's started()."""
         stream = ResponseStream()
+        share = contextlib.ExitStack()
+        if self.stream_threads is not None:
+            share.enter_context(self.stream_threads.hold(target.account_id))    # 429 here, before any thread
 
         def invocation() -> None:
-            try:
-                stream.finish(self.run(ctx, target, payload, client_context, stream=stream, **kw))
-            except BaseException as e:      # handed to the reader, which answers it
-                stream.fail(e)
-        threading.Thread(target=invocation, name="invoke-stream", daemon=True).start()
+            with share:
+                try:
+                    stream.finish(self.run(ctx, target, payload, client_context, stream=stream, **kw))
+                except BaseException as e:      # handed to the reader, which answers it
+                    stream.fail(e)
+        try:
+            threading.Thread(target=invocation, name="invoke-stream", daemon=True).start()
+        except BaseException:
+            share.close()
+            raise
         return stream
 
     def run(self, ctx: RequestContext, target: Target, payload: bytes, client_context: str | None = None, *,

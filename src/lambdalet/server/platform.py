@@ -33,7 +33,7 @@ from lambdalet.iam.resource_tags import IamResourceTags
 from lambdalet.iam.scp import ServiceControlPolicies
 from lambdalet.iam.sts_service import StsService
 from lambdalet.invoke.codecache import CodeCache
-from lambdalet.invoke.concurrency import ConcurrencyLimiter
+from lambdalet.invoke.concurrency import AccountShares, ConcurrencyLimiter
 from lambdalet.invoke.credentials import ExecutionRoles, ensure_default_role
 from lambdalet.invoke.envbudget import BudgetLimits, EnvBudget, PlatformOverhead, default_total_mb
 from lambdalet.invoke.invoker import Invoker
@@ -157,9 +157,10 @@ def build_platform(settings: Settings, *, endpoint: str | None = None) -> Platfo
     api_path = InProcessApi()           # functions reach the API through their environment's init only
     targets = TargetResolver(resolver, db)
     invocations = AsyncInvocations(db, keyring, queues, targets, settings.region)
+    long_calls = AccountShares(settings.account_sync_invokes)   # an account's sync and streamed invocations
     invoker = _invoker(settings, db, blobs, targets, logs, function_keys, roles,
                        backend_of=lambda: _backend(settings, host_runtimes, api_path), generation=lambda: resolver.generation,
-                       submit_event=invocations.submit_invoke)
+                       submit_event=invocations.submit_invoke, long_calls=long_calls)
     events = async_events(db, queues, invocations, invoker, resolver, settings, authority=authority)
     event_source_mappings = EventSourceMappings(db, queues, invoker, settings, authority=authority,
                                                 endpoints=SqsEndpointRegistry(settings.data_dir, keyring))
@@ -185,7 +186,7 @@ def build_platform(settings: Settings, *, endpoint: str | None = None) -> Platfo
                  limits=RequestLimits(unverified_body_bytes=settings.max_unverified_body_mb << 20,
                                       body_timeout_s=settings.request_body_timeout_s,
                                       sync_invokes_per_account=settings.account_sync_invokes),
-                 internal_routes=[code_route(keyring, blobs, function_keys, db), *url_front.routes()])
+                 sync_invokes=long_calls, internal_routes=[code_route(keyring, blobs, function_keys, db), *url_front.routes()])
     audit_hook.install(audit)
     return Platform(settings, db, keyring, blobs, identity, headroom, logs, audit, authorizer, kms, lambda_service,
                     queues, invoker, events, event_source_mappings, scheduler, app, asgi=api_path.wrap(app.asgi))
@@ -225,7 +226,7 @@ def _backend(settings: Settings, host_runtimes: HostRuntimes, api_path: InProces
 
 def _invoker(settings: Settings, db: Database, blobs: BlobStore, targets: TargetResolver, logs: LogStore,
              function_keys: FunctionKeys, roles: ExecutionRoles, *, backend_of: Callable[[], Backend],
-             generation: Callable[[], int], submit_event: Callable) -> Invoker:
+             generation: Callable[[], int], submit_event: Callable, long_calls: AccountShares) -> Invoker:
     # Unpacked code and layer sets share one tmpfs budget, in all and per account (invoke/unpacked.py);
     # an unleased tree is kept as long as an idle environment would be. Their file systems are mounted
     # before the sandbox's fork server copies the host's mount table.
@@ -246,4 +247,5 @@ def _invoker(settings: Settings, db: Database, blobs: BlobStore, targets: Target
     pool = EnvironmentPool(settings.env_idle_ttl_s, settings.env_max_lifetime_s, budget=budget)
     pool.watch(generation, stale_keys(db))
     return Invoker(targets, backend, code, pool, ConcurrencyLimiter(settings.concurrent_executions_limit),
-                   settings.region, logs=logs, layers=layers, credentials=roles, submit_event=submit_event)
+                   settings.region, logs=logs, layers=layers, credentials=roles, submit_event=submit_event,
+                   stream_threads=long_calls)
