@@ -98,12 +98,12 @@ def test_minimal_requests_respect_the_model(op_name):
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    import conftest
-    srv = conftest.LambdaletServer(tmp_path_factory.mktemp("lambdalet-orgs-conformance"),
+    import harness
+    srv = harness.LambdaletServer(tmp_path_factory.mktemp("lambdalet-orgs-conformance"),
                                    () if IS_ROOT else ("--sandbox", "process"))
     try:
         srv.start()
-    except conftest.ServerStartError as e:
+    except harness.ServerStartError as e:
         pytest.fail(str(e), pytrace=False)
     orgs = srv.client("organizations", config=Config(parameter_validation=False, retries={"total_max_attempts": 1},
                                                      read_timeout=30))

@@ -46,7 +46,7 @@ def _server_args() -> tuple[str, ...]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    from conftest import own_server
+    from harness import own_server
     yield from own_server(tmp_path_factory, *_server_args(), prefix="lambdalet-async")
 
 
@@ -340,8 +340,8 @@ N_CRASH = 2000
 def test_kill_9_mid_burst_loses_no_acknowledged_event(tmp_path_factory):
     """2,000 Event invokes from 32 threads; SIGKILL the server when a random share of them has been
     acknowledged; restart; every acknowledged request id must reach the destination queue."""
-    import conftest
-    srv = conftest.LambdaletServer(tmp_path_factory.mktemp("lambdalet-crash"), _server_args())
+    import harness
+    srv = harness.LambdaletServer(tmp_path_factory.mktemp("lambdalet-crash"), _server_args())
     srv.start()
     try:
         lam, sqs = srv.client(), srv.client("sqs")
@@ -363,11 +363,11 @@ def test_kill_9_mid_burst_loses_no_acknowledged_event(tmp_path_factory):
         counter = iter(range(N_CRASH))
 
         def kill_now():
-            kids = conftest._descendants(srv.proc.pid)
+            kids = harness.descendants(srv.proc.pid)
             os.kill(srv.proc.pid, signal.SIGKILL)
             srv.proc.wait(10)
             time.sleep(0.2)
-            for pid in conftest._still_alive(kids):
+            for pid in harness.still_alive(kids):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

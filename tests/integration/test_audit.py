@@ -10,14 +10,14 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import PYTHON, REPO, _child_env
+from harness import PYTHON, REPO, child_env
 
 from .e2e_support import create_function, default_zip, expect_error
 
 
 def audit_verify(srv, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "-m", "lambdalet", "audit", "verify", "--data-dir", str(srv.data_dir), *extra],
-                          cwd=str(REPO), env=_child_env(), capture_output=True, text=True, timeout=120)
+                          cwd=str(REPO), env=child_env(), capture_output=True, text=True, timeout=120)
 
 
 def lookup(ct, name: str) -> list[dict]:

@@ -835,7 +835,7 @@ def test_documented_case(world, c: Case):
 @pytest.fixture(scope="module")
 def org_world(tmp_path_factory):
     """A server of its own with an organization and SCPs enabled (they change every member's decisions)."""
-    from conftest import own_server
+    from harness import own_server
     for srv in own_server(tmp_path_factory, *(() if os.geteuid() == 0 else ("--sandbox", "process")),
                           prefix="lambdalet-scp"):
         orgs = srv.client("organizations")

@@ -13,7 +13,7 @@ import zipfile
 import pytest
 import requests
 
-from tests.conftest import PYTHON, REPO, _child_env
+from harness import PYTHON, REPO, child_env
 
 from .e2e_support import ROLE, WAIT, make_zip, unique
 from .test_secrets_at_rest import _needles, _scan
@@ -174,7 +174,7 @@ def test_master_key_rotation_keeps_code_readable(fresh_server):
     srv.stop()
     assert not srv.leaked, srv.leaked
     res = subprocess.run([PYTHON, "-m", "lambdalet", "keys", "rotate-master", "--data-dir", str(srv.data_dir)],
-                         capture_output=True, text=True, timeout=60, env=_child_env(), cwd=str(REPO))
+                         capture_output=True, text=True, timeout=60, env=child_env(), cwd=str(REPO))
     assert res.returncode == 0, res.stdout + res.stderr
     assert {p: p.read_bytes() for p in (srv.data_dir / "blobs").rglob("*.blob")} == blobs   # not re-encrypted
     srv.start()

@@ -54,9 +54,9 @@ def _counts(sqs, url: str) -> tuple[int, int, int]:
 
 
 def _lambdalet(srv, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    import conftest
-    return subprocess.run([conftest.PYTHON, "-m", "lambdalet", *args, "--data-dir", str(srv.data_dir)],
-                          cwd=str(conftest.REPO), env=conftest._child_env(), capture_output=True, text=True,
+    import harness
+    return subprocess.run([harness.PYTHON, "-m", "lambdalet", *args, "--data-dir", str(srv.data_dir)],
+                          cwd=str(harness.REPO), env=harness.child_env(), capture_output=True, text=True,
                           input=input, timeout=60)
 
 

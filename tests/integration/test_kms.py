@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import PYTHON, REPO, _child_env
+from harness import PYTHON, REPO, child_env
 
 from .e2e_support import ROLE, WAIT, default_zip, expect_error, unique
 from .test_invoke import PY_ZIP
@@ -150,7 +150,7 @@ def test_master_key_rotation_keeps_data_readable(fresh_server):
     srv.stop()
     assert not srv.leaked, srv.leaked
     res = subprocess.run([PYTHON, "-m", "lambdalet", "keys", "rotate-master", "--data-dir", str(srv.data_dir)],
-                         capture_output=True, text=True, timeout=60, env=_child_env(), cwd=str(REPO))
+                         capture_output=True, text=True, timeout=60, env=child_env(), cwd=str(REPO))
     assert res.returncode == 0, res.stdout + res.stderr
     assert (srv.data_dir / "master.key").read_bytes() != master
     srv.start()

@@ -33,14 +33,14 @@ def srv(request, tmp_path_factory):
     if os.geteuid() == 0:
         yield request.getfixturevalue("server")
         return
-    import conftest   # the harness (tests/conftest.py): a server of our own with the unisolated backend
-    own = conftest.LambdaletServer(tmp_path_factory.mktemp("lambdalet-logs"), ("--sandbox", "process"))
+    import harness
+    own = harness.LambdaletServer(tmp_path_factory.mktemp("lambdalet-logs"), ("--sandbox", "process"))
     try:
         own.start()
-    except conftest.ServerStartError as e:
+    except harness.ServerStartError as e:
         pytest.fail(str(e), pytrace=False)
     yield own
-    conftest._finish(own)
+    harness.stop_and_check(own)
 
 
 @pytest.fixture(scope="module")

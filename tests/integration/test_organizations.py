@@ -36,7 +36,7 @@ def _email() -> str:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    from conftest import own_server
+    from harness import own_server
     yield from own_server(tmp_path_factory, *(() if IS_ROOT else ("--sandbox", "process")), prefix="lambdalet-orgs")
 
 

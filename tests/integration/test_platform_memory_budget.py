@@ -28,7 +28,7 @@ def handler(event, context):
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    from conftest import own_server
+    from harness import own_server
     yield from own_server(tmp_path_factory, "--env-memory-mb", str(BUDGET_MB),
                           *(() if IS_ROOT else ("--sandbox", "process")), prefix="lambdalet-membudget")
 

@@ -134,14 +134,14 @@ def test_restart_fires_missed_occurrences_once_and_never_twice(srv):
 def test_aws_cli_as_documented(srv):
     """The AWS CLI commands of docs/schedules.md."""
     import subprocess
-    import conftest
+    import harness
     lam, _sqs, fn, _url = _setup(srv)
     env = srv.cli_env()
     fn_arn = srv.function_arn(fn)
 
     def aws(*args):
-        res = subprocess.run([conftest.PYTHON, "-m", "awscli", "scheduler", *args], env=env, capture_output=True,
-                             text=True, timeout=60, cwd=str(conftest.REPO))
+        res = subprocess.run([harness.PYTHON, "-m", "awscli", "scheduler", *args], env=env, capture_output=True,
+                             text=True, timeout=60, cwd=str(harness.REPO))
         assert res.returncode == 0, res.stderr
         return json.loads(res.stdout) if res.stdout.strip() else {}
 

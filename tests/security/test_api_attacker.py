@@ -20,7 +20,7 @@ MB = 1 << 20
 
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory):
-    from tests.conftest import own_server
+    from harness import own_server
     yield from own_server(tmp_path_factory, "--request-head-timeout", "1", "--request-body-timeout", "2",
                           "--max-unverified-body-mb", "8", prefix="strict")
 

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import own_server
+from harness import own_server
 from lambdalet.config import Settings
 from lambdalet.sandbox.egress import host_nameservers, link_prefix, table_name
 from test_hostile_platform import create, host_addresses, ok  # same directory (pytest prepends it)

@@ -26,7 +26,7 @@ def handler(event, context):
 
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory):
-    from tests.conftest import own_server
+    from harness import own_server
     args = ["--log-rate-kb", "64"] + ([] if os.geteuid() == 0 else ["--sandbox", "process"])
     yield from own_server(tmp_path_factory, *args, prefix="logforge")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lambdalet.config import Settings
-from tests.conftest import _descendants, _still_alive, own_server
+from harness import descendants, still_alive, own_server
 from tests.integration.e2e_support import create_function, delete_quietly, make_zip, unique
 from tests.integration.tenancy_support import LAMBDA_TRUST, client_as, make_role, second_account
 
@@ -123,7 +123,7 @@ def test_budget_evicts_idle_environments_biggest_holder_first_and_deleted_ones_g
     victim, victim_role = tenant(srv)
     a = [unique("a") for _ in range(4)]
     b = [unique("b") for _ in range(2)]
-    before = _descendants(srv.pid)
+    before = descendants(srv.pid)
     try:
         for name in a:
             create_function(lam, name, MemorySize=256)
@@ -139,7 +139,7 @@ def test_budget_evicts_idle_environments_biggest_holder_first_and_deleted_ones_g
         assert invoke(victim, b[0])[1] and invoke(victim, b[1])[1]
         assert invoke(victim, b[0])[1] is False
         assert invoke(lam, a[3])[1]
-        envs = [p for p in _descendants(srv.pid) if p not in before]
+        envs = [p for p in descendants(srv.pid) if p not in before]
         assert envs
     finally:
         deleted = time.monotonic()
@@ -148,7 +148,7 @@ def test_budget_evicts_idle_environments_biggest_holder_first_and_deleted_ones_g
         for name in b:
             delete_quietly(victim, name)
     # Deleting the functions ends their environments within a couple of seconds, not at the idle TTL.
-    while _still_alive({p: t for p, t in _descendants(srv.pid).items() if p in envs}):
+    while still_alive({p: t for p, t in descendants(srv.pid).items() if p in envs}):
         assert time.monotonic() - deleted < 3, "the deleted functions' environments are still alive"
         time.sleep(0.05)
 

@@ -19,7 +19,7 @@ MB = 1 << 20
 
 @pytest.fixture(scope="module")
 def budget_server(tmp_path_factory):
-    from tests.conftest import own_server
+    from harness import own_server
     args = ["--unpacked-account-mb", "12", "--env-idle-ttl", "2"]
     if os.geteuid() != 0:
         args += ["--sandbox", "process"]
