@@ -1,5 +1,5 @@
 """The other services lambdalet serves answer errors in AWS's shapes: code, HTTP status and message,
-as boto3 parses them from each protocol (awsJson: SQS, KMS, Logs; awsQuery: IAM, STS).
+as boto3 parses them from each protocol (awsJson: SQS, KMS, Logs, CloudTrail; awsQuery: IAM, STS).
 
 Expectations are AWS's documented answers (each service's API reference) for a resource that does
 not exist or a request that is malformed; run against the real server.
@@ -80,3 +80,20 @@ def test_organizations_outside_an_organization(server):
     got = _error(lambda: server.client("organizations", config=NO_RETRY).describe_account(AccountId="999999999999"))
     assert got["code"] == "AWSOrganizationsNotInUseException" and got["status"] == 400
     assert got["message"] == "Your account is not a member of an organization."
+
+
+def test_cloudtrail_lookup_with_two_attributes(server):
+    """CloudTrail LookupEvents takes one lookup attribute (AWS's API reference:
+    InvalidLookupAttributesException, 400)."""
+    attrs = [{"AttributeKey": "EventName", "AttributeValue": "Invoke"},
+             {"AttributeKey": "Username", "AttributeValue": "admin"}]
+    got = _error(lambda: server.client("cloudtrail", config=NO_RETRY).lookup_events(LookupAttributes=attrs))
+    assert got["code"] == "InvalidLookupAttributesException" and got["status"] == 400   # AWS's text: unrecorded
+
+
+def test_cloudtrail_time_range_reversed(server):
+    import datetime as dt
+    now = dt.datetime.now(dt.timezone.utc)
+    got = _error(lambda: server.client("cloudtrail", config=NO_RETRY).lookup_events(
+        StartTime=now, EndTime=now - dt.timedelta(hours=1)))
+    assert got["code"] == "InvalidTimeRangeException" and got["status"] == 400
