@@ -12,7 +12,7 @@ from lambdalet.sandbox.api import (Backend, EnvironmentSpec, InitFailed, InvokeR
 from lambdalet.sandbox import process as _process, microvm as _microvm  # noqa: F401  (registration)
 
 try:   # the namespace backend needs Linux; importing it must not break other platforms
-    from lambdalet.sandbox import namespace as _namespace  # noqa: F401
+    from lambdalet.sandbox import namespace as _namespace, rootless as _rootless  # noqa: F401
 except ImportError:   # pragma: no cover
     pass
 

@@ -128,6 +128,11 @@ class Backend(abc.ABC):
     def create(self, spec: EnvironmentSpec, *, log_sink: Callable[[bytes], None] | None = None) -> Sandbox: ...
     def close(self) -> None:  # noqa: B027  (optional: a backend with nothing shared keeps it empty)
         """Release shared resources (fork server). Sandboxes must be destroyed first."""
+    def isolation(self) -> dict[str, Any]:
+        """What isolates environments here, for the start-up banner and `lambdalet status`: "mode" and,
+        in "missing", what this backend cannot give on this host (said loudly)."""
+        return {"mode": self.name, "missing": []}
+
     def cleanup_stale(self) -> list[str]:
         """Remove what a crashed predecessor using the same resources left behind (processes, cgroups,
         mounts); returns one line per thing removed. Backends that need it run it when they open."""

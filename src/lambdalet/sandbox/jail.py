@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import resource
 import select
 import signal
 import socket
@@ -43,7 +44,7 @@ libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 libc.syscall.restype = ctypes.c_long
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x2000000, 0x4000000, 0x8000000
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWUSER = 0x20000000, 0x40000000, 0x10000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 MS_SLAVE = 1 << 19
 SLOT_MOUNTS = (("task", "/var/task"), ("opt", "/opt"), ("tmp", "/tmp"))   # a slot dir's subdirs -> inside
@@ -67,6 +68,8 @@ class JailConfig:
     slot_dir: str = ""                  # a slot: this shared dir's task/opt/tmp are followed (see above)
     python_fork: bool = False           # a slot's runtime is forked before its configuration (pyfork.prespawn)
     net: dict | None = None             # an egress link (egress.Link.jail() + nameservers), else only lo
+    rootless: dict | None = None        # rootless.py: {"host_uid", "host_gid", "nproc"}: a user namespace of its own
+    pid_report_fd: int = -1             # rootless: PID 1's host pid is written here (set by the fork server)
 
 
 class SetupError(Exception):
@@ -85,9 +88,16 @@ def _mount(src, dst, fstype, flags, data=None) -> None:
     _chk(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"mount {dst}")
 
 
+# statvfs flags -> mount flags a remount must repeat: in a user namespace (rootless.py) a bind keeps its
+# source's noexec/atime flags "locked", and a remount that would clear one is refused (EPERM).
+_KEPT_FLAGS = ((os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, 1024), (os.ST_NODIRATIME, 2048), (os.ST_RELATIME, 1 << 21))
+
+
 def _bind_ro(src: str, dst: str) -> None:
     _mount(src, dst, None, MS_BIND | MS_REC)
-    _mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    kept = os.statvfs(dst).f_flag
+    _mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
+           | sum(ms for st, ms in _KEPT_FLAGS if kept & st))
 
 
 def _mkfile(path: str, data: str = "", mode: int = 0o644) -> None:
@@ -139,7 +149,7 @@ def setup_fs(cfg: JailConfig) -> None:
     uid = cfg.uid
     _mkfile("etc/passwd", f"root:x:0:0:root:/root:/sbin/nologin\nsbx_user:x:{uid}:{uid}::/tmp:/sbin/nologin\n")
     _mkfile("etc/group", f"root:x:0:\nsbx_user:x:{uid}:\n")
-    _mkfile("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+    _mkfile("etc/hosts", "127.0.0.1\tlocalhost sandbox.localdomain\n::1\tlocalhost\n")   # AWS: the Telemetry API listener
     resolvers = (cfg.net or {}).get("nameservers") or []
     _mkfile("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files" + (" dns" if resolvers else "") + "\n")
     if resolvers:                                        # the host's, which the egress policy lets through
@@ -182,7 +192,9 @@ def loopback_up() -> None:
         fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", 0x1 | 0x8 | 0x40))   # SIOCSIFFLAGS UP|LOOPBACK|RUNNING
 
 
-def drop_privileges(uid: int) -> None:
+def drop_privileges(uid: int, rootless: bool = False) -> None:
+    if rootless:
+        return _drop_in_user_namespace(uid)
     last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
     for cap in range(last_cap + 1):                     # needs CAP_SETPCAP: do it while still root
         _chk(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"capbset drop {cap}")
@@ -192,6 +204,33 @@ def drop_privileges(uid: int) -> None:
     os.setresuid(uid, uid, uid)                          # uid 0 -> non-zero clears permitted/effective caps
     if os.getuid() != uid or os.geteuid() != uid:
         raise SetupError("setresuid did not stick")
+
+
+def _drop_in_user_namespace(uid: int) -> None:
+    """Rootless: we are already `uid` (the only one the map holds), with every capability of our own user
+    namespace: drop the bounding set, then the rest (uid stays non-zero, so nothing hands them back)."""
+    last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last_cap + 1):
+        _chk(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"capbset drop {cap}")
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = struct.pack("Ii", 0x20080522, 0)            # _LINUX_CAPABILITY_VERSION_3, this thread
+    _chk(libc.capset(header, bytes(24)), "capset")       # effective, permitted, inheritable: all empty
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise SetupError("not the environment's uid")
+
+
+def enter_user_namespace(spec: dict, uid: int) -> None:
+    """Rootless (rootless.py): a user namespace owning the namespaces unshared next, mapping `uid` (the
+    environment's, gid alike) to the server's own host uid: the only mapping an unprivileged process may
+    write. setgroups is denied first, as the kernel requires for an unprivileged gid map."""
+    _chk(libc.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+    for name, data in (("uid_map", f"{uid} {spec['host_uid']} 1\n"), ("setgroups", "deny"),
+                       ("gid_map", f"{uid} {spec['host_gid']} 1\n")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(data)
+    hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    n = spec["nproc"] if hard == resource.RLIM_INFINITY else min(hard, spec["nproc"])
+    resource.setrlimit(resource.RLIMIT_NPROC, (n, n))   # tasks, counted per user namespace: pids.max's stand-in
 
 
 def _pidfd(pid: int) -> int | None:
@@ -262,14 +301,20 @@ def enter(cfg: JailConfig, sock: socket.socket, filter_prog: bytes) -> None:
                 f.write("0")                             # "0" = the writing thread/process
         mark("cgroup_join")
         host_nl = envnet.open_netlink() if cfg.net else None   # speaks for the host's namespace: the move
+        if cfg.rootless:
+            enter_user_namespace(cfg.rootless, cfg.uid)
         _chk(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP | CLONE_NEWPID),
              "unshare")
         mark("unshare")
         if cfg.net:
             envnet.join(cfg.net, host_nl)               # our veth end becomes eth0 (egress.py, envnet.py)
             mark("network")
-        if os.fork() != 0:
+        if (pid1 := os.fork()) != 0:
+            if cfg.pid_report_fd >= 0:                   # rootless: the host tracks the environment by PID 1
+                os.write(cfg.pid_report_fd, str(pid1).encode())
             os._exit(0)                                  # the fork server (a subreaper) adopts PID 1
+        if cfg.pid_report_fd >= 0:
+            os.close(cfg.pid_report_fd)
         _await_parent(zygote)                           # adopted: from now on our parent is the zygote
         mark("fork_pid1")
         setup_fs(cfg)
@@ -277,7 +322,7 @@ def enter(cfg: JailConfig, sock: socket.socket, filter_prog: bytes) -> None:
         loopback_up()
         hn = cfg.hostname.encode()
         _chk(libc.sethostname(hn, len(hn)), "sethostname")
-        drop_privileges(cfg.uid)
+        drop_privileges(cfg.uid, rootless=bool(cfg.rootless))
         die_with_zygote(zygote_fd)                      # after setresuid: a credential change clears it
         mark("drop_privileges")
         seccomp.install(filter_prog)

@@ -66,17 +66,20 @@ class NamespaceSandbox(BridgedSandbox):
         self._slot_dir: str | None = None     # set when started from a slot: its dir and mounts are ours to remove
         self._link: Link | None = None        # its egress link (egress.py), if its policy allows anything
 
-    def _launch(self) -> socket.socket:
-        spec, b = self.spec, self._b
-        ex = b.executor(spec.runtime)     # this runtime's own interpreter; its prefix becomes /var/lang
-        fam = b.family(ex)
+    def _runtime_config(self, fam: Family) -> dict:
+        """The runtime's configuration: it goes straight to the environment's init over the bridge (it
+        waits in the socket buffer until init reads it, after seccomp), never through the fork server."""
+        spec = self.spec
         layout = launch.Layout(python_exe=fam.inner_exe, node_exe=fam.inner_exe)
         has_bootstrap = os.path.exists(os.path.join(spec.code_dir, "bootstrap"))
-        # The runtime's configuration goes straight to the environment's init over the bridge (it
-        # waits in the socket buffer until init reads it, after seccomp): never through the fork server.
-        icfg = {"argv": launch.runtime_argv(spec.runtime, layout, has_bootstrap),
+        return {"argv": launch.runtime_argv(spec.runtime, layout, has_bootstrap),
                 "env": launch.runtime_env(spec, layout), "cwd": "/var/task", "port": 9001, "pid1": True,
                 "python_fork": fam.python_fork}
+
+    def _launch(self) -> socket.socket:
+        spec, b = self.spec, self._b
+        fam = b.family(b.executor(spec.runtime))     # this runtime's own interpreter; its prefix becomes /var/lang
+        icfg = self._runtime_config(fam)
         self._limits = Limits(spec.memory_mb, b.pids_max)
         account = b.account_group(spec.account_id)       # None: no per-account pids limit configured
         b.check_pids_room(account)                        # CapacityExceeded (429) rather than a failed fork
@@ -420,7 +423,11 @@ class NamespaceBackend(Backend):
                       inner_exe=inner,
                       python_fork=launch.family(ex.runtime) == "python" and ex.fork, sdk_bind=sdk)   # exec any other Python
 
-    def jail_config(self, fam: Family, uid: int, cg: Cgroup, *, code_dir: str | None = None,
+    def isolation(self) -> dict:
+        return {"mode": "namespace", "summary": "root: namespaces, pivot_root, seccomp, a host uid per environment, "
+                f"cgroup limits, egress {self.egress_default}", "missing": []}
+
+    def jail_config(self, fam: Family, uid: int, cg: Cgroup | None, *, code_dir: str | None = None,
                     layers_dir: str | None = None, tmp_mb: int = 512, slot_dir: str = "", link: Link | None = None) -> dict:
         binds = [("/usr", "/usr"), (fam.lang_prefix, "/var/lang")] + ([fam.sdk_bind] if fam.sdk_bind else [])
         # The bootstraps are copied, not bound: a bind would show the checkout's path in /proc/self/mountinfo.
@@ -430,7 +437,7 @@ class NamespaceBackend(Backend):
         if layers_dir:
             binds.append((os.path.abspath(layers_dir), "/opt"))
         binds += [(p, p) for p in ("/etc/ld.so.cache", "/etc/localtime") if os.path.exists(p)]
-        cfg = {"root_dir": self.root_dir, "uid": uid, "cgroup_procs": cg.procs_files(), "binds": binds, "copies": copies,
+        cfg = {"root_dir": self.root_dir, "uid": uid, "cgroup_procs": cg.procs_files() if cg else [], "binds": binds, "copies": copies,
                "hide": list(fam.hide), "tmp_mb": tmp_mb, "seccomp_profile": self.seccomp_profile}
         if slot_dir:
             cfg.update(slot_dir=slot_dir, python_fork=fam.python_fork)
@@ -613,4 +620,13 @@ def _mounts_under(root: str) -> list[str]:
     return sorted(set(found), key=lambda p: (-p.count("/"), p))
 
 
-register_backend("namespace", NamespaceBackend)
+def _open(**options) -> Backend:
+    """`namespace` is the strongest isolation this host allows: as root the backend above, otherwise the
+    same jail in a user namespace of its own (rootless.py), which says what it cannot give."""
+    if os.geteuid() == 0:
+        return NamespaceBackend(**options)
+    from lambdalet.sandbox.rootless import RootlessBackend
+    return RootlessBackend(**options)
+
+
+register_backend("namespace", _open)

@@ -123,6 +123,10 @@ def _src_root() -> str:
 class ProcessBackend(Backend):
     name = "process"
 
+    def isolation(self) -> dict:
+        return {"mode": "process", "summary": "NONE: function code runs as an ordinary process of the server",
+                "missing": ["every isolation (namespaces, seccomp, uid, limits)"]}
+
     def __init__(self, *, allow_unisolated: bool = False, python_exe: str | None = None, host_runtimes=None,
                  api_forwarder=None):
         if not allow_unisolated:

@@ -249,11 +249,13 @@ def _group_of(procs_files: list[str]) -> dict[str, str]:
 def serve(ctl: socket.socket, server_pid: int | None = None, mounter: socket.socket | None = None,
           python_sdk: str = "") -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    if mounter is not None or python_sdk:               # before any thread or child: a namespace of our own
+    rootless = os.geteuid() != 0                        # rootless.py: no mounts here; environments bind the SDK
+    if (mounter is not None or python_sdk) and not rootless:   # before any thread or child: our own namespace
         _own_mount_namespace(libc)
     if python_sdk:                                      # the forked Python runtime's boto3 (runtime/pysdk.py)
         try:
-            _sdk_on_a_tmpfs_of_its_own(libc, python_sdk)
+            if not rootless:
+                _sdk_on_a_tmpfs_of_its_own(libc, python_sdk)
         except Exception as e:                          # environments bind the original dir instead
             libc.umount2(python_sdk.encode(), 2)        # MNT_DETACH: no half-made copy stays
             print(f"lambdalet zygote: could not copy the AWS SDK onto a tmpfs: {e!r}", file=sys.stderr, flush=True)
@@ -336,15 +338,20 @@ def _spawn(req: dict, fds, ctl: socket.socket, groups: dict[str, dict[str, str]]
         raise ValueError("expected exactly one bridge fd")
     for name in [n for n, g in groups.items() if not any(os.path.isdir(d) for d in g.values())]:
         del groups[name]                                # destroyed by the host
-    groups[cfg.cgroup_procs[0]] = group = _group_of(cfg.cgroup_procs)
+    if cfg.cgroup_procs:                                # rootless without a delegated cgroup: none
+        groups[cfg.cgroup_procs[0]] = group = _group_of(cfg.cgroup_procs)
+    else:
+        group = {}
     slot_dirs.difference_update([d for d in slot_dirs if not os.path.isdir(d)])   # released by the mounter
     if cfg.slot_dir:
         slot_dirs.add(cfg.slot_dir)
         _make_slot_dir(cfg.slot_dir)
     parents.update(os.path.dirname(d) for d in group.values())
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC) if cfg.rootless else (-1, -1)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)   # no zygote handler in the child
     pid = os.fork()
     if pid == 0:
+        cfg.pid_report_fd = pid_w
         signal.set_wakeup_fd(-1)                        # a signal here must not wake the zygote's loop
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -352,15 +359,24 @@ def _spawn(req: dict, fds, ctl: socket.socket, groups: dict[str, dict[str, str]]
         try:
             sock = socket.socket(fileno=fds[0])
             ctl.close()
-            os.closerange(3, sock.fileno())             # nothing of the server or other environments
-            os.closerange(sock.fileno() + 1, 65536)
+            keep = sorted({sock.fileno(), pid_w} - {-1})
+            for lo, hi in zip([3] + [k + 1 for k in keep], keep + [65536]):   # nothing of the server or others
+                os.closerange(lo, hi)
             jail.enter(cfg, sock, programs[cfg.seccomp_profile])
         except BaseException:
             import traceback
             traceback.print_exc()
         finally:
             os._exit(1)
-    return {"ok": True, "pid": pid}
+    if pid_w < 0:
+        return {"ok": True, "pid": pid}
+    os.close(pid_w)
+    try:                                                # rootless: the host tracks PID 1 (rootless.py)
+        ready = select.select([pid_r], [], [], 10)[0]
+        pid1 = int(os.read(pid_r, 32) or 0) if ready else 0
+    finally:
+        os.close(pid_r)
+    return {"ok": True, "pid": pid, "pid1": pid1}     # 0: set-up failed first (its error is on the bridge)
 
 
 class ForkServer:
