@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from lambdalet.iam.authz import Authorizer, request_context
-from lambdalet.iam.policy import Principal, Request, build_context, evaluate
+from lambdalet.iam.evaluation import service_may_assume
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import AccessDeniedException, InvalidParameterValueException
 
@@ -158,10 +158,7 @@ class ExecutionRoles:
             "aws:SourceAccount": account_id, "aws:SourceArn": function_arn,
             "aws:CurrentTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), "aws:EpochTime": int(now)}
         for service in self.principals:
-            who = Principal.from_arn(service)
-            decision = evaluate(Request(who, "sts:AssumeRole", role["Arn"], build_context(who, context)), (), trust,
-                                account_id, resource_policy_required=True)
-            if decision.allowed:
+            if service_may_assume(service, role["Arn"], trust, account_id, context).allowed:
                 return role
         return None
 

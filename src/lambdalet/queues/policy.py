@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from lambdalet.iam.policy import MalformedPolicy, parse_policy   # pure: the policy language only
+from lambdalet.iam.evaluation import MalformedPolicy, check_resource_policy
 from lambdalet.queues import errors as E
 
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
@@ -35,7 +35,7 @@ def check(value: str) -> str:
     """A Policy attribute must be a valid resource-based policy: one that would not parse could not
     be enforced, so it is refused (nothing is accepted and ignored)."""
     try:
-        parse_policy(value, "resource")
+        check_resource_policy(value, label="")
     except MalformedPolicy as e:
         raise E.InvalidAttributeValue(f"Invalid value for the parameter Policy. Reason: {e}") from None
     return value
