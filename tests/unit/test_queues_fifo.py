@@ -14,11 +14,11 @@ from lambdalet.crypto import FileKeyMaterialStore, Keyring
 from lambdalet.events.esm_poller import fifo_unprocessed, sqs_record
 from lambdalet.queues import QueueService
 from lambdalet.queues import errors as E
-from lambdalet.queues import fifo, service as service_mod
+from lambdalet.queues import fifo, records
 from lambdalet.queues.tables import sqs_fifo_dedup, sqs_messages
 from lambdalet.store.db import open_database
 
-from test_queues import make_ctx   # noqa: E402  (tests/unit is on sys.path under pytest)
+from .queues_support import make_ctx
 
 ACCOUNT = "000000000000"
 
@@ -27,7 +27,7 @@ class Clock:
     def __init__(self, monkeypatch):
         import time
         self.t = time.time()
-        monkeypatch.setattr(service_mod, "_now", lambda: self.t)
+        monkeypatch.setattr(records, "now", lambda: self.t)   # the queues' one clock
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
