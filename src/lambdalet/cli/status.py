@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from lambdalet.config import Settings, default_data_dir
+from lambdalet.server.startup import read_isolation
 from lambdalet.store.headroom import CRITICAL, LOW, MiB, Marks, free_space, read_status
 
 _MEANING = {
@@ -47,6 +48,7 @@ def status(data_dir: Path | None, as_json: bool) -> None:
     except (OSError, ValueError):
         pass
     running = bool(endpoint) and _alive(int(endpoint.get("pid", 0)))
+    isolation = read_isolation(settings) if running else None     # the sandbox in force (server/startup.py)
     disk = read_status(settings.status_file) if running else None
     if disk is None and settings.data_dir.is_dir():    # no server: judge with the default marks
         free, total = free_space(settings.data_dir)
@@ -55,6 +57,8 @@ def status(data_dir: Path | None, as_json: bool) -> None:
                 "low_bytes": marks.low_bytes, "critical_bytes": marks.critical_bytes}
     doc = {"running": running, "url": endpoint.get("url") if running else None,
            "pid": endpoint.get("pid") if running else None, "disk": disk}
+    if isolation is not None:
+        doc["isolation"] = isolation
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -68,6 +72,10 @@ def status(data_dir: Path | None, as_json: bool) -> None:
             if disk.get("log_bytes_dropped") or disk.get("calls_refused"):
                 click.echo(f"since start: {disk.get('log_bytes_dropped', 0):,} log bytes dropped, "
                            f"{disk.get('calls_refused', 0):,} calls refused for lack of space")
+    if isolation and not as_json:
+        click.echo(f"isolation: {isolation.get('summary', isolation.get('mode'))}")
+        for missing in isolation.get("missing", []):
+            click.echo(f"isolation MISSING: {missing}")
     if not running:
         sys.exit(1)
     if disk and disk["level"] != "ok":

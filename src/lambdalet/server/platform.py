@@ -205,6 +205,13 @@ def _execution_roles(settings: Settings, directory: Directory, identity: Identit
 
 
 def _backend(settings: Settings, host_runtimes: HostRuntimes, api_path: InProcessApi) -> Backend:
+    from lambdalet.server.startup import announce_isolation
+    backend = _open_sandbox(settings, host_runtimes, api_path)
+    announce_isolation(settings, backend)     # the start-up banner, and run_dir/isolation.json for `lambdalet status`
+    return backend
+
+
+def _open_sandbox(settings: Settings, host_runtimes: HostRuntimes, api_path: InProcessApi) -> Backend:
     if settings.sandbox == "process":
         log.warning("SANDBOX DISABLED (--sandbox process): function code runs as an ordinary process of this "
                     "server, NOT isolated from the host or from other functions. Never run untrusted code this way.")

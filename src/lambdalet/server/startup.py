@@ -3,6 +3,7 @@ servers that are gone left behind, and moves into a mount namespace of its own."
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import IO
 
 from lambdalet.config import Settings
 from lambdalet.sandbox import mounts
+from lambdalet.sandbox.api import Backend
 from lambdalet.sandbox.instances import RunDir, sweep_stale
 from lambdalet.store.permissions import secure_data_dir
 
@@ -22,6 +24,10 @@ class Claim:
     run_dir: RunDir    # held while we live: other servers' sweeps skip it
 
     def release(self) -> None:
+        try:
+            (self.run_dir.path / ISOLATION_FILE).unlink()      # written by announce_isolation
+        except FileNotFoundError:
+            pass
         self.run_dir.release()
 
 
@@ -52,8 +58,34 @@ def _own_mount_namespace(settings: Settings) -> None:
     plaintext code stays on the host's /dev/shm. After the sweep (it unmounts in the host's namespace)
     and before anything is mounted or any thread starts."""
     if settings.sandbox == "process" or os.geteuid() != 0:
-        return
+        return          # not root: no mount namespace of our own (rootless mode mounts nothing on the host side)
     why = mounts.private_mount_namespace()
     if why is not None:
         log.warning("could not give the server a mount namespace of its own (%s): its mounts are in the "
                     "host's and outlive a killed server until the next start", why)
+
+
+ISOLATION_FILE = "isolation.json"      # in the run dir: what `lambdalet status` says about isolation
+
+
+def announce_isolation(settings: Settings, backend: Backend) -> dict:
+    """Say at start-up which isolation is in force, and loudly what it lacks on this host (rootless
+    mode: sandbox/rootless.py); leave it in the run dir for `lambdalet status`."""
+    iso = backend.isolation()
+    log.info("isolation: %s", iso.get("summary", iso.get("mode")))
+    for missing in iso.get("missing", []):
+        log.warning("ISOLATION MISSING (%s): %s", iso.get("mode"), missing)
+    try:
+        path = settings.run_dir / ISOLATION_FILE
+        path.write_text(json.dumps(iso))
+        os.chmod(path, 0o644)
+    except OSError as e:
+        log.warning("could not record the isolation in force for `lambdalet status`: %s", e)
+    return iso
+
+
+def read_isolation(settings: Settings) -> dict | None:
+    try:
+        return json.loads((settings.run_dir / ISOLATION_FILE).read_text())
+    except (OSError, ValueError):
+        return None
