@@ -33,7 +33,7 @@ TIERS: list[tuple[str, ...]] = [
     ("codepkg", "blobs", "crypto"),
     ("sandbox",),                             # isolation backends
     ("config",),                              # Settings (probes the host's runtimes: runtime/hostruntimes.py)
-    ("logs",),                                # observability: function logs (sandbox/ writes the platform lines)
+    ("logs", "observe"),                      # observability: function logs; the server's own log and metrics
     ("store",),                               # the database
     ("runtime",),                             # in-environment code (and host runtime discovery)
     ("models",),                              # plain data and AWS errors: imports nothing internal

@@ -113,6 +113,10 @@ class Settings:
     audit_digest_dir: Path | None = None         # digests also written here (another mount), audit/digest_files.py
     disk_low_mb: int = 256               # data disk low-water mark: max(this, disk_low_percent); store/headroom.py
     disk_low_percent: float = 2.0        # ... below it logs are dropped, below half of it writes are refused
+    # What the server tells about itself (observe/): its log, and the Prometheus scrape listener.
+    log_level: str = "info"              # debug | info | warning | error
+    log_format: str = "text"             # text (key=value fields) | json (one object a line)
+    metrics_listen: str | None = None    # HOST:PORT of the plain-HTTP /metrics listener; None: off
 
     def host_runtimes(self):
         """What this host can run (runtime/hostruntimes.py), probed once per Settings."""
@@ -165,3 +169,8 @@ class Settings:
     def endpoint_file(self) -> Path:
         """Where the running server writes its URL, so `lambdalet env` can find it."""
         return self.layout.endpoint_file
+
+    @property
+    def activity_file(self) -> Path:
+        """The running server's functions, environments, queues and concurrency (observe/activity.py)."""
+        return self.run_dir / "activity.json"

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -33,9 +34,11 @@ from lambdalet.models.errors import (
     UnknownOperationException,
 )
 from lambdalet.models.service_model import snake_case
+from lambdalet.observe.requestlog import request_done
 
 log = logging.getLogger("lambdalet.api")
 
+HEALTH_PATH = "/health"     # liveness/readiness for load balancers and systemd: no credentials, no details
 # The largest request AWS accepts for a direct zip upload (CreateFunction / UpdateFunctionCode).
 MAX_REQUEST_BYTES = 70_167_211
 # Operations run in worker threads; long polls wait on the event loop (api/threads.py), but a
@@ -119,10 +122,14 @@ class ApiApp:
         # one account's synchronous Invokes; the server shares it with streamed invocations' threads
         self.sync_invokes = sync_invokes or AccountShares(limits.sync_invokes_per_account)
         self._starlette = Starlette(routes=self.internal_routes, lifespan=self._lifespan)
+        self.ready = False      # /health: True between the lifespan's start and its end
         self.asgi = self        # the ASGI callable (an instance: uvicorn detects ASGI 3 by its __call__)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and not self._internal(scope):
+            if scope["path"] == HEALTH_PATH:
+                await self._health(scope, send)
+                return
             await self._serve(scope, receive, send)
         else:
             await self._starlette(scope, receive, send)
@@ -147,9 +154,11 @@ class ApiApp:
     async def _lifespan(self, app):
         # Internal routes' handlers run in anyio's threads (the API's in self.workers, as large).
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        self.ready = True
         try:
             yield
         finally:
+            self.ready = False
             self.workers.close()
 
     async def _read_body(self, receive, headers: dict[str, str], held: list[int]) -> bytes:
@@ -181,7 +190,19 @@ class ApiApp:
         except TimeoutError:
             raise RequestTimeoutException("The request body did not arrive in time.") from None
 
+    async def _health(self, scope, send) -> None:
+        """GET /health: no credentials, nothing but whether this server is up and serving (ready) or
+        stopping. Not an AWS operation: no Authorization header is read."""
+        status, body = (200, b'{"status":"ready"}') if self.ready else (503, b'{"status":"stopping"}')
+        if scope["method"] not in ("GET", "HEAD"):
+            status, body = 405, b'{"status":"method not allowed"}'
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+
     async def _serve(self, scope, receive, send) -> None:
+        started = time.perf_counter()
         request_id = str(uuid.uuid4())
         binding = None
         ctx = op = params = result = error = wire = service = None
@@ -265,6 +286,10 @@ class ApiApp:
             out.headers["Connection"] = "close"    # the unread body is not worth reading: end the connection
         raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in out.headers.items()
                if k.lower() != "content-length"]
+        request_done(account=ctx.account_id if ctx is not None else None, service=service or _claimed_service(headers),
+                     operation=op.name if op is not None else None, status=out.status,
+                     latency_s=time.perf_counter() - started, request_id=request_id, source_ip=source_ip,
+                     error=getattr(error, "code", None) or (type(error).__name__ if error is not None else None))
         if streamed is not None and error is None and out.status == 200:
             await event_stream.send_events(send, out.status, raw, streamed)   # chunked, as it comes
             return

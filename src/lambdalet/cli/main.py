@@ -111,6 +111,14 @@ def main() -> None:
                    "logs are dropped; below half of it state-changing calls answer retryable throttling errors.")
 @click.option("--disk-low-percent", type=click.FloatRange(0, 50), default=2.0, show_default=True,
               help="The same as a percentage of the data dir's filesystem.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True, help="The server's own log: one line per API request and environment event at "
+                                      "info; thaw/freeze at debug.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: a message and key=value fields a line; json: one JSON object a line.")
+@click.option("--metrics-listen", default=None, metavar="[HOST:]PORT",
+              help="Serve Prometheus metrics over plain HTTP at http://HOST:PORT/metrics (HOST defaults to "
+                   "127.0.0.1; off unless given). Unauthenticated: keep it on loopback or firewalled.")
 @click.option("--schedule-test-seconds", is_flag=True, hidden=True,
               help="TEST ONLY: accept rate(N seconds) schedule expressions and tick the scheduler every 0.2 s.")
 def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_http: bool, sandbox: str,
@@ -126,7 +134,8 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
           request_body_timeout: float = 120.0, log_rate_kb: int = 1024, log_account_mb: int = 4096,
           unpacked_mb: int = 8192, unpacked_account_mb: int = 2048, audit_digest_interval: float = 3600.0,
           audit_digest_dir: Path | None = None, disk_low_mb: int = 256, disk_low_percent: float = 2.0,
-          audit_data_events: bool = False, audit_digest_every: int = 500) -> None:
+          audit_data_events: bool = False, audit_digest_every: int = 500, log_level: str = "info",
+          log_format: str = "text", metrics_listen: str | None = None) -> None:
     """Run the platform in the foreground."""
     from lambdalet.server.run import serve as run_server
 
@@ -149,7 +158,14 @@ def serve(data_dir: Path | None, host: str, port: int, region: str, insecure_htt
                         audit_data_events=audit_data_events, audit_digest_every=audit_digest_every,
                         audit_digest_interval_s=audit_digest_interval,
                         audit_digest_dir=audit_digest_dir.expanduser().resolve() if audit_digest_dir else None,
-                        disk_low_mb=disk_low_mb, disk_low_percent=disk_low_percent)
+                        disk_low_mb=disk_low_mb, disk_low_percent=disk_low_percent,
+                        log_level=log_level, log_format=log_format, metrics_listen=metrics_listen)
+    if metrics_listen is not None:
+        from lambdalet.observe.listener import parse_listen
+        try:
+            parse_listen(metrics_listen)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--metrics-listen") from None
     run_server(settings)
 
 

@@ -29,6 +29,7 @@ from lambdalet.models.context import Caller, RequestContext
 from lambdalet.models.errors import (InvalidRequestContentException, RequestEntityTooLargeException,
                                      RequestTooLargeException,
                                      ServiceException)
+from lambdalet.observe import metrics
 from lambdalet.queues.errors import SqsError
 from lambdalet.queues.storage import durable_write
 from lambdalet.queues.tables import sqs_queues
@@ -84,6 +85,8 @@ class AsyncInvocations:
                                   ctx.request_id, time.time(), payload=(payload or b"{}").decode(),
                                   client_context=cc or None, tenant_id=params.get("TenantId") or "",
                                   trace=ctx.trace_header))
+        metrics.ASYNC_RECEIVED.labels(ctx.account_id, target.function_name,
+                                      metrics.resource_name(target.function_name, ref.qualifier)).inc()
         return {"StatusCode": 202}
 
     def invoke_async(self, ctx: RequestContext, params: dict) -> dict:

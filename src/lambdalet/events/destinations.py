@@ -23,6 +23,7 @@ from typing import Callable
 from lambdalet.events.invoke_config import LAMBDA_ARN, SQS_ARN
 from lambdalet.events.messages import EventMessage
 from lambdalet.models.errors import AwsError
+from lambdalet.observe import metrics
 
 log = logging.getLogger("lambdalet.events")
 
@@ -138,4 +139,6 @@ class Destinations:
                 raise                      # a platform fault: the poller retries the whole outcome later
             log.error("event %s of %s: could not deliver to the %s %s: %s", msg.request_id, msg.qualified_arn,
                       what, arn, getattr(e, "message", None) or e)
+            (metrics.DEAD_LETTER_ERRORS if what == "dead-letter queue" else metrics.DESTINATION_FAILURES).labels(
+                msg.account_id, msg.function_name).inc()
             return False

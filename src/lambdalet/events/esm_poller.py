@@ -49,6 +49,7 @@ from lambdalet.events.esm_shares import BatchShares
 from lambdalet.events.filters import Filter, matches_any
 from lambdalet.events.sources import InternalQueueSource, QueueSource, parse_sqs_arn, service_context
 from lambdalet.models.errors import AwsError, TooManyRequestsException
+from lambdalet.observe import metrics
 from lambdalet.services import recursion
 
 log = logging.getLogger("lambdalet.esm")
@@ -446,6 +447,7 @@ class MappingPoller:
         return outcome
 
     def _invoke_chunk(self, spec: MappingSpec, target, chunk: list[dict], payload: bytes) -> str:
+        metrics.iterator_age(spec.account_id, spec.function_name, chunk)
         try:
             result = self.caller.invoke(spec, target, payload)
         except TooManyRequestsException:

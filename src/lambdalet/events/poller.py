@@ -54,6 +54,7 @@ from lambdalet.events.invoke_config import EffectiveConfig, EventInvokeConfigs
 from lambdalet.events.messages import EventMessage, last_error_of
 from lambdalet.models.errors import (AwsError, InvalidParameterValueException, RecursiveInvocationException,
                                      ResourceNotFoundException, TooManyRequestsException)
+from lambdalet.observe import lifecycle, metrics
 from lambdalet.queues.service import MAX_CLAIM
 from lambdalet.queues.tables import sqs_messages, sqs_queues
 
@@ -328,12 +329,14 @@ class EventPoller:
             target = self.invoker.resolve(ctx, msg.function_name, msg.qualifier)
         except (ResourceNotFoundException, InvalidParameterValueException) as e:
             log.warning("event %s of %s dropped: %s", msg.request_id, msg.qualified_arn, e.message)
+            metrics.ASYNC_DROPPED.labels(msg.account_id, msg.function_name, "FunctionNotFound").inc()
             self.stats.add("dropped")
             acks.ack(m.receipt, msg.payload_ref)
             return "dropped"
         needed = int(target.timeout_s) + VISIBILITY_MARGIN_S
         if time.monotonic() - claimed_at + needed > self.claim_visibility_s:
             self.queues.nack(m.receipt, needed)        # extends the claim to cover this invocation
+        metrics.event_age(msg.account_id, msg.function_name, msg.enqueued_at)
         try:
             result = self.invoker.run(ctx, target, payload, msg.client_context, tenant_id=msg.tenant_id,
                                       trace_header=msg.trace)
@@ -366,6 +369,7 @@ class EventPoller:
             delay = self._scaled(FIRST_RETRY_DELAY_S * 2 ** (attempts - 1))
             self.events.enqueue(msg.retried(attempts, last_error_of(result.function_error, target.version,
                                                                     result.payload)), delay_s=delay)
+            lifecycle.event_outcome("retry", msg, attempt=attempts, delay_s=delay, error=result.function_error)
             self.stats.add("retried")
             acks.ack(m.receipt)           # the retry message carries the payload (reference) on
             return "retried"
@@ -380,7 +384,9 @@ class EventPoller:
         if cfg.on_failure:
             record = invocation_record(msg, payload, condition, invoke_count, executed_version=executed_version,
                                        function_error=function_error, response=response)
-            self.destinations.send_record(msg, cfg.on_failure, record, role=role)
+            sent = self.destinations.send_record(msg, cfg.on_failure, record, role=role)
+            lifecycle.event_outcome("on-failure-destination", msg, condition=condition, attempts=invoke_count,
+                                    destination=cfg.on_failure, delivered=sent)
         try:
             dlq = self.dead_letter_of(msg)
         except (ResourceNotFoundException, InvalidParameterValueException):
@@ -388,10 +394,13 @@ class EventPoller:
         if dlq:
             fallback = {EVENT_AGE_EXCEEDED: "Event age exceeded MaximumEventAgeInSeconds",
                         RECURSION_DETECTED: "Recursive invocation detected"}.get(condition, "Function error")
-            self.destinations.send_dead_letter(msg, dlq, payload, 200, error_message_of(response, fallback), role=role)
+            sent = self.destinations.send_dead_letter(msg, dlq, payload, 200, error_message_of(response, fallback),
+                                                      role=role)
+            lifecycle.event_outcome("dead-letter", msg, condition=condition, attempts=invoke_count, queue=dlq,
+                                    delivered=sent)
         if not cfg.on_failure and not dlq:
-            log.info("event %s of %s discarded (%s) after %d attempt(s); no destination or dead-letter queue",
-                     msg.request_id, msg.qualified_arn, condition, invoke_count)
+            lifecycle.event_outcome("discarded", msg, condition=condition, attempts=invoke_count)
+        metrics.ASYNC_DROPPED.labels(msg.account_id, msg.function_name, condition).inc()
         self.stats.add("failed")
         acks.ack(m.receipt, msg.payload_ref)
 

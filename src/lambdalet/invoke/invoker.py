@@ -20,6 +20,7 @@ from lambdalet.invoke.concurrency import AccountShares, ConcurrencyLimiter
 from lambdalet.invoke.pool import EnvironmentPool, PoolKey
 from lambdalet.invoke.response_stream import ResponseStream
 from lambdalet.models.context import RequestContext
+from lambdalet.observe import metrics
 from lambdalet.models.errors import (
     InvalidParameterValueException,
     RecursiveInvocationException,
@@ -160,8 +161,14 @@ class Invoker:
             raise
         return stream
 
-    def run(self, ctx: RequestContext, target: Target, payload: bytes, client_context: str | None = None, *,
-            tenant_id: str = "", trace_header: str = "", stream: ResponseStream | None = None) -> InvokeResult:
+    def run(self, ctx: RequestContext, target: Target, payload: bytes, client_context: str | None = None,
+            **kw: Any) -> InvokeResult:
+        """_run, counted (observe/metrics.py: Invocations, Errors, Throttles, Duration) on every path."""
+        with metrics.Invocation(target) as measured:
+            return measured.done(self._run(ctx, target, payload, client_context, **kw))
+
+    def _run(self, ctx: RequestContext, target: Target, payload: bytes, client_context: str | None = None, *,
+             tenant_id: str = "", trace_header: str = "", stream: ResponseStream | None = None) -> InvokeResult:
         """One invocation of one version, holding a concurrency slot for its whole duration. tenant_id: a
         PER_TENANT function's tenant (its environments serve no other); trace_header: the caller's
         X-Amzn-Trace-Id, whose Lineage counts this chain's invocations (services/recursion.py)."""

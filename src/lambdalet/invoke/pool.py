@@ -21,6 +21,7 @@ from typing import Callable
 
 from lambdalet.invoke.envbudget import EnvBudget
 from lambdalet.models.errors import TooManyRequestsException
+from lambdalet.observe import lifecycle
 from lambdalet.sandbox.api import Sandbox
 
 log = logging.getLogger("lambdalet.invoke")
@@ -45,6 +46,7 @@ class _Entry:
     memory_mb: int = 0
     idle_since: float = field(default_factory=time.monotonic)
     checked: int = 0       # the control-plane generation at which its key was last found current
+    why: str = ""          # why it is doomed (the reap line's reason)
 
     @property
     def account_id(self) -> str:
@@ -91,6 +93,8 @@ class EnvironmentPool:
             # tenants' environments of the same code and revision stay.
             for other in [k for k in self._idle if k.function_arn == key.function_arn and k.version == key.version
                           and (k.code_sha256, k.revision_id) != (key.code_sha256, key.revision_id)]:
+                for e in self._idle[other]:
+                    e.why = "version_changed"
                 self._doomed += self._idle.pop(other)
             idle = self._idle.get(key, [])
             while idle and entry is None:
@@ -98,6 +102,7 @@ class EnvironmentPool:
                 if candidate.sandbox.alive and time.monotonic() - candidate.created < self.max_lifetime_s:
                     entry = candidate
                 else:
+                    candidate.why = "dead" if not candidate.sandbox.alive else "max_lifetime"
                     self._doomed.append(candidate)
             if not idle:
                 self._idle.pop(key, None)
@@ -108,11 +113,11 @@ class EnvironmentPool:
                 entry.sandbox.thaw()
             except Exception:
                 log.exception("thaw failed; replacing environment")
-                self._destroy(entry)
+                self._destroy(entry, "thaw_failed")
                 entry = None
             else:
                 if not entry.sandbox.alive:      # it died while idle (the thaw found its bridge hung up)
-                    self._destroy(entry)
+                    self._destroy(entry, "dead")
                     entry = None
         cold = entry is None
         if entry is None:
@@ -136,7 +141,7 @@ class EnvironmentPool:
                     self._remove_idle(v)
             self.budget.charge(key.account_id, memory_mb)
         for v in victims:                     # evicted on this (cold) path: the memory is back before we use it
-            _destroy(v.sandbox)
+            _destroy(v.sandbox, "evicted")
         try:
             sandbox = create()               # create() starts it; InitFailed propagates
         except BaseException:
@@ -163,13 +168,13 @@ class EnvironmentPool:
         with self._lock:
             entry = self._busy.pop(id(sandbox))
         if self._closed.is_set() or not sandbox.alive:
-            self._destroy(entry)
+            self._destroy(entry, "dead" if not sandbox.alive else "shutdown")
             return
         try:
             sandbox.freeze()
         except Exception:
             log.exception("freeze failed; destroying environment")
-            self._destroy(entry)
+            self._destroy(entry, "freeze_failed")
             return
         entry.idle_since = time.monotonic()
         with self._lock:
@@ -180,9 +185,9 @@ class EnvironmentPool:
         with self._lock:
             entry = self._busy.pop(id(sandbox), None)
         if entry is None:
-            _destroy(sandbox)
+            _destroy(sandbox, "discarded")
         else:
-            self._destroy(entry)
+            self._destroy(entry, "discarded")
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -193,10 +198,10 @@ class EnvironmentPool:
         with self._lock:
             return self.budget.total_mb if account_id is None else self.budget.usage(account_id)[1]
 
-    def _destroy(self, entry: _Entry) -> None:
+    def _destroy(self, entry: _Entry, reason: str = "") -> None:
         """Destroy an environment no longer in the pool, and give its share of the budget back."""
         try:
-            _destroy(entry.sandbox)
+            _destroy(entry.sandbox, reason or entry.why or "retired")
         finally:
             with self._lock:
                 self.budget.credit(entry.account_id, entry.memory_mb)
@@ -215,7 +220,8 @@ class EnvironmentPool:
                 else:
                     del self._idle[key]
         for e in doomed:
-            self._destroy(e)
+            self._destroy(e, "dead" if not e.sandbox.alive else
+                          "max_lifetime" if now - e.created > self.max_lifetime_s else "idle_ttl")
 
     def _watch_once(self) -> None:
         """Doom idle environments of versions the control plane no longer has (as they are)."""
@@ -238,6 +244,7 @@ class EnvironmentPool:
                     e.checked = generation
                 elif e in self._idle.get(e.key, ()):      # still idle: not lent out meanwhile
                     self._remove_idle(e)
+                    e.why = "version_changed"
                     self._doomed.append(e)
         self._destroy_doomed()
 
@@ -276,13 +283,14 @@ class EnvironmentPool:
             busy = [e.sandbox for e in self._busy.values()]     # their release() gives their budget back
             self._idle.clear()
         for e in idle:
-            self._destroy(e)
+            self._destroy(e, "shutdown")
         for sandbox in busy:
-            _destroy(sandbox)
+            _destroy(sandbox, "shutdown")
         self._destroy_doomed()
 
 
-def _destroy(sandbox: Sandbox) -> None:
+def _destroy(sandbox: Sandbox, reason: str) -> None:
+    lifecycle.reaped(getattr(sandbox, "spec", None), reason)
     try:
         sandbox.destroy()
     except Exception:

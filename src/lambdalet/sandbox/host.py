@@ -17,6 +17,7 @@ import time
 from typing import Callable
 
 from lambdalet.logs.platform import PlatformLog, now_iso
+from lambdalet.observe import lifecycle
 from lambdalet.runtime import api_proxy, bridge
 from lambdalet.sandbox.api import (EnvironmentSpec, InitFailed, InvokeRequest, InvokeResult, NotDelivered, Sandbox,
                                    SandboxError)
@@ -130,6 +131,7 @@ class BridgedSandbox(Sandbox):
             self._init_ms = round((time.monotonic() - t0) * 1000, 3)
             self._timings["cold_start_ms"] = self._init_ms
             self._state = "ready"
+            lifecycle.created(self.spec, self._init_ms, bool(self._timings.get("slot")))
 
     def invoke(self, req: InvokeRequest) -> InvokeResult:
         if not self._lock.acquire(blocking=False):
@@ -153,6 +155,7 @@ class BridgedSandbox(Sandbox):
             if self._state == "ready":
                 self._do_freeze()
                 self._state = "frozen"
+                lifecycle.paused(self.spec, "freeze")
 
     def thaw(self) -> None:
         with self._lock:
@@ -166,12 +169,13 @@ class BridgedSandbox(Sandbox):
         invocation then finds out, see NotDelivered in _invoke.)"""
         self._do_thaw()
         self._state = "ready"
+        lifecycle.paused(self.spec, "thaw")
         self._after_thaw = True            # init checks the runtime for a kill pending since the freeze
         if self._hangup is None and self._sock is not None:
             self._hangup = select.poll()
             self._hangup.register(self._sock, select.POLLHUP | select.POLLERR)   # not POLLIN: logs may wait
         if self._hangup is not None and self._hangup.poll(0):
-            log.warning("environment %s died while idle; not used again", self.spec.env_id)
+            lifecycle.crashed(self.spec, "died_idle", "died while idle; not used again")
             self._teardown()
 
     def destroy(self) -> None:
@@ -198,6 +202,7 @@ class BridgedSandbox(Sandbox):
             error_type = json.loads(doc).get("errorType") or error_type
         except (ValueError, AttributeError):
             pass
+        lifecycle.crashed(self.spec, "init", f"init failed: {error_type or 'Runtime.Unknown'}")
         raise InitFailed(InvokeResult(payload=doc, function_error="Unhandled", error_type=error_type or "Runtime.Unknown",
                                       log_tail=bytes(self._log[-LOG_TAIL:]), init_duration_ms=None))
 
@@ -314,6 +319,7 @@ class BridgedSandbox(Sandbox):
             if oom:
                 status = "signal: killed"
             self._teardown()
+            lifecycle.crashed(self.spec, "oom" if oom else "exit", f"runtime exited: {status or 'no reason'}", rid)
             undelivered = self._never_taken(d, heard, oom) and not streamed.started
             msg = f"Runtime exited with error: {status}" if status else "Runtime exited without providing a reason"
             self._emit(f"{_now()} {rid} Error: {msg}\n".encode(), platform=True)
@@ -335,6 +341,7 @@ class BridgedSandbox(Sandbox):
     def _timed_out(self, rid: str) -> tuple[bytes, str, str]:
         secs = self.spec.timeout_s
         self._teardown()
+        lifecycle.crashed(self.spec, "timeout", f"task timed out after {secs:.2f} s", rid)
         self._emit(f"{_now()} {rid} Task timed out after {secs:.2f} seconds\n".encode(), platform=True)
         return (_doc("Sandbox.Timedout", f"RequestId: {rid} Error: Task timed out after {secs:.2f} seconds"),
                 "Unhandled", "Sandbox.Timedout")

@@ -53,7 +53,10 @@ from lambdalet.sandbox import open_backend
 from lambdalet.sandbox.api import Backend
 from lambdalet.sandbox.cgroups import default_platform_pids
 from lambdalet.schedules import Scheduler, build_scheduler
+from lambdalet.observe.activity import ActivitySnapshots
+from lambdalet.observe.progress import progress
 from lambdalet.server.bindings import service_bindings
+from lambdalet.server.observability import wire_observability
 from lambdalet.services.function_urls import FunctionUrlService, url_lookup
 from lambdalet.services.lambda_service import LambdaService
 from lambdalet.services.layers import layer_policies
@@ -87,14 +90,19 @@ class Platform:
     scheduler: Scheduler              # the thread that fires schedules
     app: ApiApp
     asgi: Callable                    # what uvicorn serves: `app`, through the environments' API path
+    activity: ActivitySnapshots | None = None   # what `lambdalet status` reads (observe/activity.py)
 
     def start(self) -> None:
         """Background work that delivers events: async-invoke pollers, then queue mappings, then schedules."""
         self.events.start()
         self.event_source_mappings.start()
         self.scheduler.start()
+        if self.activity is not None:
+            self.activity.start()
 
     def close(self) -> None:
+        if self.activity is not None:
+            self.activity.close()
         self.scheduler.close()              # stops queueing new schedule invocations first
         self.event_source_mappings.close()
         self.events.close()                 # pollers stop before the environments they use go away
@@ -114,7 +122,8 @@ def build_platform(settings: Settings, *, endpoint: str | None = None) -> Platfo
     (FunctionUrl is reported on it); None reports the one each request came in on."""
     # State: keys, database, code blobs, identities (the bootstrap administrator made on first start).
     keyring = open_keyring(settings)
-    db = open_database(settings.db_url)
+    with progress("opening the database (migrations)"):
+        db = open_database(settings.db_url)
     blobs = BlobStore(settings.blob_dir, keyring)
     identity = IdentityStore(db, keyring)
     admin = identity.bootstrap_admin()
@@ -146,7 +155,8 @@ def build_platform(settings: Settings, *, endpoint: str | None = None) -> Platfo
     kms.listeners.append(resolver.invalidate)
     # The catalogue refuses runtimes this host has no interpreter for (runtime/hostruntimes.py); the
     # sandbox runs the ones it has. Probed once.
-    host_runtimes = settings.host_runtimes()
+    with progress("probing this host's runtimes"):
+        host_runtimes = settings.host_runtimes()
     lambda_service = LambdaService(db, keyring, blobs, settings,
                                    runtimes=default_catalogue().with_host(host_runtimes),
                                    resolver=resolver, kms=function_keys, roles=roles, authorizer=authorizer)
@@ -189,7 +199,8 @@ def build_platform(settings: Settings, *, endpoint: str | None = None) -> Platfo
                  sync_invokes=long_calls, internal_routes=[code_route(keyring, blobs, function_keys, db), *url_front.routes()])
     audit_hook.install(audit)
     return Platform(settings, db, keyring, blobs, identity, headroom, logs, audit, authorizer, kms, lambda_service,
-                    queues, invoker, events, event_source_mappings, scheduler, app, asgi=api_path.wrap(app.asgi))
+                    queues, invoker, events, event_source_mappings, scheduler, app, asgi=api_path.wrap(app.asgi),
+                    activity=wire_observability(settings, db, invoker))
 
 
 def _execution_roles(settings: Settings, directory: Directory, identity: IdentityStore,
@@ -242,7 +253,8 @@ def _invoker(settings: Settings, db: Database, blobs: BlobStore, targets: Target
     own_fs = settings.sandbox != "process" and os.geteuid() == 0
     code = CodeCache(settings.run_dir / "code", blobs, budget=unpacked, own_fs=own_fs, keys=function_keys)
     layers = LayerCache(settings.run_dir / "layers", blobs, budget=unpacked, own_fs=own_fs)
-    backend = backend_of()              # after the mounts above
+    with progress("starting the sandbox (fork server, pre-isolated slots)"):
+        backend = backend_of()          # after the mounts above
     # Live environments and their memory, per account and in all; deleted or updated versions'
     # environments go as soon as the control plane's generation moves (invoke/envbudget.py, pool.py).
     # By default one account may hold half the platform's budget at most, so another always has room.

@@ -14,6 +14,8 @@ import sys
 import uvicorn
 
 from lambdalet.config import Settings
+from lambdalet.observe.listener import MetricsListener
+from lambdalet.observe.logsetup import configure as configure_logging
 from lambdalet.server import startup
 from lambdalet.server.http_protocol import CoalescingHttpToolsProtocol
 from lambdalet.server.platform import build_platform
@@ -27,8 +29,10 @@ log = logging.getLogger("lambdalet")
 KEEP_ALIVE_S = 60
 
 
-def _write_endpoint(settings: Settings, url: str, ca_bundle: str | None) -> None:
+def _write_endpoint(settings: Settings, url: str, ca_bundle: str | None, metrics_url: str | None = None) -> None:
     doc = {"url": url, "pid": os.getpid(), "region": settings.region, "ca_bundle": ca_bundle}
+    if metrics_url:
+        doc["metrics_url"] = metrics_url       # `lambdalet status` names it; scrapers are pointed at it
     tmp = settings.endpoint_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, settings.endpoint_file)
@@ -61,10 +65,13 @@ def _url_and_tls(settings: Settings, port: int) -> tuple[str, str | None, ssl.SS
 
 
 def serve(settings: Settings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.log_format)     # observe/logsetup.py: text or JSON lines
     claim = startup.claim(settings)      # the data dir's lock and the run dir, held while we live
     sock = _bind(settings.host, settings.port)
+    try:
+        metrics = MetricsListener(settings.metrics_listen) if settings.metrics_listen else None
+    except OSError as e:
+        raise SystemExit(f"--metrics-listen {settings.metrics_listen}: {e}") from None
     url, ca, tls = _url_and_tls(settings, sock.getsockname()[1])
     try:
         platform = build_platform(settings, endpoint=url)   # FunctionUrl is reported on this server's own URL
@@ -92,12 +99,16 @@ def serve(settings: Settings) -> None:
     # since, instead of pausing every thread for 40-70 ms a few times a second under load.
     gc.collect()
     gc.freeze()
-    _write_endpoint(settings, url, ca)
+    _write_endpoint(settings, url, ca, metrics.url if metrics is not None else None)
     log.info("lambdalet serving the Lambda API at %s (data dir %s)", url, settings.data_dir)
     log.info("data disk: %s", platform.headroom.describe())
+    if metrics is not None:
+        log.info("Prometheus metrics at %s", metrics.url)
     try:
         server.run(sockets=[sock])
     finally:
+        if metrics is not None:
+            metrics.close()
         try:
             settings.endpoint_file.unlink()
         except FileNotFoundError:
