@@ -12,6 +12,9 @@ import struct
 
 # host -> init
 INVOKE = 1
+SHUTDOWN = 3      # the environment is going away: header {"reason", "deadline_ms"}; extensions get SHUTDOWN
+PLATFORM = 4      # a platform event for Telemetry API subscribers: header {"type", "record"} (sent only when
+                  # init said a subscriber exists)
 # init -> host
 READY = 10        # runtime asked for its first event; header carries init-side timings
 RESULT = 11       # /response: body is the payload
@@ -25,6 +28,9 @@ SLOT_READY = 17   # a pre-isolated slot is built and waits for its CONFIG (heade
 CHUNK = 18        # a piece of a streamed response (Lambda-Runtime-Function-Response-Mode: streaming):
                   # header {request_id, content_type}, body <= MAX_CHUNK bytes; then RESULT or ERROR
                   # with header "streamed": true ends it (ERROR: the runtime's error trailers)
+INVOKE_DONE = 19  # with extensions registered: runtime and extensions all called next after the invocation
+                  # (header {"telemetry": bool, "reset": bool}); never sent when no extension registered
+SHUTDOWN_DONE = 20   # every extension registered for SHUTDOWN called next again (or exited)
 # the function's calls to this server's API (runtime/api_proxy.py); numbered apart from the rest
 API_REQUEST = 41   # init -> host: header {id, method, target, headers}, body the request body
 API_RESPONSE = 40  # host -> init: header {id, status, headers}, body the response body

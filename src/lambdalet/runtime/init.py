@@ -6,6 +6,9 @@ INVOKE frames become /next responses; /response, /error, /init/error become fram
 the runtime writes to stdout/stderr becomes LOG frames, drained before each result so an
 invocation's log is complete when its result arrives. When the runtime exits, init reports EXIT and
 ends, which (as PID 1) takes the whole namespace down. When the host closes the bridge, init ends.
+The same address serves the Extensions API (extensions.py: /opt/extensions' executables start
+before the runtime; READY and, after an invocation, INVOKE_DONE wait for every extension's next) and
+the Telemetry API (telemetry.py). Without a registered extension none of that adds work.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from lambdalet.runtime import api_proxy, bridge, pyfork, runtime_http
+from lambdalet.runtime import api_proxy, bridge, extensions, init_extensions, pyfork, runtime_http, telemetry
 
 MAX_RESPONSE = 6 * 1024 * 1024 + 100   # AWS: 6291556 bytes
 API = "/2018-06-01/runtime"
@@ -37,6 +40,7 @@ class InitConfig:
     pid1: bool = True                   # reap every orphan, not just the runtime
     timings: dict = field(default_factory=dict)   # set-up steps measured before init started
     python_fork: bool = False           # argv is our python_bootstrap: fork it from init, no exec (pyfork.py)
+    account_id: str = ""                # the Extensions API's accountId (Lambda-Extension-Accept-Feature)
 
 
 class _State:
@@ -53,6 +57,15 @@ class _State:
         self.timings: dict = {}
         self.t_spawn = 0.0
         self.runtime_pid = 0            # set by the reaper, which every spawn path starts
+        self.exts: extensions.Extensions | None = None   # once the configuration is known
+        self.telemetry = telemetry.Telemetry()
+        self.runtime_ready = False      # the runtime's first /next (its init is done)
+        self.runtime_waiting = False    # the runtime waits in /next (for INVOKE_DONE)
+        self.invoking = False           # extensions got an INVOKE: INVOKE_DONE is owed to the host
+        self.shutting = False           # SHUTDOWN delivered: SHUTDOWN_DONE is owed
+        self.init_failed = False
+        self.version = "$LATEST"
+        self.t_invoke = 0.0
 
     def send(self, kind: int, header: dict | None = None, body: bytes = b"") -> None:
         with self.send_lock:
@@ -74,6 +87,8 @@ class _State:
                 if not data:
                     return
                 self.send(bridge.LOG, None, data)
+                if self.telemetry.wants_function:
+                    self.telemetry.lines("function", data)
 
 
 _NOT_FOUND = json.dumps({"errorType": "NotFound", "errorMessage": "unknown path"}).encode()
@@ -92,7 +107,9 @@ def _serve_connection(st: _State, conn: runtime_http.Connection) -> None:
                 return
             if req is None:
                 return
-            if req.method == "GET":
+            if not req.path.startswith(API):
+                init_extensions.serve_api(st, conn, req)
+            elif req.method == "GET":
                 _next(st, conn, req)
             elif req.method == "POST":
                 _post(st, conn, req)
@@ -112,9 +129,15 @@ def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
         return conn.reply(404, _NOT_FOUND)
     with st.cond:
         if not st.ready_sent:
-            st.ready_sent = True
-            st.timings["runtime_init_ms"] = round((time.monotonic() - st.t_spawn) * 1000, 3)
-            st.send(bridge.READY, st.timings)
+            if not st.runtime_ready:
+                st.runtime_ready = True
+                st.timings["runtime_init_ms"] = round((time.monotonic() - st.t_spawn) * 1000, 3)
+                st.telemetry.emit("platform.initRuntimeDone", {"initializationType": "on-demand",
+                                                               "phase": "init", "status": "success"})
+            init_extensions.phase_check(st)
+        elif st.invoking:
+            st.runtime_waiting = True
+            init_extensions.phase_check(st)
         while st.pending is None:
             st.cond.wait()
         hdr, payload = st.pending
@@ -122,6 +145,7 @@ def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
         if _hung_up(conn.sock) or (hdr.get("after_thaw") and _kill_pending(st.runtime_pid)):
             return      # the runtime is gone (killed while frozen): the event stays untaken, EXIT says so
         st.pending = None
+        st.runtime_waiting = False
         st.current = hdr["request_id"]
     headers = [("Lambda-Runtime-Aws-Request-Id", hdr["request_id"]),
                ("Lambda-Runtime-Deadline-Ms", str(hdr["deadline_ms"])),
@@ -200,6 +224,8 @@ def _post(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
         st.send(bridge.RESULT, {"request_id": rid}, body)
     else:
         st.send(bridge.ERROR, {"request_id": rid, "error_type": error_type}, body)
+    if st.telemetry.subscribers:
+        init_extensions.runtime_done(st, rid, parts[5] == "response", len(body))
     conn.reply(202, _ACCEPTED)
 
 
@@ -241,6 +267,8 @@ def _relay_stream(st: _State, conn: runtime_http.Connection, req: runtime_http.R
         st.send(bridge.ERROR, {"request_id": rid, "error_type": error_type, "streamed": True}, doc or b"")
     else:
         st.send(bridge.RESULT, {"request_id": rid, "streamed": True})
+    if st.telemetry.subscribers:
+        init_extensions.runtime_done(st, rid, not error_type, total)
     with st.cond:
         st.streaming = None
     if conn.keep_alive and too_large:
@@ -283,12 +311,16 @@ def _exit_status(status: int) -> str:
     return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
-def _log_pump(st: _State) -> None:
+def _log_pump(st: _State, fd: int = -1, stream: str = "function") -> None:
+    """Forward a pipe's output as LOG frames: the runtime's (init's log_fd) or the extensions' own."""
+    fd = st.log_fd if fd < 0 else fd
+    lock = st.log_lock if stream == "function" else threading.Lock()
+    wants = "wants_function" if stream == "function" else "wants_extension"
     while True:
-        select.select([st.log_fd], [], [])
-        with st.log_lock:
+        select.select([fd], [], [])
+        with lock:
             try:
-                data = os.read(st.log_fd, 65536)
+                data = os.read(fd, 65536)
             except BlockingIOError:
                 continue
             except OSError:
@@ -296,16 +328,22 @@ def _log_pump(st: _State) -> None:
             if not data:
                 return
             st.send(bridge.LOG, None, data)
+            if getattr(st.telemetry, wants):
+                st.telemetry.lines(stream, data)
 
 
 def _reaper(st: _State, cfg: InitConfig, runtime_pid: int) -> None:
     st.runtime_pid = runtime_pid
+    others = cfg.pid1 or bool(st.exts and st.exts.expected)
     while True:
         try:
-            pid, status = os.waitpid(-1 if cfg.pid1 else runtime_pid, 0)
+            pid, status = os.waitpid(-1 if others else runtime_pid, 0)
         except ChildProcessError:
             os._exit(0)
-        if pid == runtime_pid:
+        if pid != runtime_pid and st.exts is not None and st.exts.exited(pid, _exit_status(status)):
+            if st.exts.failure is not None and not st.ready_sent:
+                init_extensions.failed(st)
+        elif pid == runtime_pid:
             time.sleep(0.002)           # let the pipe's last writes land (other writers may hold it open)
             st.drain_logs()
             with st.cond:               # "taken": an event was handed to the runtime and not answered.
@@ -371,6 +409,7 @@ def main(cfg: InitConfig, sock: socket.socket, reader: bridge.FrameReader | None
     w, devnull = _output_pipe(st)
     env = _runtime_env(cfg, port, api_url)
     st.t_spawn = time.monotonic()
+    init_extensions.start(st, cfg, env, _log_pump)
     if cfg.python_fork:                     # our python_bootstrap: forked from this pre-imported process
         try:
             runtime_pid = pyfork.spawn(cfg.argv, cfg.cwd, env, devnull, w)
@@ -421,6 +460,7 @@ def serve_slot(sock: socket.socket, reader: bridge.FrameReader, python_fork: boo
     os.chdir(cfg.cwd)                       # the code is mounted now: the host mounts before it sends CONFIG
     env = _runtime_env(cfg, port, api_url)
     st.timings["config_ms"] = round((time.monotonic() - st.t_spawn) * 1000, 3)   # before the runtime can GET
+    init_extensions.start(st, cfg, env, _log_pump)
     if runtime is not None:
         pyfork.release(runtime[1], cfg.argv, cfg.cwd, env)
     else:
@@ -438,11 +478,22 @@ def _relay(st: _State, sock: socket.socket, reader: bridge.FrameReader, api: api
         except (bridge.BridgeClosed, bridge.ProtocolError, OSError):
             os._exit(0)                 # host closed: as PID 1 our exit kills the namespace
         if kind == bridge.INVOKE:
+            if st.telemetry.subscribers:
+                st.t_invoke = time.monotonic()
+                st.telemetry.emit("platform.start", init_extensions.with_tracing({"requestId": hdr["request_id"],
+                                                                   "version": st.version}, hdr))
             with st.cond:
                 st.pending = (hdr, body)
+                if st.exts is not None and st.exts.active:   # the invocation ends when they all call next
+                    st.invoking, st.runtime_waiting = True, False
+                    st.exts.deliver_invoke(hdr)
                 st.cond.notify_all()
         elif kind == bridge.API_RESPONSE:
             api.deliver(hdr, body)
+        elif kind == bridge.SHUTDOWN:
+            init_extensions.shutdown(st, hdr)
+        elif kind == bridge.PLATFORM:
+            st.telemetry.emit(str(hdr.get("type", "")), hdr.get("record"))
 
 
 def _process_main() -> None:

@@ -9,6 +9,7 @@ lines, as http.server), the body (over the caller's limit it is read and discard
 """
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -258,6 +259,12 @@ class Connection:
                 views.pop(0)
             if sent:
                 views[0] = views[0][sent:]
+
+    def hung_up(self) -> bool:
+        """The client closed its end while we hold its request (a waiting event/next): one poll(0)."""
+        p = select.poll()
+        p.register(self.sock, select.POLLIN | select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0x2000))
+        return bool(p.poll(0))
 
     def close(self) -> None:
         try:

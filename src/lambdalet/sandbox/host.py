@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import math
 import select
 import socket
 import threading
@@ -25,6 +26,7 @@ from lambdalet.sandbox.api import (EnvironmentSpec, InitFailed, InvokeRequest, I
 log = logging.getLogger(__name__)
 LOG_TAIL = 4096
 INIT_TIMEOUT_S = 10.0                    # AWS's init phase limit for on-demand environments
+SHUTDOWN_LIMIT_S = 2.0                   # AWS's shutdown phase with external extensions registered
 
 
 class _Died(Exception):
@@ -59,6 +61,8 @@ class BridgedSandbox(Sandbox):
         self._last_mem = 0
         self._hangup: select.poll | None = None   # the bridge, watched for a hang-up at thaw
         self._platform = PlatformLog(spec.log_format, spec.system_log_level)   # START/REPORT as LoggingConfig says
+        self._extensions: dict | None = None   # init's READY: the registered extensions (None: none)
+        self._telemetry = False                # a Telemetry API subscriber wants platform.report
 
     # --- what a backend provides ---------------------------------------------------------------
     @abc.abstractmethod
@@ -106,10 +110,14 @@ class BridgedSandbox(Sandbox):
                 while True:
                     frame = self._next_frame(deadline)
                     if frame is None:
+                        if init_error:           # e.g. an extension's init/error: nothing exits after it
+                            self._fail_init_doc(*init_error)
                         self._fail_init("Sandbox.Timedout", f"Init timed out after {self._init_timeout:.2f} seconds")
                     kind, hdr, body = frame
                     if kind == bridge.READY and init_error is None:
                         self._timings.update({k: v for k, v in hdr.items() if isinstance(v, (int, float))})
+                        if isinstance(hdr.get("extensions"), dict):
+                            self._extensions = hdr["extensions"]
                         break
                     if kind == bridge.LOG:
                         self._emit(body)
@@ -179,7 +187,37 @@ class BridgedSandbox(Sandbox):
             self._teardown()
 
     def destroy(self) -> None:
+        if self._extensions and self._extensions.get("shutdown"):
+            self._shutdown_extensions()
         self._teardown()
+
+    def _shutdown_extensions(self) -> None:
+        """AWS's shutdown phase: SHUTDOWN to the extensions registered for it, which get until init's
+        SHUTDOWN_DONE or the limit (then everything is killed); their output still reaches the log."""
+        if not self._lock.acquire(blocking=False):
+            return                        # mid-invocation (server closing): no shutdown phase
+        try:
+            if self._state == "frozen":
+                self._do_thaw()
+                self._state = "ready"
+            if self._state != "ready":
+                return
+            deadline = time.monotonic() + SHUTDOWN_LIMIT_S
+            self._send(bridge.SHUTDOWN, {"reason": "spindown", "deadline_ms": int((time.time() + SHUTDOWN_LIMIT_S) * 1000)})
+            while (frame := self._next_frame(deadline)) is not None:
+                kind, hdr, body = frame
+                if kind in (bridge.SHUTDOWN_DONE, bridge.EXIT):
+                    return
+                if kind == bridge.LOG:
+                    self._emit(body)
+                elif kind == bridge.API_REQUEST:
+                    self._api_request(hdr, body)
+        except (_Died, OSError, SandboxError):
+            pass
+        except Exception:
+            log.exception("environment %s: shutdown phase failed", self.spec.env_id)
+        finally:
+            self._lock.release()
 
     # --- internals -------------------------------------------------------------------------------
     def _teardown(self) -> None:
@@ -311,6 +349,8 @@ class BridgedSandbox(Sandbox):
                     break
                 elif kind == bridge.EXIT:
                     raise _Died(str(fh.get("status", "")), fh.get("taken") is not False)
+            if self._extensions is not None and self._state == "ready":
+                self._await_extensions(rid, deadline)
         except TimeoutError:                # the stream's reader did not take it before the deadline
             payload, ferr, etype = self._timed_out(rid)
         except (_Died, OSError) as d:
@@ -330,6 +370,8 @@ class BridgedSandbox(Sandbox):
         self._first_invoke = False
         self._emit(self._platform.end_and_report(rid, dur, self.spec.memory_mb, mem, init_ms, etype,
                                                     req.tenant_id), platform=True)
+        if self._telemetry and self.alive:
+            self._report_telemetry(rid, dur, mem, init_ms, etype)
         result = InvokeResult(payload=payload, function_error=ferr, error_type=etype,
                               log_tail=bytes(self._log[-LOG_TAIL:]),
                               duration_ms=round(dur, 3), max_memory_mb=mem, init_duration_ms=init_ms,
@@ -337,6 +379,43 @@ class BridgedSandbox(Sandbox):
         if undelivered:
             raise NotDelivered(f"environment {self.spec.env_id} was dead before its runtime took the event", result)
         return result
+
+    def _await_extensions(self, rid: str, deadline: float) -> None:
+        """After the runtime's answer, the invocation lasts until the extensions registered for INVOKE
+        called next too (init's INVOKE_DONE), within the function's timeout; an extension that crashed
+        or timed out leaves an environment that is not used again, as AWS resets it."""
+        while True:
+            frame = self._next_frame(deadline)
+            if frame is None:
+                self._emit(f"{_now()} {rid} Extensions did not finish within the function's timeout\n".encode(),
+                           platform=True)
+                self._teardown()
+                return
+            kind, fh, body = frame
+            if kind == bridge.LOG:
+                self._emit(body)
+            elif kind == bridge.API_REQUEST:
+                self._api_request(fh, body)
+            elif kind == bridge.INVOKE_DONE:
+                self._telemetry = bool(fh.get("telemetry"))
+                if fh.get("reset"):
+                    self._teardown()
+                return
+            elif kind == bridge.EXIT:
+                raise _Died(str(fh.get("status", "")), True)
+
+    def _report_telemetry(self, rid: str, dur: float, mem: int, init_ms: float | None, etype: str | None) -> None:
+        """platform.report for the Telemetry API's subscribers (the host alone knows these numbers)."""
+        metrics = {"durationMs": round(dur, 3), "billedDurationMs": math.ceil(dur),
+                   "memorySizeMB": self.spec.memory_mb, "maxMemoryUsedMB": mem}
+        if init_ms is not None:
+            metrics["initDurationMs"] = round(init_ms, 3)
+        status = {"Sandbox.Timedout": "timeout", "Runtime.ExitError": "error"}.get(etype or "", "success")
+        try:
+            self._send(bridge.PLATFORM, {"type": "platform.report",
+                                         "record": {"requestId": rid, "status": status, "metrics": metrics}})
+        except OSError:
+            pass
 
     def _timed_out(self, rid: str) -> tuple[bytes, str, str]:
         secs = self.spec.timeout_s

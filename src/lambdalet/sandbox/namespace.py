@@ -74,7 +74,7 @@ class NamespaceSandbox(BridgedSandbox):
         has_bootstrap = os.path.exists(os.path.join(spec.code_dir, "bootstrap"))
         return {"argv": launch.runtime_argv(spec.runtime, layout, has_bootstrap),
                 "env": launch.runtime_env(spec, layout), "cwd": "/var/task", "port": 9001, "pid1": True,
-                "python_fork": fam.python_fork}
+                "python_fork": fam.python_fork, "account_id": spec.account_id}
 
     def _launch(self) -> socket.socket:
         spec, b = self.spec, self._b
