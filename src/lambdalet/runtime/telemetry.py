@@ -23,7 +23,8 @@ TYPES = ("platform", "function", "extension")
 LOCAL_HOSTS = ("sandbox.localdomain", "sandbox", "localhost", "127.0.0.1")
 # AWS's bounds and defaults for `buffering`
 BOUNDS = {"maxItems": (25, 10_000, 1_000), "maxBytes": (262_144, 1_048_576, 262_144), "timeoutMs": (25, 30_000, 1_000)}
-MAX_QUEUED = 10_000              # per subscriber; past it events are dropped (and counted)
+MAX_QUEUED = 10_000              # events per subscriber; past it (or MAX_QUEUED_BYTES) dropped and counted
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
 MAX_BACKLOG = 1_000              # events kept from the init phase for later subscribers
 POST_TIMEOUT_S = 5.0
 MAX_LINE = 256 * 1024            # a longer line without an end is sent in pieces
@@ -79,15 +80,17 @@ class Subscriber:
         self.name, self.dest, self.types, self.buffering = name, dest, set(types), buffering
         self.cond = threading.Condition()
         self.queue: collections.deque[bytes] = collections.deque()
+        self.queued_bytes = 0
         self.dropped = 0
         threading.Thread(target=self._run, daemon=True, name=f"telemetry-{name}").start()
 
     def put(self, encoded: bytes) -> None:
         with self.cond:
-            if len(self.queue) >= MAX_QUEUED:
+            if len(self.queue) >= MAX_QUEUED or self.queued_bytes + len(encoded) > MAX_QUEUED_BYTES:
                 self.dropped += 1
                 return
             self.queue.append(encoded)
+            self.queued_bytes += len(encoded)
             if len(self.queue) == 1 or len(self.queue) >= self.buffering["maxItems"]:
                 self.cond.notify()        # the first starts the batch's timeout, a full batch goes now
 
@@ -104,6 +107,7 @@ class Subscriber:
                 if batch and size + len(self.queue[0]) + 1 > self.buffering["maxBytes"]:
                     break
                 item = self.queue.popleft()
+                self.queued_bytes -= len(item)
                 batch.append(item)
                 size += len(item) + 1
             if self.dropped:
@@ -112,11 +116,20 @@ class Subscriber:
                 self.dropped = 0
             return batch
 
+    def update(self, dest: tuple[str, int, str], types: list[str], buffering: dict) -> None:
+        """A new Subscribe from the same extension replaces its settings (one thread per extension)."""
+        with self.cond:
+            self.dest, self.types, self.buffering = dest, set(types), buffering
+
     def _run(self) -> None:
-        host, port, path = self.dest
         conn: http.client.HTTPConnection | None = None
+        sent_to = self.dest
         while True:
             body = b"[" + b",".join(self._batch()) + b"]"
+            host, port, path = self.dest
+            if self.dest != sent_to and conn is not None:
+                conn.close()
+                conn, sent_to = None, self.dest
             for _attempt in range(2):        # one retry on a fresh connection (a keep-alive closed by the peer)
                 try:
                     if conn is None:
@@ -149,12 +162,16 @@ class Telemetry:
 
     def subscribe(self, name: str, body: bytes | None) -> None:
         dest, types, buffering = parse_subscription(body)
-        sub = Subscriber(name, dest, types, buffering)
         with self.lock:
-            for kind, encoded in self.backlog or ():
-                if kind.split(".", 1)[0] in sub.types:
-                    sub.put(encoded)
-            self.subscribers = [s for s in self.subscribers if s.name != name] + [sub]
+            sub = next((s for s in self.subscribers if s.name == name), None)
+            if sub is not None:
+                sub.update(dest, types, buffering)
+            else:
+                sub = Subscriber(name, dest, types, buffering)
+                for kind, encoded in self.backlog or ():
+                    if kind.split(".", 1)[0] in sub.types:
+                        sub.put(encoded)
+                self.subscribers = [*self.subscribers, sub]
             self.wants_function = any("function" in s.types for s in self.subscribers)
             self.wants_extension = any("extension" in s.types for s in self.subscribers)
         self.emit("platform.telemetrySubscription", {"name": name, "state": "Subscribed", "types": types})
