@@ -12,8 +12,10 @@ RLIMIT_NPROC, which the kernel counts per user namespace: one environment's own 
 What cannot hold without root, said at start-up (isolation()) and in docs/threat-model.md:
   - one host uid for everything: environments run as the server's own uid (an escape from the
     namespaces lands as the server's user, who owns the data dir and master.key);
-  - no cgroup: no memory or CPU limit, no OOM report, no cgroup kill (a timeout kills the PID
-    namespace's PID 1, which ends every process in it), freeze = SIGSTOP of each of its processes;
+  - no cgroup unless systemd delegated one (a cgroup v2 group of the server's own, writable, with memory,
+    cpu and pids: `systemd-run --user -p Delegate=yes`; then environments get the root mode's cgroups):
+    no memory or CPU limit, no OOM report, no cgroup kill (a timeout kills the PID namespace's PID 1,
+    which ends every process in it), freeze = SIGSTOP of each of its processes;
   - no egress (veth pairs and nftables need root; pasta/slirp4netns are not used): only lo;
   - no pre-isolated slots and no neutral overlays: interpreter and SDK paths show in the mount table;
   - unpacked code is written as the server's own uid (codepkg/unpack.py), on a plain /dev/shm dir.
@@ -33,7 +35,9 @@ import tempfile
 from lambdalet.runtime import bridge
 from lambdalet.runtime.init import CONFIG
 from lambdalet.sandbox import egress_policy
+from lambdalet.sandbox import cgroups
 from lambdalet.sandbox.api import EnvironmentSpec, register_backend
+from lambdalet.sandbox.cgroups import Cgroup, Limits
 from lambdalet.sandbox.namespace import NamespaceBackend, NamespaceSandbox
 from lambdalet.sandbox.zygote import ForkServer
 
@@ -41,9 +45,10 @@ log = logging.getLogger(__name__)
 ENV_UID = 993                   # the uid (and gid) functions see, as on AWS (sbx_user1051)
 CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID = 0x10000000, 0x20000, 0x20000000
 MISSING = ["per-environment host uid: environments run as the server's own host uid",
-           "cgroup limits: no memory or CPU limit, no OOM report (tasks bounded by RLIMIT_NPROC per environment)",
            "egress: environments have only lo (veth/nftables need root; pasta/slirp4netns not used)",
            "pre-isolated slots and neutral /var/lang views (host paths show in an environment's mount table)"]
+NO_CGROUP = ("cgroup limits: no memory or CPU limit, no OOM report (tasks bounded by RLIMIT_NPROC per "
+             "environment), because {why}")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -62,6 +67,24 @@ def userns_unavailable_reason() -> str | None:
     if status != 0:
         return ("unprivileged user namespaces are disabled here (kernel.unprivileged_userns_clone, "
                 "an AppArmor/SELinux policy, or a seccomp filter around this process)")
+    return None
+
+
+def delegated_cgroup_reason() -> str | None:
+    """None if this server's own cgroup v2 group is delegated to it with memory, cpu and pids (as under
+    `systemd-run --user -p Delegate=yes`): environments then get the root mode's cgroups (cgroups.py)."""
+    try:
+        if cgroups.detect_version() != 2:
+            return "cgroup v1: only root makes groups there"
+    except RuntimeError as e:
+        return str(e)
+    own = f"{cgroups.ROOT}{cgroups._own_path(None)}".rstrip("/")
+    if not all(os.access(p, os.W_OK) for p in (own, f"{own}/cgroup.procs", f"{own}/cgroup.subtree_control")):
+        return f"this server's cgroup {own} is not delegated to it (start it with `systemd-run --user -p Delegate=yes`)"
+    with open(f"{own}/cgroup.controllers") as f:
+        missing = [c for c in cgroups.V2_CONTROLLERS if c not in f.read().split()]
+    if missing:
+        return f"the controllers {', '.join(missing)} are not delegated to {own}"
     return None
 
 
@@ -135,6 +158,7 @@ class RootlessSandbox(NamespaceSandbox):
     def __init__(self, spec: EnvironmentSpec, log_sink, backend: "RootlessBackend"):
         super().__init__(spec, log_sink, backend)
         self._ns: PidNamespace | None = None
+        self._b: RootlessBackend = backend
 
     def _launch(self) -> socket.socket:
         spec, b = self.spec, self._b
@@ -143,7 +167,12 @@ class RootlessSandbox(NamespaceSandbox):
         if b.egress_policy(spec).needs_link:
             log.warning("%s: its egress policy allows outbound traffic, but rootless environments have none",
                         spec.function_arn)
-        cfg = b.jail_config(fam, ENV_UID, None, code_dir=spec.code_dir, layers_dir=spec.layers_dir,
+        if b.delegated:                    # the root mode's limits, in the group systemd delegated to us
+            self._limits = Limits(spec.memory_mb, b.pids_max)
+            self._cg_name = f"{spec.env_id[:48]}-{os.urandom(4).hex()}".replace("/", "_")
+            self._cg = Cgroup.create(self._cg_name, self._limits, parent=b.cgroup_parent)
+            self._cg.set_cpu_quota(max(self._limits.cpu_quota_us, b.init_cpu_quota_us))
+        cfg = b.jail_config(fam, ENV_UID, self._cg, code_dir=spec.code_dir, layers_dir=spec.layers_dir,
                             tmp_mb=spec.ephemeral_mb)
         host, child = socket.socketpair()
         try:
@@ -161,32 +190,40 @@ class RootlessSandbox(NamespaceSandbox):
 
     def _kill(self) -> None:
         ns, self._ns = self._ns, None
-        if ns is not None:
-            ns.kill()
+        cg, self._cg = self._cg, None
+        try:
+            if ns is not None:
+                ns.kill()
+        finally:
+            if cg is not None:
+                cg.destroy()
 
     def _init_done(self) -> None:
-        pass
+        if self._cg is not None:
+            self._cg.set_cpu_quota(self._limits.cpu_quota_us)
 
     def _do_freeze(self) -> None:
-        if self._ns is not None:
+        if self._cg is not None:
+            self._cg.freeze(wait=False)
+        elif self._ns is not None:
             self._ns.signal_all(signal.SIGSTOP)
 
     def _do_thaw(self) -> None:
-        if self._ns is not None:
+        if self._cg is not None:
+            self._cg.thaw()
+        elif self._ns is not None:
             self._ns.signal_all(signal.SIGCONT)
 
     def _max_memory_mb(self) -> int:
+        if self._cg is not None:
+            return self._cg.max_memory_mb()
         return self._ns.rss_mb() if self._ns else 0
 
     def _oom_killed(self) -> bool:
-        return False
+        return bool(self._cg and self._cg.oom_kills() > 0)
 
     def _pids(self) -> list[int]:
         return self._ns.pids() if self._ns else []
-
-    @property
-    def cgroup(self):
-        return None
 
 
 class RootlessBackend(NamespaceBackend):
@@ -196,7 +233,8 @@ class RootlessBackend(NamespaceBackend):
 
     def __init__(self, *, root_dir: str | None = None, pids_max: int = 1024, python_prefix: str | None = None,
                  seccomp_profile: str = "default", host_runtimes=None, slots: int = 0, egress: str = "none",
-                 api_forwarder=None, **_ignored):
+                 api_forwarder=None, cgroup_parent: str = "lambdalet", init_cpu_quota_us: int = 100_000,
+                 **_ignored):
         if os.geteuid() == 0:
             raise PermissionError("the rootless backend is for unprivileged servers: as root, use 'namespace'")
         reason = userns_unavailable_reason()
@@ -207,6 +245,10 @@ class RootlessBackend(NamespaceBackend):
         self.python_name = f"python{sys.version_info.major}.{sys.version_info.minor}"
         self.host_runtimes, self.api_forwarder = host_runtimes, api_forwarder
         self.pids_max, self.seccomp_profile = pids_max, seccomp_profile
+        self.cgroup_parent, self.init_cpu_quota_us = cgroup_parent.strip("/"), init_cpu_quota_us
+        self.no_cgroup = delegated_cgroup_reason()
+        self.delegated = self.no_cgroup is None
+        self._live_cgroups: set[str] = set()
         self.root_dir = root_dir or os.path.join(tempfile.gettempdir(), f"lambdalet-{os.getuid()}", "root")
         os.makedirs(self.root_dir, mode=0o700, exist_ok=True)    # each environment mounts its root here, privately
         self.slots = None
@@ -220,11 +262,14 @@ class RootlessBackend(NamespaceBackend):
     def isolation(self) -> dict:
         asked = [f"--egress {self._requested['egress']} (none here)"] if self._requested["egress"] != "none" else []
         asked += [f"--sandbox-slots {self._requested['slots']} (none here)"] if self._requested["slots"] else []
+        limits = ("cgroup v2 limits in the delegated group (memory, CPU, pids)" if self.delegated
+                  else f"{self.pids_max} tasks (RLIMIT_NPROC)")
+        missing = MISSING + ([] if self.delegated else [NO_CGROUP.format(why=self.no_cgroup)]) + asked
         return {"mode": "rootless",
                 "summary": f"rootless: a user namespace per environment (uid {ENV_UID} inside = host uid "
                            f"{os.getuid()}, the server's own), mount/pid/net/ipc/uts/cgroup namespaces, pivot_root, "
-                           f"no capabilities, no_new_privs, seccomp, {self.pids_max} tasks (RLIMIT_NPROC)",
-                "missing": MISSING + asked, "host_uid": os.getuid(), "env_uid": ENV_UID}
+                           f"no capabilities, no_new_privs, seccomp, {limits}",
+                "missing": missing, "host_uid": os.getuid(), "env_uid": ENV_UID, "cgroup_delegated": self.delegated}
 
     def jail_config(self, fam, uid, cg, **kw) -> dict:
         cfg = super().jail_config(fam, uid, cg, **kw)
@@ -239,6 +284,8 @@ class RootlessBackend(NamespaceBackend):
 
     def close(self) -> None:
         self.zygote.close()
+        if self.delegated:
+            cgroups.remove_parent(self.cgroup_parent)
         try:
             os.rmdir(self.root_dir)
         except OSError:
