@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from lambdalet.config import Settings, default_data_dir
+from lambdalet.server.startup import read_isolation
 from lambdalet.observe.activity import read_activity
 from lambdalet.store.headroom import CRITICAL, LOW, MiB, Marks, free_space, read_status
 
@@ -65,6 +66,7 @@ def status(data_dir: Path | None, as_json: bool) -> None:
     except (OSError, ValueError):
         pass
     running = bool(endpoint) and _alive(int(endpoint.get("pid", 0)))
+    isolation = read_isolation(settings) if running else None     # the sandbox in force (server/startup.py)
     disk = read_status(settings.status_file) if running else None
     if disk is None and settings.data_dir.is_dir():    # no server: judge with the default marks
         free, total = free_space(settings.data_dir)
@@ -75,6 +77,8 @@ def status(data_dir: Path | None, as_json: bool) -> None:
            "pid": endpoint.get("pid") if running else None, "disk": disk,
            "metrics_url": endpoint.get("metrics_url") if running else None,
            "activity": read_activity(settings.activity_file) if running else None}
+    if isolation is not None:
+        doc["isolation"] = isolation
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -89,6 +93,10 @@ def status(data_dir: Path | None, as_json: bool) -> None:
             if disk.get("log_bytes_dropped") or disk.get("calls_refused"):
                 click.echo(f"since start: {disk.get('log_bytes_dropped', 0):,} log bytes dropped, "
                            f"{disk.get('calls_refused', 0):,} calls refused for lack of space")
+    if isolation and not as_json:
+        click.echo(f"isolation: {isolation.get('summary', isolation.get('mode'))}")
+        for missing in isolation.get("missing", []):
+            click.echo(f"isolation MISSING: {missing}")
     if not running:
         sys.exit(1)
     if disk and disk["level"] != "ok":
