@@ -43,8 +43,8 @@ class MetricsListener:
             log.warning("--metrics-listen %s: metrics (tenants' function names and traffic) are served WITHOUT "
                         "authentication beyond this host; firewall the port to your scraper", listen)
         self._server, self._thread = start_http_server(port, host, registry=REGISTRY)
-        bound = self._server.server_address
-        self.url = f"http://{'[' + bound[0] + ']' if ':' in bound[0] else bound[0]}:{bound[1]}/metrics"
+        bound_host, bound_port = str(self._server.server_address[0]), self._server.server_address[1]
+        self.url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}/metrics"
 
     def close(self) -> None:
         self._server.shutdown()
