@@ -109,6 +109,39 @@ def handler(event, context):
         return [json.loads(line) for line in f]
 """
 
+# An internal extension: the function's own process registers it while it initializes (INVOKE only;
+# SHUTDOWN is for external extensions) and follows the events in a thread.
+INTERNAL_EXTENSION = """
+import json, os, threading, urllib.error, urllib.request
+API = os.environ["AWS_LAMBDA_RUNTIME_API"]
+seen, refused = [], []
+
+def call(method, path, body=None, headers=None):
+    req = urllib.request.Request(f"http://{API}{path}", method=method, headers=headers or {},
+                                 data=json.dumps(body).encode() if body is not None else None)
+    with urllib.request.urlopen(req) as resp:
+        return resp.headers, json.loads(resp.read() or b"null")
+
+try:
+    call("POST", "/2020-01-01/extension/register", {"events": ["INVOKE", "SHUTDOWN"]}, {"Lambda-Extension-Name": "bad"})
+except urllib.error.HTTPError as e:
+    refused.append([e.code, json.loads(e.read())["errorType"]])
+headers, _ = call("POST", "/2020-01-01/extension/register", {"events": ["INVOKE"]}, {"Lambda-Extension-Name": "inproc"})
+ext_id = headers["Lambda-Extension-Identifier"]
+
+def follow():
+    while True:
+        _, event = call("GET", "/2020-01-01/extension/event/next", headers={"Lambda-Extension-Identifier": ext_id})
+        seen.append(event["requestId"])
+
+threading.Thread(target=follow, daemon=True).start()
+
+def handler(event, context):
+    return {"seen": list(seen), "refused": refused}
+"""
+
+CRASHING_EXTENSION = "#!/bin/bash\necho 'about to fail'\nexit 3\n"
+
 INIT_ERROR_EXTENSION = r"""#!/bin/bash
 set -euo pipefail
 NAME="$(basename $0)"
@@ -246,3 +279,19 @@ def test_an_extension_init_error_fails_the_invocation_with_its_type(lam, made):
     assert resp["FunctionError"] == "Unhandled"
     assert body["errorType"] == "Extension.ConfigInvalid" and body["errorMessage"] == "no API key configured"
     assert time.monotonic() - t0 < 5                 # at once, not at the 10 s init limit
+
+
+def test_an_internal_extension_follows_the_invocations(lam, made):
+    name = made.function(INTERNAL_EXTENSION, [])
+    first, body, _ = _invoke(lam, name)
+    assert body["refused"] == [[403, "ShutdownEventNotSupportedForInternalExtension"]]
+    _, body, _ = _invoke(lam, name)
+    assert first["ResponseMetadata"]["RequestId"] in body["seen"]
+
+
+def test_an_extension_that_exits_during_init_fails_the_invocation(lam, made):
+    layer = made.layer({"extensions/crashing": (CRASHING_EXTENSION, 0o755)})
+    name = made.function("def handler(event, context):\n    return 1\n", [layer])
+    resp, body, _ = _invoke(lam, name)
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Extension.Crash"
+    assert "crashing" in body["errorMessage"] and "exit status 3" in body["errorMessage"]

@@ -50,6 +50,7 @@ def start(st, cfg, env: dict[str, str], pump) -> None:
     exts.wait_registered(_INIT_WAIT_S)
     if exts.failure is not None:
         failed(st)
+        threading.Event().wait()      # no runtime after a failed extension init: the host ends us
 
 
 def failed(st) -> None:
