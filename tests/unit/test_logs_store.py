@@ -14,6 +14,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 
 from lambdalet.crypto import DecryptionError, Keyring, MemoryKeyMaterialStore
+from lambdalet.logs import sink as sink_mod
 from lambdalet.logs import store as store_mod
 from lambdalet.logs.store import LogStore
 from lambdalet.logs.tables import log_batches, log_groups, log_streams
@@ -130,7 +131,7 @@ def test_long_lines_are_split_at_the_event_size_limit(store):
 
 
 def test_partial_line_is_written_after_a_while(store, monkeypatch):
-    monkeypatch.setattr(store_mod, "PARTIAL_LINE_WAIT_S", 0.05)
+    monkeypatch.setattr(sink_mod, "PARTIAL_LINE_WAIT_S", 0.05)     # LogSink holds partial lines
     sink = store.sink(ACCOUNT, REGION, GROUP, "s1")
     sink(b"progress: 10%")
     store._flush([sink], force_partial=False)
