@@ -314,3 +314,10 @@ def own_server(tmp_path_factory, *extra_args: str, prefix: str = "lambdalet-data
         pytest.fail(str(e), pytrace=False)
     yield srv
     stop_and_check(srv)
+
+
+def run_lambdalet(srv: LambdaletServer, *args: str, input: str | None = None,
+                  timeout: float = 120) -> subprocess.CompletedProcess:
+    """`lambdalet ARGS --data-dir <the server's>`: an operator's command on the server's host."""
+    return subprocess.run([PYTHON, "-m", "lambdalet", *args, "--data-dir", str(srv.data_dir)], cwd=str(REPO),
+                          env=child_env(), capture_output=True, text=True, input=input, timeout=timeout)

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 import uuid
 
 import pytest
 from botocore.exceptions import ClientError
 
-from harness import PYTHON, REPO, child_env
+from harness import run_lambdalet
 
 from .e2e_support import create_function, default_zip, expect_error
-
-
-def audit_verify(srv, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "lambdalet", "audit", "verify", "--data-dir", str(srv.data_dir), *extra],
-                          cwd=str(REPO), env=child_env(), capture_output=True, text=True, timeout=120)
 
 
 def lookup(ct, name: str) -> list[dict]:
@@ -81,12 +75,12 @@ def test_audit_trail_end_to_end(fresh_server):
     lookups = lookup(ct, "LookupEvents")            # reading the trail is itself a management event
     assert lookups and lookups[0]["eventSource"] == "cloudtrail.amazonaws.com" and lookups[0]["readOnly"] is True
 
-    res = audit_verify(srv)                         # safe while the server runs
+    res = run_lambdalet(srv, "audit", "verify")                         # safe while the server runs
     assert res.returncode == 0, res.stdout + res.stderr
     assert "OK" in res.stdout
 
     srv.stop()                                      # a clean shutdown seals everything with a digest
-    res = audit_verify(srv, "--json")
+    res = run_lambdalet(srv, "audit", "verify", "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     report = json.loads(res.stdout)
     assert report["ok"] and report["unsealed_tail"] == 0 and report["digests"] >= 1 and report["events"] >= 8
@@ -97,10 +91,10 @@ def test_audit_trail_end_to_end(fresh_server):
     with sqlite3.connect(db_path) as con:
         seq = con.execute("SELECT seq FROM audit_events WHERE event_name = 'CreateFunction20150331'").fetchone()[0]
     flip_one_byte_of_event(db_path, seq)
-    res = audit_verify(srv)
+    res = run_lambdalet(srv, "audit", "verify")
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"first bad event seq {seq}: changed" in res.stderr, res.stderr
-    report = json.loads(audit_verify(srv, "--json").stdout)
+    report = json.loads(run_lambdalet(srv, "audit", "verify", "--json").stdout)
     assert (report["first_bad_seq"], report["first_bad_kind"]) == (seq, "changed")
     assert len(report["problems"]) == 1, report
 
@@ -111,7 +105,7 @@ def test_audit_trail_end_to_end(fresh_server):
     deletes = lookup(srv.client("cloudtrail"), "DeleteFunction")
     assert [e["requestParameters"]["functionName"] for e in deletes] == [name]
     srv.stop()
-    report = json.loads(audit_verify(srv, "--json").stdout)
+    report = json.loads(run_lambdalet(srv, "audit", "verify", "--json").stdout)
     assert not report["ok"] and (report["first_bad_seq"], report["first_bad_kind"]) == (seq, "changed")
     assert len(report["problems"]) == 1 and report["unsealed_tail"] == 0, report
 

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from lambdalet.audit.tables import audit_events
 
-from .test_audit import audit_verify
+from harness import run_lambdalet
 
 
 def digest_files(folder: Path) -> list[Path]:
@@ -52,11 +52,11 @@ def test_idle_digests_the_digest_dir_and_truncation(lambdalet_server_factory, tm
     first = len(wait_for(lambda: digest_files(digest_dir), what="a first digest file"))
     wait_for(lambda: len(digest_files(digest_dir)) >= first + 2, what="digests while idle")
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in digest_files(digest_dir))
-    res = audit_verify(srv, "--digest-dir", str(digest_dir))          # running: recent digests, all present
+    res = run_lambdalet(srv, "audit", "verify", "--digest-dir", str(digest_dir))          # running: recent digests, all present
     assert res.returncode == 0, res.stdout + res.stderr
     srv.client("sqs").create_queue(QueueName=f"audited-{uuid.uuid4().hex[:8]}")
     srv.stop()
-    res = audit_verify(srv, "--digest-dir", str(digest_dir), "--json")
+    res = run_lambdalet(srv, "audit", "verify", "--digest-dir", str(digest_dir), "--json")
     report = json.loads(res.stdout)
     assert res.returncode == 0 and report["unsealed_tail"] == 0, res.stdout + res.stderr
 
@@ -69,14 +69,14 @@ def test_idle_digests_the_digest_dir_and_truncation(lambdalet_server_factory, tm
         number = con.execute("SELECT max(number) FROM audit_digests WHERE first_seq <= ?", (last_seq,)).fetchone()[0]
     # The attacker removes the newest events and every digest that covers or follows them.
     sql(db, f"DELETE FROM audit_events WHERE seq = {last_seq}; DELETE FROM audit_digests WHERE number >= {number};")
-    res = audit_verify(srv)                                           # the database alone
+    res = run_lambdalet(srv, "audit", "verify")                                           # the database alone
     assert res.returncode == 1 and "gap" in res.stderr, res.stdout + res.stderr
-    res = audit_verify(srv, "--digest-dir", str(digest_dir))
+    res = run_lambdalet(srv, "audit", "verify", "--digest-dir", str(digest_dir))
     assert res.returncode == 1 and "truncated" in res.stderr and "not in the database" in res.stderr, res.stderr
 
     sql(db, "DELETE FROM audit_events; DELETE FROM audit_digests;")   # the whole trail
-    assert audit_verify(srv).returncode == 0                          # nothing left to prove anything with...
-    res = audit_verify(srv, "--digest-dir", str(digest_dir))          # ...but the copies kept elsewhere
+    assert run_lambdalet(srv, "audit", "verify").returncode == 0                          # nothing left to prove anything with...
+    res = run_lambdalet(srv, "audit", "verify", "--digest-dir", str(digest_dir))          # ...but the copies kept elsewhere
     assert res.returncode == 1 and "truncated" in res.stderr, res.stdout + res.stderr
 
     db = pristine.data_dir / "state.db"                               # a malformed row: named, no traceback
@@ -86,7 +86,7 @@ def test_idle_digests_the_digest_dir_and_truncation(lambdalet_server_factory, tm
     sql(db, f"""ALTER TABLE audit_events RENAME TO old_events; CREATE TABLE audit_events ({cols});
                 INSERT INTO audit_events SELECT {cols} FROM old_events; DROP TABLE old_events;
                 UPDATE audit_events SET body_sealed = 'x', event_time = NULL WHERE seq = 1;""")
-    res = audit_verify(pristine)
+    res = run_lambdalet(pristine, "audit", "verify")
     assert res.returncode == 1 and victim in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 

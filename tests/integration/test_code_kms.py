@@ -6,17 +6,16 @@ is not usable is refused at deploy; master-key rotation keeps the code readable.
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 import zipfile
 
 import pytest
 import requests
 
-from harness import PYTHON, REPO, child_env
+from harness import run_lambdalet
 
 from .e2e_support import ROLE, WAIT, make_zip, unique
-from .test_secrets_at_rest import _needles, _scan
+from .at_rest_support import needles_for, scan
 
 HANDLER = """import os, uuid
 ENV_ID = uuid.uuid4().hex       # one per execution environment
@@ -83,7 +82,7 @@ def test_code_sealed_under_source_key(kms, lam, server):
     r = _download(server, location)
     assert r.status_code == 200 and r.content == zip_bytes
 
-    hits = _scan(server.data_dir, _needles({"code marker": code_marker.encode(), "env marker": env_marker.encode()}))
+    hits = scan(server.data_dir, needles_for({"code marker": code_marker.encode(), "env marker": env_marker.encode()}))
     assert not hits, "; ".join(hits)
 
     kms.disable_key(KeyId=code_key["KeyId"])
@@ -173,8 +172,7 @@ def test_master_key_rotation_keeps_code_readable(fresh_server):
 
     srv.stop()
     assert not srv.leaked, srv.leaked
-    res = subprocess.run([PYTHON, "-m", "lambdalet", "keys", "rotate-master", "--data-dir", str(srv.data_dir)],
-                         capture_output=True, text=True, timeout=60, env=child_env(), cwd=str(REPO))
+    res = run_lambdalet(srv, "keys", "rotate-master", timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert {p: p.read_bytes() for p in (srv.data_dir / "blobs").rglob("*.blob")} == blobs   # not re-encrypted
     srv.start()

@@ -11,11 +11,12 @@ The function's rules (as in test_esm.py) make every platform mistake visible in 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 
 import pytest
+
+from harness import run_lambdalet
 
 from .e2e_support import WAIT, make_zip
 from .tenancy_support import mapping_role
@@ -51,13 +52,6 @@ def _counts(sqs, url: str) -> tuple[int, int, int]:
     a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return (int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"]),
             int(a["ApproximateNumberOfMessagesDelayed"]))
-
-
-def _lambdalet(srv, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    import harness
-    return subprocess.run([harness.PYTHON, "-m", "lambdalet", *args, "--data-dir", str(srv.data_dir)],
-                          cwd=str(harness.REPO), env=harness.child_env(), capture_output=True, text=True,
-                          input=input, timeout=60)
 
 
 def _files(root) -> list:
@@ -96,11 +90,11 @@ def test_external_sqs_endpoint_mapping(lambdalet_server_factory):
         lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=fn)
 
     # ---- register the external endpoint (secret on stdin, never on the command line)
-    res = _lambdalet(home, "sources", "add-sqs-endpoint", "--name", "ext", "--account", "000000000000",
+    res = run_lambdalet(home, "sources", "add-sqs-endpoint", "--name", "ext", "--account", "000000000000",
                      "--region", EXTERNAL_REGION, "--url", ext.url, "--ca-bundle", ext.ca,
                      "--access-key", ext.access_key, "--secret-key-stdin", input=ext.secret_key + "\n")
     assert res.returncode == 0, res.stderr
-    listed = _lambdalet(home, "sources", "list-sqs-endpoints")
+    listed = run_lambdalet(home, "sources", "list-sqs-endpoints")
     assert listed.returncode == 0 and ext.secret_key not in listed.stdout and ext.access_key not in listed.stdout
     assert json.loads(listed.stdout)[0]["url"] == ext.url
 
@@ -141,7 +135,7 @@ def test_external_sqs_endpoint_mapping(lambdalet_server_factory):
             assert needle not in data, f"{path} holds an external credential in plain text"
 
     # ---- removing the endpoint: new mappings of that queue are refused again
-    assert _lambdalet(home, "sources", "remove-sqs-endpoint", "ext").returncode == 0
+    assert run_lambdalet(home, "sources", "remove-sqs-endpoint", "ext").returncode == 0
     time.sleep(1.5)
     with pytest.raises(lam.exceptions.InvalidParameterValueException):
         lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=fn)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from harness import run_lambdalet
 
 from .e2e_support import create_function, make_zip
 
@@ -54,10 +55,7 @@ def fill_to(path: Path, filler: Path, leave: int) -> None:
 
 
 def status(srv) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "LAMBDALET_DATA_DIR"}
-    env["PYTHONPATH"] = str(REPO / "src")
-    return subprocess.run([sys.executable, "-m", "lambdalet", "status", "--data-dir", str(srv.data_dir), "--json"],
-                          capture_output=True, text=True, env=env, cwd=str(REPO), timeout=60)
+    return run_lambdalet(srv, "status", "--json", timeout=60)
 
 
 def wait_level(srv, level: str, timeout: float = 15.0) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from .e2e_support import create_function, delete_quietly, make_zip, unique
-from .test_function_urls import ECHO, PUBLIC, PUBLIC_INVOKE, _user, assert_forbidden, call
+from .url_support import ECHO, PUBLIC, PUBLIC_INVOKE, assert_forbidden, call, user_with_policy
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,9 @@ def test_invoked_via_url_grant_does_not_allow_the_invoke_api(lam, iam, srv):
     try:
         url = lam.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")["FunctionUrl"]
         arn = srv.function_arn(name)
-        url_only = _user(iam, {"Effect": "Allow", "Action": "lambda:InvokeFunctionUrl", "Resource": arn})
+        url_only = user_with_policy(iam, {"Effect": "Allow", "Action": "lambda:InvokeFunctionUrl", "Resource": arn})
         assert_forbidden(call(srv, url, key=url_only))
-        both = _user(iam, {"Effect": "Allow", "Action": "lambda:InvokeFunctionUrl", "Resource": arn},
+        both = user_with_policy(iam, {"Effect": "Allow", "Action": "lambda:InvokeFunctionUrl", "Resource": arn},
                      {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": arn,
                       "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}})
         reply = call(srv, url, key=both)

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .e2e_support import create_function, delete_quietly, make_zip, unique
 from .tenancy_support import LAMBDA_TRUST, client_as, make_role, second_account
-from .test_function_urls import URL_RE, call, make_public
+from .url_support import URL_RE, call, make_public
 
 # Answers whatever response description the request carries (query `r`: base64url JSON).
 MIRROR = '''

@@ -7,7 +7,6 @@ isolation (OOM, crash recovery) are skipped.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ import sys
 import threading
 import time
 import uuid
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,44 +23,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from .e2e_support import ROLE, WAIT, delete_quietly, describe, expect_error, unique
+from .functions_support import FUNCTIONS, PY_ZIP, host_runs, new_function, zip_dir
 
-FUNCTIONS = Path(__file__).parent / "functions"
 IS_ROOT = os.geteuid() == 0
 AWSLAMBDARIC_CACHE = "/tmp/lambdalet-test-cache/awslambdaric"   # shared with tests/unit/test_sandbox_contract.py
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def zip_dir(*dirs: Path, extra: dict[str, bytes] | None = None) -> bytes:
-    """Zip function sources (later dirs win); `bootstrap` files are executable, as a user would zip them."""
-    files: dict[str, tuple[bytes, int]] = {}
-    for d in dirs:
-        for p in sorted(d.rglob("*")):
-            if p.is_file() and "__pycache__" not in p.parts:
-                rel = p.relative_to(d).as_posix()
-                files[rel] = (p.read_bytes(), 0o755 if p.name == "bootstrap" or os.access(p, os.X_OK) else 0o644)
-    for name, data in (extra or {}).items():
-        files[name] = (data, 0o644)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, (data, mode) in files.items():
-            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (0o100000 | mode) << 16
-            z.writestr(info, data)
-    return buf.getvalue()
-
-
-PY_ZIP = zip_dir(FUNCTIONS / "python_app")
-
-
-def create(lam, *, zip_bytes: bytes = PY_ZIP, runtime: str = "python3.11", handler: str = "app.handler",
-           prefix: str = "inv", **kw) -> str:
-    name = unique(prefix)
-    lam.create_function(FunctionName=name, Runtime=runtime, Handler=handler, Role=ROLE,
-                        Code={"ZipFile": zip_bytes}, **kw)
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
-    return name
 
 
 def invoke(lam, name: str, event=None, **kw) -> tuple[dict, object]:
@@ -104,7 +72,7 @@ def lam(srv):
 @pytest.fixture(scope="module")
 def pyfn(lam):
     """One python3.11 function shared by the read-only behaviour tests."""
-    name = create(lam, MemorySize=256, Timeout=10, Environment={"Variables": {"GREETING": "hello", "EMPTY": ""}})
+    name = new_function(lam, MemorySize=256, Timeout=10, Environment={"Variables": {"GREETING": "hello", "EMPTY": ""}})
     yield name
     delete_quietly(lam, name)
 
@@ -114,7 +82,7 @@ def fns(lam):
     made: list[str] = []
 
     def make(**kw) -> str:
-        made.append(create(lam, **kw))
+        made.append(new_function(lam, **kw))
         return made[-1]
 
     yield make
@@ -288,13 +256,9 @@ def test_out_of_memory(lam, fns):
 
 # ---------------------------------------------------------------------------------------------- other runtimes
 
-def _host_runs(runtime: str) -> bool:
-    """What the server (same venv, same host) discovers: runtime/hostruntimes.py."""
-    from lambdalet.config import Settings
-    return Settings().host_runtimes().runs(runtime)
 
 
-@pytest.mark.skipif(not _host_runs("nodejs22.x"),
+@pytest.mark.skipif(not host_runs("nodejs22.x"),
                     reason="no Node.js 22 on this host (`make install` provisions it from npm into .venv/runtimes)")
 def test_nodejs(lam, fns):
     # nodejs22.x: AWS blocks creating nodejs20.x functions since 2026-06-01 (and so does the catalogue)
@@ -314,7 +278,7 @@ VERSION_APP = (b"import sys\n\ndef handler(event, context):\n"
                b"    return {'version': list(sys.version_info[:2]), 'executable': sys.executable}\n")
 
 
-@pytest.mark.skipif(not _host_runs("python3.12"), reason="no Python 3.12 interpreter on this host")
+@pytest.mark.skipif(not host_runs("python3.12"), reason="no Python 3.12 interpreter on this host")
 def test_python312_runs_on_python312(lam, fns):
     """A python3.12 function runs on a 3.12 interpreter (exec'd, not forked from the server's 3.11)."""
     name = fns(zip_bytes=zip_dir(extra={"app.py": VERSION_APP}), runtime="python3.12")
@@ -548,8 +512,8 @@ def _alive(pids) -> list[int]:
 def test_sigkilled_server_leaves_nothing_and_restart_works(lambdalet_server_factory):
     srv = lambdalet_server_factory()
     lam = srv.client()
-    idle = create(lam, prefix="crash")
-    busy = create(lam, prefix="crash", Timeout=30)
+    idle = new_function(lam, prefix="crash")
+    busy = new_function(lam, prefix="crash", Timeout=30)
     invoke(lam, idle, {})                                  # one idle (frozen) environment
     invoke(lam, busy, {})
     t = threading.Thread(target=lambda: _swallow(lambda: lam.invoke(FunctionName=busy, Payload=b'{"sleep": 20}')),

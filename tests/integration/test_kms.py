@@ -5,16 +5,15 @@ with a server restart keeps everything readable."""
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 
 import pytest
 
-from harness import PYTHON, REPO, child_env
+from harness import run_lambdalet
 
 from .e2e_support import ROLE, WAIT, default_zip, expect_error, unique
-from .test_invoke import PY_ZIP
-from .test_secrets_at_rest import _needles, _scan
+from .functions_support import PY_ZIP
+from .at_rest_support import needles_for, scan
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +120,7 @@ def test_disabled_key_breaks_invoke_and_enabling_heals_it(kms, lam, server):
     assert _invoke_env(lam, name)["SECRET"] == marker
 
     # the variables are sealed under the function's key: not in plain text anywhere in the data dir
-    hits = _scan(server.data_dir, _needles({"env marker": marker.encode()}))
+    hits = scan(server.data_dir, needles_for({"env marker": marker.encode()}))
     assert not hits, "; ".join(hits)
 
 
@@ -149,8 +148,7 @@ def test_master_key_rotation_keeps_data_readable(fresh_server):
 
     srv.stop()
     assert not srv.leaked, srv.leaked
-    res = subprocess.run([PYTHON, "-m", "lambdalet", "keys", "rotate-master", "--data-dir", str(srv.data_dir)],
-                         capture_output=True, text=True, timeout=60, env=child_env(), cwd=str(REPO))
+    res = run_lambdalet(srv, "keys", "rotate-master", timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert (srv.data_dir / "master.key").read_bytes() != master
     srv.start()

@@ -10,7 +10,7 @@ import pytest
 
 from .e2e_support import create_function, delete_quietly, expect_error, unique
 from .tenancy_support import client_as, mapping_role, second_account
-from .test_esm_external import _lambdalet
+from harness import run_lambdalet
 
 
 def _closed_port() -> int:
@@ -25,12 +25,12 @@ def unreachable_endpoint(server):
     name = unique("ops-sqs")
     prefix = f"arn:aws:sqs:eu-west-3:222233334444:{name}"
     address = f"127.0.0.1:{_closed_port()}"
-    res = _lambdalet(server, "sources", "add-sqs-endpoint", "--name", name, "--url", f"https://{address}",
+    res = run_lambdalet(server, "sources", "add-sqs-endpoint", "--name", name, "--url", f"https://{address}",
                      "--queue-arn-prefix", prefix, "--access-key", "AKOPS", "--secret-key-stdin", input="S\n")
     assert res.returncode == 0, res.stderr
     time.sleep(1.5)                # the server re-reads the endpoint file within a second
     yield prefix, address
-    assert _lambdalet(server, "sources", "remove-sqs-endpoint", name).returncode == 0
+    assert run_lambdalet(server, "sources", "remove-sqs-endpoint", name).returncode == 0
 
 
 def test_a_tenant_never_sees_the_operators_endpoint(server, unreachable_endpoint):

@@ -136,7 +136,7 @@ def test_migrations_build_exactly_the_declared_tables_on_postgresql(pg):
 
 
 def test_server_on_postgresql_end_to_end(pg, lambdalet_server_factory, monkeypatch):
-    from .test_invoke import zip_dir
+    from .functions_support import zip_dir
 
     url = pg.create_database()
     # The env var reaches `lambdalet serve` and `lambdalet env` alike (config.default_database_url).

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from .e2e_support import ROLE, WAIT, delete_quietly, make_zip, unique
 from .tenancy_support import BASIC_EXECUTION, LAMBDA_TRUST, SQS_QUEUE_EXECUTION, allow, make_role
-from .test_runtime_sdk import python_sdk
+from .functions_support import python_sdk
 
 SELF_INVOKER = """\
 import json, boto3

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from .e2e_support import delete_quietly, expect_error
-from .test_function_urls import URL_RE, _SniConnection, make_public
-from .test_invoke import FUNCTIONS, PY_ZIP, _host_runs, create, zip_dir
+from .url_support import SniConnection, URL_RE, make_public
+from .functions_support import FUNCTIONS, PY_ZIP, host_runs, new_function, zip_dir
 
-NODE = pytest.mark.skipif(not _host_runs("nodejs22.x"), reason="no Node.js 22 on this host (`make install`)")
+NODE = pytest.mark.skipif(not host_runs("nodejs22.x"), reason="no Node.js 22 on this host (`make install`)")
 CURL = pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="no curl/bash")
 
 
@@ -38,9 +38,9 @@ def lam(srv):
 
 @pytest.fixture(scope="module")
 def node_fn(lam):
-    if not _host_runs("nodejs22.x"):
+    if not host_runs("nodejs22.x"):
         pytest.skip("no Node.js 22 on this host")
-    name = create(lam, zip_bytes=zip_dir(FUNCTIONS / "node_streaming"), runtime="nodejs22.x",
+    name = new_function(lam, zip_bytes=zip_dir(FUNCTIONS / "node_streaming"), runtime="nodejs22.x",
                   handler="index.handler", Timeout=20, prefix="stream")
     yield name
     delete_quietly(lam, name)
@@ -51,7 +51,7 @@ def fns(lam):
     made: list[str] = []
 
     def make(**kw) -> str:
-        made.append(create(lam, prefix="stream", **kw))
+        made.append(new_function(lam, prefix="stream", **kw))
         return made[-1]
     yield make
     for name in made:
@@ -203,7 +203,7 @@ def _stream_get(srv, function_url: str, path: str = "/"):
     """GET with http.client, reading the chunked body as it arrives: (status, headers, [(t, bytes)])."""
     m = URL_RE.fullmatch(function_url)
     ctx = ssl.create_default_context(cafile=str(srv.ca))
-    conn = _SniConnection(int(m["port"]), urlsplit(function_url).hostname, ctx)
+    conn = SniConnection(int(m["port"]), urlsplit(function_url).hostname, ctx)
     try:
         t0 = time.monotonic()
         conn.request("GET", path, headers={"Host": f"{m['id']}.lambda-url.{m['region']}.localhost:{m['port']}"})

@@ -16,11 +16,9 @@ import pytest
 from lambdalet.runtime.hostruntimes import discover_managed
 
 from .e2e_support import make_zip, unique
+from .functions_support import python_sdk
 from .tenancy_support import LAMBDA_TRUST, allow, make_role
 
-python_sdk = pytest.mark.skipif(not discover_managed().get("python3.11") or
-                                not discover_managed().get("python3.11").sdk_dir,
-                                reason="the AWS SDK is not provisioned (make install)")
 NODE_RUNTIMES = [r for r in ("nodejs22.x", "nodejs24.x") if discover_managed().get(r)]
 NODE_SDK_RUNTIMES = [r for r in NODE_RUNTIMES if discover_managed().get(r).sdk_dir]
 node_sdk = pytest.mark.skipif(not NODE_SDK_RUNTIMES, reason="no Node.js runtime with the AWS SDK for JavaScript "

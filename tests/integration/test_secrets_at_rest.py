@@ -10,34 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .at_rest_support import needles_for, scan
 from .e2e_support import HANDLER_CODE, WAIT, create_function, make_zip
-
-
-def _needles(markers: dict[str, bytes]) -> dict[str, bytes]:
-    out = {}
-    for label, m in markers.items():
-        out[label] = m
-        out[label + " (hex)"] = m.hex().encode()
-        out[label + " (utf-16-le)"] = m.decode().encode("utf-16-le")
-        for shift in range(3):  # base64 at every alignment, minus the edge characters
-            enc = base64.b64encode(b"\0" * shift + m)[4:-4]
-            out[f"{label} (base64/{shift})"] = enc
-    return out
-
-
-def _scan(data_dir: Path, needles: dict[str, bytes]) -> list[str]:
-    hits = []
-    files = [p for p in Path(data_dir).rglob("*") if p.is_file()]
-    assert files, f"nothing under {data_dir}"
-    for path in files:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:  # e.g. a -shm/-journal file that went away meanwhile
-            continue
-        for label, needle in needles.items():
-            if needle in data:
-                hits.append(f"{label} found in {path.relative_to(data_dir)} at offset {data.find(needle)}")
-    return hits
 
 
 @pytest.fixture
@@ -67,14 +41,14 @@ def seeded(fresh_server):
 @pytest.mark.slow
 def test_no_plaintext_secrets_in_data_dir(seeded):
     srv, markers, zip_bytes = seeded
-    needles = _needles(markers)
+    needles = needles_for(markers)
     needles["zip (base64 prefix)"] = base64.b64encode(zip_bytes)[:120]
-    hits = _scan(srv.data_dir, needles)
+    hits = scan(srv.data_dir, needles)
     wal = list(Path(srv.data_dir).rglob("*-wal"))
     assert not hits, f"while running (WAL files: {wal}): " + "; ".join(hits)
     srv.stop()
     assert not srv.leaked, srv.leaked
-    hits = _scan(srv.data_dir, needles)
+    hits = scan(srv.data_dir, needles)
     assert not hits, "after stopping: " + "; ".join(hits)
 
 
@@ -94,5 +68,5 @@ def test_no_secrets_in_server_logs(seeded):
     srv, markers, _ = seeded
     srv.stop()
     logs = b"".join(p.read_bytes() for p in srv.log_dir.glob("*.log"))
-    hits = [label for label, needle in _needles(markers).items() if needle in logs]
+    hits = [label for label, needle in needles_for(markers).items() if needle in logs]
     assert not hits, f"server stdout/stderr contain: {hits}"

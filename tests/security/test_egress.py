@@ -27,7 +27,7 @@ import pytest
 from harness import own_server
 from lambdalet.config import Settings
 from lambdalet.sandbox.egress import host_nameservers, link_prefix, table_name
-from test_hostile_platform import create, host_addresses, ok  # same directory (pytest prepends it)
+from .hostile_support import create, host_addresses, ok
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespace sandbox, network namespaces)"),

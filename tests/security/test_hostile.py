@@ -17,6 +17,8 @@ import pytest
 from lambdalet.sandbox import open_backend
 from lambdalet.sandbox.testing import make_request, make_spec, namespace_unavailable_reason, write_code
 
+from .hostile_support import TMP_FILL
+
 pytestmark = pytest.mark.root
 UID_BASE, UID_COUNT = 300_000, 1000
 
@@ -266,19 +268,6 @@ def test_memory_bomb_is_oom_killed(hostile):
     assert not sb.alive
     sb2, r2, p2 = hostile("def handler(e, c):\n    return 'host is fine'\n")
     assert p2 == "host is fine"
-
-
-TMP_FILL = r'''
-import os
-def handler(event, context):
-    n = 0
-    try:
-        with open("/tmp/fill", "wb") as f:
-            while True:
-                f.write(b"x" * (1 << 20)); f.flush(); n += 1
-    except OSError as e:
-        return {"mb": n, "errno": e.errno}
-'''
 
 
 def test_tmp_is_private_and_sized(hostile):

@@ -8,60 +8,20 @@ namespace), so a function reporting os.getuid() tells the host which processes a
 """
 from __future__ import annotations
 
-import io
-import json
 import os
 import socket
 import threading
 import time
 import uuid
-import zipfile
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
+
+from polling import eventually
+
+from .hostile_support import WAIT, create, host_addresses, invoke, ok, procs_of_uid
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespace sandbox)")]
-
-ROLE = "arn:aws:iam::000000000000:role/lambda-role"   # the default role: logs only
-WAIT = {"Delay": 1, "MaxAttempts": 30}
-
-
-# --------------------------------------------------------------------------------------------- helpers
-
-def zip_code(code: str) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        info = zipfile.ZipInfo("app.py", date_time=(2024, 1, 1, 0, 0, 0))
-        info.external_attr = 0o100644 << 16
-        z.writestr(info, code)
-    return buf.getvalue()
-
-
-def create(lam, code: str, prefix: str = "hostile", **kw) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    params = dict(FunctionName=name, Runtime="python3.11", Handler="app.handler", Role=ROLE,
-                  Code={"ZipFile": zip_code(code)}, Timeout=10)
-    params.update(kw)
-    lam.create_function(**params)
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
-    return name
-
-
-def invoke(lam, name: str, event=None, **kw) -> tuple[dict, object]:
-    try:
-        resp = lam.invoke(FunctionName=name, Payload=json.dumps(event if event is not None else {}).encode(), **kw)
-    except ClientError as e:
-        raise AssertionError(f"Invoke {name} failed at the API: {e.response['Error']}") from None
-    raw = resp.pop("Payload").read()
-    return resp, (json.loads(raw) if raw else None)
-
-
-def ok(lam, name: str, event=None, **kw):
-    resp, payload = invoke(lam, name, event, **kw)
-    assert resp["StatusCode"] == 200 and "FunctionError" not in resp, payload
-    return payload
-
 
 CANARY = "def handler(event, context):\n    return {'canary': event.get('n')}\n"
 
@@ -85,20 +45,6 @@ def serving(lam):
     return check
 
 
-def procs_of_uid(uid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                st = os.stat(f"/proc/{d}")
-                state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            if st.st_uid == uid and state not in ("Z", "X"):
-                out.append(int(d))
-    return out
-
-
 def cgroup_dirs_of(pid: int) -> list[str]:
     """Host directories of every v1 controller group (or the v2 group) a host pid belongs to."""
     dirs = []
@@ -109,32 +55,6 @@ def cgroup_dirs_of(pid: int) -> list[str]:
         elif ctrls == "" and path != "/":
             dirs.append(f"/sys/fs/cgroup{path}")
     return [d for d in dirs if "lambdalet-" in d]
-
-
-def wait_until(pred, timeout: float = 5.0, step: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
-
-def host_addresses() -> list[str]:
-    addrs = {"127.0.0.1"}
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))                   # picks the outbound address; sends nothing
-            addrs.add(s.getsockname()[0])
-    except OSError:
-        pass
-    with_hostname = set()
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            with_hostname.add(info[4][0])
-    except OSError:
-        pass
-    return sorted(addrs | with_hostname)
 
 
 # --------------------------------------------------------------------------------------------- network
@@ -296,7 +216,7 @@ def test_timeout_ends_the_environment_and_everything_it_started(server, lam, ser
         r=invoke(server.client(), name, {"mode": "linger", "server_pid": server.pid})))
     caller.start()
     # While it runs, the host sees the daemonized grandchild as one more process of that uid.
-    grew = wait_until(lambda: len(procs_of_uid(uid)) > len(pids), 0.9, 0.01)
+    grew = eventually(lambda: len(procs_of_uid(uid)) > len(pids), 0.9, 0.01)
     caller.join(30)
     resp, payload = done["r"]
     took = time.monotonic() - t0
@@ -305,8 +225,8 @@ def test_timeout_ends_the_environment_and_everything_it_started(server, lam, ser
     assert payload["errorType"] == "Sandbox.Timedout" and "timed out after 1.00 seconds" in payload["errorMessage"]
     assert took < 5, took
     # Nothing of the old environment runs any more: no process of its uid, its cgroups are gone.
-    assert wait_until(lambda: not procs_of_uid(uid), 5), f"still running as uid {uid}: {procs_of_uid(uid)}"
-    assert wait_until(lambda: not any(os.path.isdir(d) for d in cgroups), 5), cgroups
+    assert eventually(lambda: not procs_of_uid(uid), 5, 0.05), f"still running as uid {uid}: {procs_of_uid(uid)}"
+    assert eventually(lambda: not any(os.path.isdir(d) for d in cgroups), 5, 0.05), cgroups
     assert server.proc.poll() is None                   # the SIGTERMs never reached the server
     serving()
 

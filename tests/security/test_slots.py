@@ -19,7 +19,7 @@ import pytest
 from lambdalet.sandbox import open_backend
 from lambdalet.sandbox.testing import make_request, make_spec, namespace_unavailable_reason, write_code
 
-from test_hostile import TMP_FILL  # same directory (pytest prepends it): the /tmp filler, here in a claimed slot
+from .hostile_support import TMP_FILL   # the /tmp filler of test_hostile.py, here in a claimed slot
 
 pytestmark = pytest.mark.root
 UID_BASE, UID_COUNT = 320_000, 200

@@ -20,7 +20,7 @@ from lambdalet.invoke.codecache import CodeCache
 from lambdalet.kms import FunctionKeys, KmsService
 from lambdalet.kms import lambda_keys as LE
 from lambdalet.services.lambda_service import LambdaService
-from tests.unit.test_kms import ACCOUNT, REGION, Env, make_ctx
+from .kms_support import ACCOUNT, REGION, Env, make_ctx
 
 FN1 = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:one"
 FN2 = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:two"

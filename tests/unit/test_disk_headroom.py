@@ -15,7 +15,7 @@ from lambdalet.store import headroom as headroom_mod
 from lambdalet.store.disk_gate import DiskGate, admitting, changes_state, payload_bytes, refusal
 from lambdalet.store.headroom import CRITICAL, LOW, OK, MiB, DiskHeadroom, Marks
 
-from test_logs_store import ACCOUNT, GROUP, REGION, make_db, messages
+from .logs_support import ACCOUNT, GROUP, REGION, make_db, messages
 
 GiB = 1 << 30
 

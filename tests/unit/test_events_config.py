@@ -8,7 +8,7 @@ from lambdalet.events.invoke_config import DEFAULTS, EventInvokeConfigs
 from lambdalet.models.errors import ValidationException, InvalidParameterValueException, ResourceNotFoundException
 from lambdalet.queues import QueueService
 
-from test_services_harness import ACCOUNT, REGION, build_env
+from .services_support import ACCOUNT, REGION, build_env
 
 
 

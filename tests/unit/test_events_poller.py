@@ -24,7 +24,7 @@ from lambdalet.queues import QueueService
 from lambdalet.queues.tables import sqs_messages
 from lambdalet.sandbox.api import InvokeResult
 
-from test_services_harness import ACCOUNT, REGION, build_env, make_ctx
+from .services_support import ACCOUNT, REGION, build_env, make_ctx
 
 
 class FakeInvoker:

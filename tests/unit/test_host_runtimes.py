@@ -12,10 +12,7 @@ from lambdalet.runtime import hostruntimes
 from lambdalet.runtime.hostruntimes import Executor, HostRuntimes, discover
 from lambdalet.services.runtimes import default_catalogue
 
-try:
-    from .test_services_harness import ROLE, env, make_zip  # noqa: F401
-except ImportError:
-    from test_services_harness import ROLE, env, make_zip  # noqa: F401
+from .services_support import make_zip
 
 TODAY = dt.date(2026, 11, 27)
 OWN = f"python{sys.version_info.major}.{sys.version_info.minor}"

@@ -20,12 +20,7 @@ from lambdalet.models.errors import (ValidationException, AccessDeniedException,
 from lambdalet.services import layers
 from lambdalet.services.layers import layer_policies
 
-try:        # tests/unit may become a package one day; work either way
-    from .test_services_harness import (ACCOUNT, OTHER_ACCOUNT, REGION, blob_files, build_env, env,  # noqa: F401
-                                        make_ctx, make_zip)
-except ImportError:
-    from test_services_harness import (ACCOUNT, OTHER_ACCOUNT, REGION, blob_files, build_env, env,  # noqa: F401
-                                       make_ctx, make_zip)
+from .services_support import ACCOUNT, OTHER_ACCOUNT, REGION, blob_files, build_env, make_ctx, make_zip
 
 LAYER = f"arn:aws:lambda:{REGION}:{ACCOUNT}:layer:"
 

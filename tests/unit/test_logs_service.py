@@ -16,7 +16,7 @@ from lambdalet.logs.errors import (
 from lambdalet.logs.patterns import compile_pattern
 from lambdalet.models.context import Caller, RequestContext
 
-from test_logs_store import Clock, make_db  # same directory (pytest prepends it to sys.path)
+from .logs_support import Clock, make_db
 
 ACCOUNT, OTHER = "111122223333", "444455556666"
 GROUP = "/aws/lambda/fn"

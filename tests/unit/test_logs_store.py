@@ -18,26 +18,9 @@ from lambdalet.logs import sink as sink_mod
 from lambdalet.logs import store as store_mod
 from lambdalet.logs.store import LogStore
 from lambdalet.logs.tables import log_batches, log_groups, log_streams
-from lambdalet.store.db import MIGRATIONS_DIR, Database, make_engine
+from lambdalet.store.db import MIGRATIONS_DIR
 
-ACCOUNT, REGION = "111122223333", "us-east-1"
-GROUP = "/aws/lambda/fn"
-TABLES = [log_groups, log_streams, log_batches]
-
-
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def make_db(url: str) -> Database:
-    # Only the log tables: these tests must not depend on other packages' migrations.
-    engine = make_engine(url)
-    log_groups.metadata.create_all(engine, tables=TABLES)
-    return Database(engine)
+from .logs_support import ACCOUNT, GROUP, REGION, TABLES, Clock, make_db, messages
 
 
 @pytest.fixture
@@ -62,12 +45,6 @@ def store(db, keyring, clock):
     s = LogStore(db, keyring, clock=clock, background=False)
     yield s
     s.close()
-
-
-def messages(store, stream="s1", group=GROUP):
-    g = store.get_group(ACCOUNT, REGION, group)
-    st = store.get_stream(g.id, stream)
-    return [e.message for e in store.read_forward(g, st, 0)]
 
 
 # ---------------------------------------------------------------- migration

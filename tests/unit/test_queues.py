@@ -6,57 +6,17 @@ import json
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from lambdalet.config import Settings
-from lambdalet.crypto import DecryptionError, FileKeyMaterialStore, Keyring
-from lambdalet.models.context import Caller, RequestContext
-from lambdalet.queues import QueueService
+from lambdalet.crypto import DecryptionError
 from lambdalet.queues import errors as E
 from lambdalet.queues.service import md5_of_attributes
 from lambdalet.queues.storage import durable_write
 from lambdalet.queues.tables import sqs_messages
-from lambdalet.store.db import open_database
 
-ACCOUNT = "000000000000"
-
-
-def make_ctx(account: str = ACCOUNT, region: str = "us-east-1") -> RequestContext:
-    return RequestContext(Caller(account, f"arn:aws:iam::{account}:user/admin", "AKIATEST", "AIDATEST"),
-                          region, "req-1", "https://127.0.0.1:9000")
-
-
-@pytest.fixture
-def env(tmp_path: Path):
-    data = tmp_path / "data"
-    data.mkdir()
-    db = open_database(f"sqlite:///{data / 'state.db'}")
-    keyring = Keyring.open(os.urandom(32), FileKeyMaterialStore(data / "keys"))
-    svc = QueueService(db, keyring, Settings(data_dir=data))
-    yield svc, data
-    db.close()
-
-
-@pytest.fixture
-def svc(env):
-    return env[0]
-
-
-@pytest.fixture
-def ctx():
-    return make_ctx()
-
-
-def new_queue(svc, ctx, name="q", **attrs) -> str:
-    return svc.create_queue(ctx, {"QueueName": name, "Attributes": {k: str(v) for k, v in attrs.items()}})["QueueUrl"]
-
-
-def receive(svc, ctx, url, **kw):
-    return svc.receive_message(ctx, {"QueueUrl": url, "MessageSystemAttributeNames": ["All"],
-                                     "MessageAttributeNames": ["All"], **kw}).get("Messages", [])
+from .queues_support import ACCOUNT, make_ctx, new_queue, receive
 
 
 # ---------------------------------------------------------------- queues
@@ -442,8 +402,8 @@ def test_retention_expires_messages(svc, ctx):
 
 # ---------------------------------------------------------------- at rest
 
-def test_bodies_and_attributes_are_sealed_at_rest(env, ctx):
-    svc, data = env
+def test_bodies_and_attributes_are_sealed_at_rest(queue_env, ctx):
+    svc, data = queue_env
     url = new_queue(svc, ctx)
     marker = "MARKER-" + os.urandom(8).hex()
     svc.send_message(ctx, {"QueueUrl": url, "MessageBody": f"secret {marker}", "MessageAttributes": {

@@ -18,7 +18,7 @@ from lambdalet.queues import fifo, records
 from lambdalet.queues.tables import sqs_fifo_dedup, sqs_messages
 from lambdalet.store.db import open_database
 
-from test_queues import make_ctx   # noqa: E402  (tests/unit is on sys.path under pytest)
+from .queues_support import make_ctx
 
 ACCOUNT = "000000000000"
 

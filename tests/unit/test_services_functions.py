@@ -10,10 +10,7 @@ import pytest
 from lambdalet.models.errors import (ValidationException, AccessDeniedException, InvalidParameterValueException,
                                      PreconditionFailedException, RequestEntityTooLargeException,
                                      ResourceConflictException, ResourceNotFoundException)
-try:        # tests/unit may become a package one day; work either way
-    from .test_services_harness import ACCOUNT, OTHER_ACCOUNT, REGION, ROLE, blob_files, env, make_ctx, make_zip  # noqa: F401
-except ImportError:
-    from test_services_harness import ACCOUNT, OTHER_ACCOUNT, REGION, ROLE, blob_files, env, make_ctx, make_zip  # noqa: F401
+from .services_support import ACCOUNT, OTHER_ACCOUNT, REGION, ROLE, blob_files, make_ctx, make_zip
 
 ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:"
 

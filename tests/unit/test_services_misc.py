@@ -11,10 +11,7 @@ from lambdalet.models.errors import (ValidationException, AccessDeniedException,
                                      ResourceNotFoundException)
 from lambdalet.services.arns import FunctionRef, Scope, parse_function_ref
 from lambdalet.services.runtimes import RuntimeCatalogue, default_catalogue
-try:        # tests/unit may become a package one day; work either way
-    from .test_services_harness import ACCOUNT, OTHER_ACCOUNT, REGION, build_env, env, make_zip  # noqa: F401
-except ImportError:
-    from test_services_harness import ACCOUNT, OTHER_ACCOUNT, REGION, build_env, env, make_zip  # noqa: F401
+from .services_support import ACCOUNT, OTHER_ACCOUNT, REGION, build_env, make_zip
 
 ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:"
 

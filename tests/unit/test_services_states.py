@@ -6,7 +6,7 @@ import time
 
 from lambdalet.services import states
 
-from test_services_harness import ACCOUNT, env  # noqa: F401  (fixture)
+from .services_support import ACCOUNT
 
 
 def _wait(predicate, timeout: float = 3.0) -> bool:

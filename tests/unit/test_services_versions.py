@@ -5,10 +5,7 @@ import pytest
 
 from lambdalet.models.errors import (ValidationException, InvalidParameterValueException, PreconditionFailedException,
                                      ResourceConflictException, ResourceNotFoundException)
-try:        # tests/unit may become a package one day; work either way
-    from .test_services_harness import ACCOUNT, REGION, env, make_zip  # noqa: F401
-except ImportError:
-    from test_services_harness import ACCOUNT, REGION, env, make_zip  # noqa: F401
+from .services_support import ACCOUNT, REGION, make_zip
 
 ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:"
 

@@ -10,10 +10,7 @@ from lambdalet.services.code_signing import (CodeSigningConfigNotFoundException,
 from lambdalet.signing.package import embed_signature, read_signature
 from lambdalet.signing.profiles import SignerStore
 
-try:
-    from .test_services_harness import ACCOUNT, OTHER_ACCOUNT, REGION, env, make_ctx, make_zip  # noqa: F401
-except ImportError:
-    from test_services_harness import ACCOUNT, OTHER_ACCOUNT, REGION, env, make_ctx, make_zip  # noqa: F401
+from .services_support import ACCOUNT, OTHER_ACCOUNT, REGION, make_ctx, make_zip
 
 
 

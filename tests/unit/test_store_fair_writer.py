@@ -8,7 +8,7 @@ import time
 
 from lambdalet.store.db import FairRLock
 
-from test_queues import ctx, env, new_queue, svc  # noqa: F401  (fixtures)
+from .queues_support import new_queue
 
 
 def test_waiters_are_served_in_arrival_order_and_a_releaser_cannot_barge():
