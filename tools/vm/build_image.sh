@@ -24,6 +24,8 @@ if [[ -f "$out/.done" ]]; then echo "$out"; exit 0; fi
 command -v debootstrap >/dev/null || { echo "build_image.sh: needs debootstrap (apt-get install debootstrap)" >&2; exit 2; }
 
 mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock" && flock 9            # one build at a time; a waiter then finds it done
+if [[ -f "$out/.done" ]]; then echo "$out"; exit 0; fi
 work=$(mktemp -d "$CACHE/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
@@ -74,4 +76,7 @@ mkfs.ext4 -q -L lambdalet-vm -d "$root" "$work/rootfs.img" 3G >&2
 mkdir -p "$out"
 mv "$work/vmlinuz" "$work/initrd.img" "$work/rootfs.img" "$out/"
 touch "$out/.done"
+# images of earlier versions of this script are never booted again (~0.8 GB each)
+find "$CACHE" -mindepth 1 -maxdepth 1 -type d -regextype posix-extended -regex '.*/[0-9a-f]{16}' \
+  ! -name "$key" -exec rm -rf {} +
 echo "$out"
