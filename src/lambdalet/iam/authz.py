@@ -26,6 +26,7 @@ from lambdalet.iam.policy import EXPLICIT_DENY, IDENTITY, IMPLICIT_DENY, Decisio
     Principal, Request, build_context, evaluate, evaluate_scps, parse_policy
 from lambdalet.iam.principals import PrincipalPolicies
 from lambdalet.models.context import Caller, RequestContext
+from lambdalet.models.function_ref import split_function_ref
 from lambdalet.models.errors import AccessDeniedException, AwsError
 
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
@@ -177,19 +178,15 @@ def lambda_actions() -> dict:
     return json.loads(LAMBDA_ACTIONS_PATH.read_text())
 
 
-_FN_ARN = re.compile(r"^(?:arn:(?P<partition>[a-z-]+):lambda:(?P<region>[a-z0-9-]+):)?(?:(?P<account>\d{12}):)?"
-                     r"(?:function:)?(?P<name>[A-Za-z0-9_-]+)(?::(?P<qualifier>\$LATEST|[A-Za-z0-9_-]+))?$")
-
-
 _LAYER_ARN = re.compile(r"^arn:[a-z-]+:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):layer:(?P<name>[A-Za-z0-9_-]+)$")
 
 
 def _function_parts(value: str) -> tuple[str | None, str | None, str, str | None]:
-    """FunctionName as Lambda accepts it: name, partial ARN (123:function:name) or ARN, maybe qualified."""
-    m = _FN_ARN.match(value or "")
-    if not m:
+    """FunctionName as the service reads it (models/function_ref.py): region, account, name, qualifier."""
+    m = split_function_ref(value or "")
+    if m is None:
         return None, None, value, None
-    return m["region"], m["account"], m["name"], m["qualifier"]
+    return m.region, m.account, m.name, m.qualifier
 
 
 def _dig(params: Mapping[str, Any], path: str) -> Any:

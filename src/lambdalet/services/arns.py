@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from lambdalet.models.context import RequestContext
+from lambdalet.models.function_ref import split_function_ref
 from lambdalet.models.errors import (AccessDeniedException, InvalidParameterValueException,
                                      ResourceNotFoundException, constraint_text, validation_error)
 from lambdalet.services.validation import constraint_error
@@ -23,14 +24,6 @@ from lambdalet.services.validation import constraint_error
 PARTITION = "aws"
 NAME_MAX = 64
 REF_MAX = 140      # botocore's FunctionName max: a full ARN with a qualifier
-_REGION = r"(?:eusc-)?[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d"
-_REF_RE = re.compile(
-    r"(?:arn:(?P<partition>aws[a-zA-Z-]*)?:lambda:)?"
-    rf"(?:(?P<region>{_REGION}):)?"
-    r"(?:(?P<account>\d{12}):)?"
-    r"(?:function:)?"
-    r"(?P<name>[a-zA-Z0-9_-]+)"
-    r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?")
 REF_PATTERN = (r"(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?"
                r"([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?")
 QUALIFIER_RE = re.compile(r"[a-zA-Z0-9$_-]{1,128}")
@@ -72,26 +65,26 @@ def parse_function_ref(scope: Scope, value, *, caller_arn: str = "", action: str
     creating = action == "CreateFunction"
     if len(value) > REF_MAX and creating:
         raise constraint_error(value, "functionName", f"Member must have length less than or equal to {REF_MAX}")
-    m = _REF_RE.fullmatch(value)
-    if not m:
+    m = split_function_ref(value)
+    if m is None:
         if creating:
             raise constraint_error(value, "functionName", f"Member must satisfy regular expression pattern: {REF_PATTERN}")
         raise ResourceNotFoundException(f"Function not found: {function_arn(scope.region, scope.account_id, value)}")
-    name = m["name"]
-    if m["account"] and m["account"] != scope.account_id:
-        resource = function_arn(m["region"] or scope.region, m["account"], name, m["qualifier"])
+    name = m.name
+    if m.account and m.account != scope.account_id:
+        resource = function_arn(m.region or scope.region, m.account, name, m.qualifier)
         raise AccessDeniedException(f"User: {caller_arn or 'caller'} is not authorized to perform: lambda:{action} "
                                     f"on resource: {resource} because no resource-based policy allows the "
                                     f"lambda:{action} action")
-    if m["region"] and m["region"] != scope.region:
-        raise ResourceNotFoundException(f"Functions from '{m['region']}' are not reachable in this region "
+    if m.region and m.region != scope.region:
+        raise ResourceNotFoundException(f"Functions from '{m.region}' are not reachable in this region "
                                         f"('{scope.region}')")
     if len(name) > NAME_MAX:
         if creating:      # the service's own check: AWS answers InvalidParameterValueException (recorded)
             raise InvalidParameterValueException(validation_error([constraint_text(
                 value, "functionName", f"Member must have length less than or equal to {NAME_MAX}")]).message)
-        raise ResourceNotFoundException(f"Function not found: {function_arn(scope.region, scope.account_id, name, m['qualifier'])}")
-    return FunctionRef(name, m["qualifier"])
+        raise ResourceNotFoundException(f"Function not found: {function_arn(scope.region, scope.account_id, name, m.qualifier)}")
+    return FunctionRef(name, m.qualifier)
 
 
 def merge_qualifier(ref: FunctionRef, qualifier) -> FunctionRef:
