@@ -10,7 +10,7 @@ import pytest
 
 from lambdalet.invoke.codecache import CodeCache
 from lambdalet.invoke.concurrency import ACCOUNT_EXCEEDED, RESERVED_EXCEEDED, ConcurrencyLimiter
-from lambdalet.invoke.invoker import pick_weighted
+from lambdalet.services.resolver import AliasRouting
 from lambdalet.invoke.pool import EnvironmentPool, PoolKey
 from lambdalet.models.errors import TooManyRequestsException
 
@@ -146,12 +146,13 @@ def test_reserved_and_account_limits_throttle_with_aws_reasons():
     assert lim.in_flight("a", "f") == 0
 
 
-def test_weighted_routing():
-    assert pick_weighted("1", {"2": 0.3}, rnd=lambda: 0.1) == "2"
-    assert pick_weighted("1", {"2": 0.3}, rnd=lambda: 0.5) == "1"
+def test_weighted_routing():     # AliasRouting.pick: what targets.py routes each invocation with
+    assert AliasRouting("live", "1", "2", 0.3).pick(0.1) == "2"
+    assert AliasRouting("live", "1", "2", 0.3).pick(0.5) == "1"
     counts = {"1": 0, "2": 0}
+    routing = AliasRouting("live", "1", "2", 0.25)
     for _ in range(4000):
-        counts[pick_weighted("1", {"2": 0.25})] += 1
+        counts[routing.pick()] += 1
     assert 800 < counts["2"] < 1200
 
 

@@ -7,7 +7,6 @@ import binascii
 import contextlib
 import json
 import logging
-import random
 import threading
 import time
 import uuid
@@ -291,16 +290,6 @@ class Invoker:
         self.code.clear()
         if self.layers is not None:
             self.layers.clear()
-
-
-def pick_weighted(primary: str, weights: dict[str, float], rnd: Callable[[], float] = random.random) -> str:
-    """Weighted alias routing: each additional version gets its weight, the primary the rest."""
-    r, acc = rnd(), 0.0
-    for version, weight in sorted(weights.items()):
-        acc += weight
-        if r < acc:
-            return version
-    return primary
 
 
 class _Leases:
