@@ -25,7 +25,7 @@ PYTHON_SDK := boto3==1.44.18
 # `nodejs22.x=3.x.y` after it pins one runtime apart. Optional: without it, functions bundle their SDK.
 NODE_SDK := 3.1178.0
 
-.PHONY: install install-test serve test lint clean python-sdk node-sdk
+.PHONY: install install-test serve test test-fast lint clean python-sdk node-sdk
 
 install: $(STAMP) $(NODE22)/.stamp $(NODE24)/.stamp python-sdk node-sdk
 
@@ -70,6 +70,11 @@ serve: install
 
 test: install-test
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+# The inner loop: tests/unit (no server, no real processes: those are in tests/processes), without
+# the tests marked root or slow. `make test` stays the whole suite.
+test-fast: install-test
+	$(BIN)/python -m pytest -q -ra -m "not root and not slow" tests/unit $(PYTEST_ARGS)
 
 # Lint (ruff), the layering (import-linter's contracts for DESIGN's "never" rules, then no import up
 # the layer order: tools/import_layers.py) and types (mypy on the packages that hold it): pyproject.toml.

@@ -26,7 +26,7 @@ from .e2e_support import ROLE, WAIT, delete_quietly, describe, expect_error, uni
 from .functions_support import FUNCTIONS, PY_ZIP, host_runs, new_function, zip_dir
 
 IS_ROOT = os.geteuid() == 0
-AWSLAMBDARIC_CACHE = "/tmp/lambdalet-test-cache/awslambdaric"   # shared with tests/unit/test_sandbox_contract.py
+AWSLAMBDARIC_CACHE = "/tmp/lambdalet-test-cache/awslambdaric"   # shared with tests/processes/test_sandbox_contract.py
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -485,6 +485,7 @@ def test_window_waits_for_a_full_batch(started):
     assert started.esm.poller(uuid).stats.batches == 1
 
 
+@pytest.mark.slow
 def test_concurrency_scales_up_to_maximum_concurrency(started):
     started.caller.delay_s = 0.3
     started.send("q", *[f"m{i}" for i in range(60)])

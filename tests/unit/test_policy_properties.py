@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from lambdalet.iam.conditions import ContextValues
@@ -92,6 +93,7 @@ def matches(stmt: dict, req) -> bool:
 
 
 SETTINGS = settings(max_examples=300, deadline=None)
+pytestmark = pytest.mark.slow   # 300 examples a property: minutes in all
 
 
 @SETTINGS

@@ -1,6 +1,6 @@
 """The execution-environment contract every isolation backend implements.
 
-Rules (the shared suite in tests/unit/test_sandbox_contract.py checks them against every backend):
+Rules (the shared suite in tests/processes/test_sandbox_contract.py checks them against every backend):
 - A `Backend` is created once per server (`open_backend(name, **options)`) and owns shared
   resources (fork server, uid pool, cgroup parent). `backend.create(spec)` returns a `Sandbox`
   for exactly ONE function version of one account; it is never reused for anything else.

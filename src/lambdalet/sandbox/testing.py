@@ -1,4 +1,4 @@
-"""Helpers for the shared backend compliance suite (tests/unit/test_sandbox_contract.py) and the
+"""Helpers for the shared backend compliance suite (tests/processes/test_sandbox_contract.py) and the
 hostile-function tests; kept in the package so any new backend can run the same suite."""
 from __future__ import annotations
 

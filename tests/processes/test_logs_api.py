@@ -23,7 +23,7 @@ from lambdalet.crypto import Keyring, MemoryKeyMaterialStore
 from lambdalet.logs import LogsService, LogStore
 from lambdalet.models.context import Caller
 
-from .logs_support import make_db
+from unit.logs_support import make_db
 
 ACCOUNT = "000000000000"
 AKID, SECRET = "AKIDLOGSTEST00000001", "logs-test-secret-key-0123456789abcdefghijk"
