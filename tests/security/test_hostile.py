@@ -17,7 +17,7 @@ import pytest
 from lambdalet.sandbox import open_backend
 from lambdalet.sandbox.testing import make_request, make_spec, namespace_unavailable_reason, write_code
 
-from .hostile_support import TMP_FILL
+from .hostile_support import ATTACKS, CONNECT, TMP_FILL
 
 pytestmark = pytest.mark.root
 UID_BASE, UID_COUNT = 300_000, 1000
@@ -88,64 +88,6 @@ def hostile(backend, tmp_path):
     assert "lambdalet-root" not in _mounts()
 
 
-ATTACKS = r'''
-import ctypes, errno, os, socket
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
-def err(rc):
-    return 0 if rc == 0 else ctypes.get_errno()
-def handler(event, context):
-    out = {}
-    out["mount"] = err(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))
-    out["umount"] = err(libc.umount2(b"/var/task", 2))
-    out["unshare_user"] = err(libc.unshare(0x10000000))
-    out["unshare_net"] = err(libc.unshare(0x40000000))
-    out["ptrace_init"] = err(libc.ptrace(16, 1, None, None))          # PTRACE_ATTACH to PID 1
-    try:
-        os.open("/proc/1/ns/net", os.O_RDONLY); out["open_init_ns"] = 0
-    except OSError as e:
-        out["open_init_ns"] = e.errno
-    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
-    out["setns"] = err(libc.setns(fd, 0))
-    out["chroot"] = err(libc.chroot(b"/tmp"))
-    out["clone_newpid"] = err(libc.syscall(56, 0x20000000 | 17, 0, 0, 0, 0)) if True else None
-    out["clone3"] = err(libc.syscall(435, 0, 0))
-    out["bpf"] = err(libc.syscall(321, 0, 0, 0))
-    out["keyctl"] = err(libc.syscall(250, 0, 0, 0))
-    out["personality"] = err(libc.syscall(135, 0xffffffff))
-    out["io_uring_setup"] = err(libc.syscall(425, 1, 0))
-    out["userfaultfd"] = err(libc.syscall(323, 0))
-    out["perf_event_open"] = err(libc.syscall(298, 0, 0, -1, -1, 0))
-    out["kexec_load"] = err(libc.syscall(246, 0, 0, 0, 0))
-    out["init_module"] = err(libc.syscall(175, 0, 0, 0))
-    for p in ("/etc/shadow", "/root", "/root/.bash_history", "/home", "/work", "/sys/fs/cgroup", "/var/run/docker.sock"):
-        out["exists:" + p] = os.path.exists(p)
-    try:
-        open("/var/task/evil.py", "w").write("x"); out["write_task"] = 0
-    except OSError as e:
-        out["write_task"] = e.errno
-    try:
-        open("/usr/bin/evil", "w"); out["write_usr"] = 0
-    except OSError as e:
-        out["write_usr"] = e.errno
-    try:
-        open("/evil", "w"); out["write_root"] = 0
-    except OSError as e:
-        out["write_root"] = e.errno
-    open("/tmp/ok", "w").write("tmp is writable")
-    status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
-    out["status"] = {k: status[k].strip() for k in ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
-                                                    "NoNewPrivs", "Seccomp", "Groups")}
-    out["uid"] = os.getuid()
-    out["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
-    out["hostname"] = socket.gethostname()
-    out["ifaces"] = sorted(n for _, n in socket.if_nameindex())
-    out["cgroup"] = open("/proc/self/cgroup").read()
-    out["mounts"] = open("/proc/self/mounts").read()
-    return out
-'''
-
-
 def test_privileged_operations_are_refused(hostile):
     sb, r, p = hostile(ATTACKS)
     assert r.function_error is None, p
@@ -178,22 +120,6 @@ def test_sees_only_its_own_processes(hostile):
     assert p["hostname"] == "lambdalet"
     assert p["ifaces"] == ["lo"]
     assert p["cgroup"].strip().endswith(":/")           # cgroup namespace: its own group is the root
-
-
-CONNECT = r'''
-import socket
-def handler(event, context):
-    out = {}
-    for host in event["hosts"]:
-        s = socket.socket(); s.settimeout(1)
-        try:
-            s.connect((host, event["port"])); out[host] = "connected"
-        except OSError as e:
-            out[host] = type(e).__name__ + ":" + str(e.errno)
-        finally:
-            s.close()
-    return out
-'''
 
 
 def _host_addresses() -> list[str]:

@@ -15,9 +15,8 @@ import pytest
 
 from polling import eventually
 
-from .hostile_support import create, host_addresses, invoke, ok
+from .hostile_support import ATTACKS, CONNECT, create, host_addresses, invoke, ok
 from .rootless_support import rootless_server_fixture
-from .test_hostile import ATTACKS, CONNECT
 
 pytestmark = pytest.mark.root
 ENV_UID = 993
@@ -161,7 +160,7 @@ def test_tasks_are_bounded_per_environment(lam, serving):
     serving()
 
 
-TMP_FILL = r'''
+TMP_FILL_AND_FREE = r'''
 import os
 def handler(event, context):
     n = 0
@@ -176,7 +175,7 @@ def handler(event, context):
 
 
 def test_tmp_is_sized_as_ephemeral_storage(lam, serving):
-    p = ok(lam, create(lam, TMP_FILL, EphemeralStorage={"Size": 512}, MemorySize=1024, Timeout=60))
+    p = ok(lam, create(lam, TMP_FILL_AND_FREE, EphemeralStorage={"Size": 512}, MemorySize=1024, Timeout=60))
     assert p["errno"] == 28 and 500 <= p["mb"] <= 512, p
     serving()
 
