@@ -19,3 +19,10 @@ def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 
         if got or time.monotonic() >= deadline:
             return got
         time.sleep(interval)
+
+
+def wait_for(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.2, what: str = "condition") -> T:
+    """eventually(), failing the test when the time is up."""
+    got = eventually(check, timeout, interval)
+    assert got, f"timed out after {timeout} s waiting for {what}"
+    return got

@@ -3,8 +3,9 @@ confused-deputy and KMS condition-key tests): real IAM calls through boto3, exce
 which is made the way an operator does it (Directory.create_account + an administrator key)."""
 from __future__ import annotations
 
+from polling import eventually  # noqa: F401  (the one poll helper, for this module's users)
+
 import json
-import time
 
 from lambdalet.config import Settings
 from lambdalet.iam import IdentityStore
@@ -71,16 +72,6 @@ def make_role(iam, trust: dict, *statements: dict, managed: tuple[str, ...] = ()
 
 def role_name(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
-
-
-def eventually(check, timeout: float = 20.0, interval: float = 0.2):
-    """The first truthy result of check() within `timeout` seconds, else the last result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got or time.monotonic() >= deadline:
-            return got
-        time.sleep(interval)
 
 
 # ---- the roles AWS asks for, as a tenant would make them (used by the event tests too)

@@ -21,20 +21,11 @@ from botocore.exceptions import ClientError
 from lambdalet.audit.tables import audit_events
 
 from harness import run_lambdalet
+from polling import wait_for
 
 
 def digest_files(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*_CloudTrail-Digest_*.json"), key=lambda p: p.name)
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sql(db_path: Path, script: str) -> None:

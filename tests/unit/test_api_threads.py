@@ -7,6 +7,7 @@ Plain asyncio (`asyncio.run` inside sync tests). Blocking fns wait on threading 
 timeouts and every test releases them, so a failure never leaves a thread stuck."""
 from __future__ import annotations
 
+from functools import partial
 import asyncio
 import itertools
 import threading
@@ -16,6 +17,8 @@ import traceback
 import pytest
 
 from lambdalet.api.threads import WorkerThreads
+
+from polling import wait_for
 
 TIMEOUT_S = 2.0
 _ids = itertools.count(1)
@@ -40,12 +43,7 @@ def threads_of(workers: WorkerThreads) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(workers.name + "-")]
 
 
-def wait_until(cond, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.002)
+wait_until = partial(wait_for, timeout=TIMEOUT_S, interval=0.002)
 
 
 async def until(cond, timeout: float = TIMEOUT_S) -> None:

@@ -6,6 +6,7 @@ on other components' migrations; `test_migration_0005_builds_the_table` checks t
 """
 from __future__ import annotations
 
+from functools import partial
 import hashlib
 import importlib.util
 import io
@@ -38,6 +39,8 @@ from lambdalet.sandbox.api import InvokeResult
 from lambdalet.services.lambda_service import LambdaService
 from lambdalet.store.db import MIGRATIONS_DIR, Database, make_engine
 from lambdalet.store.schema import metadata
+
+import polling
 
 ACCOUNT = "123456789012"
 OTHER = "210987654321"
@@ -169,13 +172,7 @@ def started(env):
     return env
 
 
-def wait_for(cond, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = partial(polling.wait_for, timeout=15.0, interval=0.05)
 
 
 # ============================================================================ API

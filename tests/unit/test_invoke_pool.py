@@ -5,14 +5,16 @@ import stat
 import threading
 import time
 import zipfile
+from functools import partial
 
 import pytest
 
 from lambdalet.invoke.codecache import CodeCache
 from lambdalet.invoke.concurrency import ACCOUNT_EXCEEDED, RESERVED_EXCEEDED, ConcurrencyLimiter
-from lambdalet.services.resolver import AliasRouting
 from lambdalet.invoke.pool import EnvironmentPool, PoolKey
 from lambdalet.models.errors import TooManyRequestsException
+from lambdalet.services.resolver import AliasRouting
+from polling import wait_for
 
 
 class FakeSandbox:
@@ -95,11 +97,7 @@ def test_close_destroys_environments_still_waiting_to_be_destroyed():
     assert a.destroyed == 1 and b.destroyed == 1
 
 
-def _wait_for(cond, timeout_s: float = 2.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.005)
+_wait_for = partial(wait_for, timeout=2.0, interval=0.005)
 
 
 def test_dead_environments_are_not_reused_and_idle_ones_are_reaped():

@@ -1,6 +1,9 @@
 """The pool's budget of live environments (invoke/envbudget.py) and its watch on the control plane,
 with fake sandboxes. Issue 21.5; the real-server proof is tests/security/test_tenant_limits.py."""
 import time
+from functools import partial
+
+from polling import wait_for
 
 import pytest
 
@@ -133,8 +136,4 @@ def test_a_failing_check_keeps_environments(pools):
     assert not sb.destroyed
 
 
-def _wait_for(cond, timeout=2.0):
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.005)
+_wait_for = partial(wait_for, timeout=2.0, interval=0.005)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from functools import partial
 
 from lambdalet.sandbox.slots import Slot, SlotPool
+from polling import eventually
 
 
 class Fake:
@@ -28,13 +30,7 @@ class Fake:
             self.destroyed.append(slot)
 
 
-def _until(cond, timeout_s: float = 5.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.005)
-    return True
+_until = partial(eventually, timeout=5.0, interval=0.005)
 
 
 def _pool(fake: Fake, **kw) -> SlotPool:

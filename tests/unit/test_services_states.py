@@ -2,20 +2,14 @@
 and the thread ends when there is nothing left to do (no thread per idle service lingers)."""
 from __future__ import annotations
 
-import time
+from functools import partial
 
 from lambdalet.services import states
+from polling import eventually
 
 from .services_support import ACCOUNT
 
-
-def _wait(predicate, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
+_wait = partial(eventually, timeout=3.0, interval=0.01)
 
 
 def test_transition_then_idle_exit(env, monkeypatch):  # noqa: F811
