@@ -32,8 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from lambdalet.iam.policy import EXPLICIT_DENY, IMPLICIT_DENY, Decision, Principal, Request, build_context, \
-    evaluate
+from lambdalet.iam.evaluation import EXPLICIT_DENY, IMPLICIT_DENY, Decision, service_may_assume
 from lambdalet.models.context import Caller
 
 _ROLE_ARN = re.compile(r"^arn:aws:iam::(\d{12}):role/(?:[\x21-\x7e]*/)?([\w+=,.@-]{1,64})$")
@@ -148,14 +147,11 @@ class RoleAuthority:
         role, trust = found
         if role_arn != role["Arn"] and role_arn != f"arn:aws:iam::{parsed[0]}:role/{parsed[1]}":
             return False
-        who = Principal.from_arn(service)
         keys = self._global_keys(None)
         keys["aws:SourceAccount"] = source_account
         if source_arn:
             keys["aws:SourceArn"] = source_arn
-        decision = evaluate(Request(who, "sts:AssumeRole", role["Arn"], build_context(who, keys)), (), trust,
-                            source_account, resource_policy_required=True)
-        return bool(decision.allowed)
+        return bool(service_may_assume(service, role["Arn"], trust, source_account, keys).allowed)
 
     def pass_role(self, caller: Caller, role_arn: str, service: str, *, associated_arn: str | None = None,
                   context: dict | None = None) -> Decision:

@@ -1,5 +1,5 @@
 """IAM's entry point for another service that evaluates a policy itself: "may this principal do this,
-under this resource policy?". kms/, invoke/ and queues/ import from here (and iam.authz's Authorizer
+under this resource policy?". kms/, invoke/, queues/ and events/ import from here (and iam.authz's Authorizer
 for decisions that read the caller's identity policies), never the engine in iam/policy.py, so the
 evaluation logic can change behind these few calls.
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from lambdalet.iam.authz import principal_of, request_context
-from lambdalet.iam.policy import (ADMINISTRATOR_ACCESS, Decision, MalformedPolicy, Policy, Principal, is_allowed,
-                                  parse_policy)
+from lambdalet.iam.policy import (ADMINISTRATOR_ACCESS, EXPLICIT_DENY, IMPLICIT_DENY, Decision, MalformedPolicy,
+                                  Policy, Principal, is_allowed, parse_policy)
 from lambdalet.models.context import Caller
 
-__all__ = ["Decision", "MalformedPolicy", "check_resource_policy", "key_policy_decision", "request_context",
-           "service_may_assume"]
+__all__ = ["EXPLICIT_DENY", "IMPLICIT_DENY", "Decision", "MalformedPolicy", "check_resource_policy",
+           "key_policy_decision", "request_context", "service_may_assume"]
 
 _IDENTITY_ALLOWS_ALL = parse_policy(ADMINISTRATOR_ACCESS, label="identity")
 
