@@ -66,6 +66,11 @@ def sweep_stale(base: Path, keep: Path) -> list[str]:
         if path == keep:
             continue
         try:
+            if os.geteuid() != 0 and entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue                   # rootless: another user's server (root's, say), not ours to sweep
+        except FileNotFoundError:
+            continue
+        try:
             fd = os.open(path / LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:          # no owner lock: an older server's; only an empty one goes
             try:
