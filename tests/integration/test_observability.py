@@ -245,8 +245,18 @@ def test_metrics_count_invocations_errors_and_throttles(srv, lam, fns):
         assert not any(k in ("request_id", "requestId") for k, _ in labels), n
 
 
-def test_metrics_listener_is_off_unless_asked(fresh_server):
+def test_defaults_text_lines_and_no_metrics_listener(fresh_server):
+    """By default: no metrics listener at all, and the log in text with key=value fields."""
     assert "metrics_url" not in fresh_server.endpoint
+    rid = fresh_server.client().list_functions()["ResponseMetadata"]["RequestId"]
+    deadline = time.monotonic() + 10
+    while not [line for line in fresh_server.stderr_path.read_text().splitlines() if rid in line]:
+        assert time.monotonic() < deadline, fresh_server.log_text()
+        time.sleep(0.2)
+    [line] = [line for line in fresh_server.stderr_path.read_text().splitlines() if rid in line]
+    assert (f" INFO lambdalet.request: api-request account={fresh_server.account_id} service=lambda "
+            f"operation=ListFunctions status=200 latency_ms=") in line
+    assert line.endswith(f"request_id={rid} source_ip=127.0.0.1")
 
 
 # ------------------------------------------------------------------------------------------ status
