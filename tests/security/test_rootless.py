@@ -225,3 +225,26 @@ def test_an_idle_environment_is_stopped_and_resumes(rootless, lam):
     assert env
     assert eventually(stopped, timeout=5), "the idle environment's processes were not stopped"
     assert ok(lam, name) == 2                        # the same environment, resumed
+
+
+WRITE_SECRET = "def handler(event, context):\n    open('/tmp/secret', 'w').write(event['secret'])\n    return 'ok'\n"
+LOOK_FOR_IT = r'''
+import glob, os
+def handler(event, context):
+    found = []
+    for path in ["/tmp/secret"] + glob.glob("/proc/*/root/tmp/secret") + glob.glob("/proc/*/cwd/../tmp/secret"):
+        try:
+            found.append((path, open(path).read()))
+        except OSError:
+            pass
+    return {"found": found, "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+'''
+
+
+def test_another_functions_tmp_and_processes_are_invisible(lam):
+    """Every environment runs as the same host uid here, so only the namespaces keep them apart."""
+    secret = os.urandom(8).hex()
+    assert ok(lam, create(lam, WRITE_SECRET), {"secret": secret}) == "ok"
+    p = ok(lam, create(lam, LOOK_FOR_IT))
+    assert not any(secret in content for _, content in p["found"]), p
+    assert len(p["pids"]) <= 3, p["pids"]
