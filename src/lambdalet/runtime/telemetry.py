@@ -102,7 +102,8 @@ class Subscriber:
             end = time.monotonic() + timeout
             while len(self.queue) < self.buffering["maxItems"] and (left := end - time.monotonic()) > 0:
                 self.cond.wait(left)
-            batch, size = [], 2
+            batch: list[bytes] = []
+            size = 2
             while self.queue and len(batch) < self.buffering["maxItems"]:
                 if batch and size + len(self.queue[0]) + 1 > self.buffering["maxBytes"]:
                     break
@@ -202,7 +203,7 @@ class Telemetry:
         *complete, rest = partial.split(b"\n")
         if len(rest) > MAX_LINE:
             complete.append(rest)
-            rest = b""
+            rest = bytearray()
         partial[:] = rest
         for line in complete:
             if line.strip():
