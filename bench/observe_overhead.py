@@ -4,9 +4,12 @@ directory), one running this tree, each with its defaults (--log-level info: one
 the invocation counters and histogram), the same hello-world function on both, warm Invokes
 interleaved one by one between them so that the machine's noise falls on both alike.
 
-    sudo .venv/bin/python bench/observe_overhead.py [--rev 91080ab] [--n 1500]
+    sudo .venv/bin/python bench/observe_overhead.py [--rev da444f5] [--n 1500]
 
-Prints p50 / p90 / p99 / mean per server and the difference. The servers' data dirs and the archive
+Prints p50 / p90 / p99 / mean per server and the difference. Measured on the shared 2-core test box
+(load average 9-12), two runs: p50 7.30 -> 6.88 ms (800 Invokes each), 5.95 -> 5.70 ms (1,000): no
+difference above the noise. In process, a request line with its counter costs 15-25 us (a constant
+stdlib log.info: 10-13 us) and an invocation's metrics 4-6 us. The servers' data dirs and the archive
 are removed at the end; their stderr (the log) is kept only long enough to count its request lines.
 """
 from __future__ import annotations
@@ -87,7 +90,7 @@ def _stats(ms: list[float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rev", default="91080ab", help="the tree before observe/ (default: its parent commit)")
+    ap.add_argument("--rev", default="da444f5", help="the tree before observe/ (default: the parent of its first commit)")
     ap.add_argument("--n", type=int, default=1500, help="warm Invokes per server")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="observe-bench-"))
