@@ -51,7 +51,7 @@ class Sending(QueueCore):
             total += len(body.encode("utf-8", "surrogatepass"))
             try:
                 total += _attr_size(e.get("MessageAttributes") or {})
-            except (KeyError, AttributeError):
+            except (KeyError, AttributeError, TypeError):   # malformed: _prepare refuses the entry below
                 pass
         limit = queue.int_attr("MaximumMessageSize")
         if total > limit:
