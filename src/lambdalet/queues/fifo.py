@@ -1,4 +1,5 @@
-"""FIFO queues: what differs from a standard queue, kept out of service.py (which calls in here).
+"""FIFO queues: what differs from a standard queue, kept out of the queue service's modules (queue_ops.py,
+attributes.py, sending.py, receiving.py call in here).
 
 As the SQS Developer Guide documents them:
 - A FIFO queue's name ends in `.fifo` and it is created with FifoQueue=true (one without the other is
