@@ -51,11 +51,6 @@ def srv(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lam(srv):
-    return srv.client()
-
-
-@pytest.fixture(scope="module")
 def sqs(srv):
     return srv.client("sqs")
 

@@ -19,11 +19,6 @@ def srv(request):
     return request.getfixturevalue("server")
 
 
-@pytest.fixture(scope="module")
-def lam(srv):
-    return srv.client()
-
-
 def _get(srv, url: str) -> requests.Response:
     return requests.get(url, verify=srv.ca, timeout=30)
 

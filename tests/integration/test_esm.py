@@ -50,11 +50,6 @@ def handler(event, context):
 
 
 @pytest.fixture(scope="module")
-def srv(function_server):
-    return function_server
-
-
-@pytest.fixture(scope="module")
 def lam(srv):
     return srv.client("lambda")
 

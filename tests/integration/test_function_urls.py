@@ -44,11 +44,6 @@ def srv(request):
 
 
 @pytest.fixture(scope="module")
-def lam(srv):
-    return srv.client()
-
-
-@pytest.fixture(scope="module")
 def iam(srv):
     return srv.client("iam")
 

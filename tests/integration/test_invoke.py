@@ -60,16 +60,6 @@ def wait_updated(lam, name: str) -> None:
 # ---------------------------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def srv(function_server):
-    return function_server
-
-
-@pytest.fixture(scope="module")
-def lam(srv):
-    return srv.client()
-
-
-@pytest.fixture(scope="module")
 def pyfn(lam):
     """One python3.11 function shared by the read-only behaviour tests."""
     name = new_function(lam, MemorySize=256, Timeout=10, Environment={"Variables": {"GREETING": "hello", "EMPTY": ""}})

@@ -29,21 +29,6 @@ def handler(event, context):
 
 
 @pytest.fixture(scope="module")
-def srv(request, tmp_path_factory):
-    if os.geteuid() == 0:
-        yield request.getfixturevalue("server")
-        return
-    import harness
-    own = harness.LambdaletServer(tmp_path_factory.mktemp("lambdalet-logs"), ("--sandbox", "process"))
-    try:
-        own.start()
-    except harness.ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield own
-    harness.stop_and_check(own)
-
-
-@pytest.fixture(scope="module")
 def invoked(srv):
     """One function, invoked twice; yields (name, [(marker, request_id)])."""
     lam = srv.client("lambda")

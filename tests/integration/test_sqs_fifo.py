@@ -27,11 +27,6 @@ def _name(prefix: str = "fifo") -> str:
 
 
 @pytest.fixture(scope="module")
-def srv(function_server):
-    return function_server
-
-
-@pytest.fixture(scope="module")
 def sqs(srv):
     return srv.client("sqs")
 

@@ -11,10 +11,7 @@ import uuid
 
 import pytest
 
-from lambdalet.crypto.keyring import Keyring, MemoryKeyMaterialStore
-from lambdalet.iam import IdentityStore
 from lambdalet.iam.authz import Authorizer
-from lambdalet.iam.directory import Directory
 from lambdalet.invoke.credentials import (CANNOT_ASSUME, DEFAULT_ROLE_NAME, LAMBDA_TRUST_POLICY, ExecutionRoles,
                                           ensure_default_role)
 from lambdalet.invoke.invoker import Invoker, Target
@@ -22,7 +19,8 @@ from lambdalet.invoke.pool import EnvironmentPool
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import AccessDeniedException, InvalidParameterValueException
 from lambdalet.runtime import api_proxy, bridge
-from lambdalet.store import open_database
+
+from .iam_support import in_memory_iam
 
 ACCOUNT = "000000000000"
 FN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:f"
@@ -38,11 +36,7 @@ class Clock:
 
 @pytest.fixture
 def env():
-    db = open_database("sqlite://")
-    identity = IdentityStore(db, Keyring.open(b"m" * 32, MemoryKeyMaterialStore()))
-    admin = identity.bootstrap_admin()
-    directory = Directory(db)
-    directory.ensure_builtin()
+    db, identity, admin, directory = in_memory_iam()
     clock = Clock(time.time())
 
     class Env:

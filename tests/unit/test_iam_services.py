@@ -10,28 +10,24 @@ import pytest
 import sqlalchemy as sa
 
 from lambdalet.api.protocol import load_service_model
-from lambdalet.crypto.keyring import Keyring, MemoryKeyMaterialStore
-from lambdalet.iam import IdentityStore
 from lambdalet.iam import tables as iam_tables
 from lambdalet.iam.authz import Authorizer, lambda_actions, lambda_request
-from lambdalet.iam.directory import ADMIN_POLICY_ARN, Directory
+from lambdalet.iam.directory import ADMIN_POLICY_ARN
 from lambdalet.iam.errors import ExpiredTokenException
 from lambdalet.iam.iam_service import IamService
 from lambdalet.iam.sts_service import StsService
 from lambdalet.models.context import RequestContext
 from lambdalet.models.errors import AccessDeniedException
-from lambdalet.store import open_database, schema
+from lambdalet.store import schema
+
+from .iam_support import in_memory_iam
 
 ADMIN = "arn:aws:iam::000000000000:user/admin"
 
 
 @pytest.fixture
 def env():
-    db = open_database("sqlite://")
-    identity = IdentityStore(db, Keyring.open(b"m" * 32, MemoryKeyMaterialStore()))
-    admin = identity.bootstrap_admin()
-    directory = Directory(db)
-    directory.ensure_builtin()
+    db, identity, admin, directory = in_memory_iam()
     authorizer = Authorizer(directory)
 
     class Env:

@@ -16,14 +16,7 @@ from lambdalet.models.errors import TooManyRequestsException
 from lambdalet.services.resolver import AliasRouting
 from polling import wait_for
 
-
-class FakeSandbox:
-    def __init__(self):
-        self.alive, self.frozen, self.destroyed = True, False, 0
-
-    def freeze(self): self.frozen = True
-    def thaw(self): self.frozen = False
-    def destroy(self): self.destroyed, self.alive = self.destroyed + 1, False
+from .pool_support import FakeSandbox
 
 
 def key(version="1", rev="r1", sha="s1"):

@@ -3,24 +3,16 @@ with fake sandboxes. Issue 21.5; the real-server proof is tests/security/test_te
 import time
 from functools import partial
 
-from polling import wait_for
-
 import pytest
 
 from lambdalet.invoke.envbudget import BudgetLimits, EnvBudget
 from lambdalet.invoke.pool import EnvironmentPool, PoolKey
 from lambdalet.models.errors import TooManyRequestsException
+from polling import wait_for
+
+from .pool_support import FakeSandbox
 
 A, B = "111111111111", "222222222222"
-
-
-class FakeSandbox:
-    def __init__(self):
-        self.alive, self.frozen, self.destroyed = True, False, 0
-
-    def freeze(self): self.frozen = True
-    def thaw(self): self.frozen = False
-    def destroy(self): self.destroyed, self.alive = self.destroyed + 1, False
 
 
 def key(account=A, fn="f", version="$LATEST", rev="r1"):

@@ -15,11 +15,9 @@ from alembic.operations import Operations
 
 from lambdalet.api.app import _not_implemented, snake_case
 from lambdalet.api.protocol import WireRequest, load_service_model
-from lambdalet.crypto.keyring import Keyring, MemoryKeyMaterialStore
-from lambdalet.iam import IdentityStore
 from lambdalet.iam import tables as iam_tables
 from lambdalet.iam.authz import Authorizer
-from lambdalet.iam.directory import ADMIN_POLICY_ARN, Directory
+from lambdalet.iam.directory import ADMIN_POLICY_ARN
 from lambdalet.iam.organizations import OrganizationStore, OrganizationsError
 from lambdalet.api.organizations_protocol import OrganizationsProtocol
 from lambdalet.iam.organizations_service import OrganizationsService
@@ -27,17 +25,15 @@ from lambdalet.models.context import RequestContext
 from lambdalet.store import open_database, schema
 from lambdalet.store.db import MIGRATIONS_DIR
 
+from .iam_support import in_memory_iam
+
 MGMT = "000000000000"
 MODEL = load_service_model("organizations")
 
 
 @pytest.fixture
 def env():
-    db = open_database("sqlite://")
-    identity = IdentityStore(db, Keyring.open(b"m" * 32, MemoryKeyMaterialStore()))
-    admin = identity.bootstrap_admin()
-    directory = Directory(db)
-    directory.ensure_builtin()
+    db, identity, admin, directory = in_memory_iam()
     authorizer = Authorizer(directory)
     store = OrganizationStore(db, directory)
     authorizer.principal_org = store.principal_org

@@ -1,28 +1,14 @@
 """The compiled seccomp program, checked by running it in a tiny classic-BPF interpreter (no root needed)."""
 import errno
-import struct
 
 from lambdalet.sandbox import seccomp
 from lambdalet.sandbox.cgroups import Limits
 
-PROG = seccomp.compile_profile(seccomp.load_profile("default"))
-X86_64, I386 = 0xC000003E, 0x40000003
+from .seccomp_support import I386, X86_64, run_filter
 
 
 def run(nr: int, arch: int = X86_64, arg0: int = 0) -> int:
-    data = struct.pack("<iIQ6Q", nr, arch, 0, arg0, 0, 0, 0, 0, 0)
-    ins = [struct.unpack("HBBI", PROG[i:i + 8]) for i in range(0, len(PROG), 8)]
-    pc, acc = 0, 0
-    while True:
-        code, jt, jf, k = ins[pc]
-        if code == 0x20:
-            acc = struct.unpack_from("<I", data, k)[0]
-        elif code == 0x06:
-            return k
-        else:
-            hit = {0x15: acc == k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
-            pc += jt if hit else jf
-        pc += 1
+    return run_filter(nr, arch, (arg0,))
 
 
 def test_every_required_syscall_is_denied():

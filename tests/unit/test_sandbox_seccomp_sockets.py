@@ -2,31 +2,17 @@
 needed): only AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK/NETLINK_ROUTE sockets; everything else answers
 EAFNOSUPPORT. The real-kernel check is tests/security/test_environment_surface.py."""
 import errno
-import struct
 
 from lambdalet.sandbox import seccomp
 
-PROG = seccomp.compile_profile(seccomp.load_profile("default"))
-X86_64 = 0xC000003E
+from .seccomp_support import X86_64, run_filter
+
 SOCKET, SOCKETPAIR = 41, 53
 REFUSED = 0x00050000 | errno.EAFNOSUPPORT
 
 
 def run(nr: int, *args: int) -> int:
-    args = (list(args) + [0] * 6)[:6]
-    data = struct.pack("<iIQ6Q", nr, X86_64, 0, *args)
-    ins = [struct.unpack("HBBI", PROG[i:i + 8]) for i in range(0, len(PROG), 8)]
-    pc, acc = 0, 0
-    while True:
-        code, jt, jf, k = ins[pc]
-        if code == 0x20:
-            acc = struct.unpack_from("<I", data, k)[0]
-        elif code == 0x06:
-            return k
-        else:
-            hit = {0x15: acc == k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
-            pc += jt if hit else jf
-        pc += 1
+    return run_filter(nr, X86_64, args)
 
 
 def test_needed_families_are_allowed():
