@@ -295,3 +295,24 @@ def test_an_extension_that_exits_during_init_fails_the_invocation(lam, made):
     resp, body, _ = _invoke(lam, name)
     assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Extension.Crash"
     assert "crashing" in body["errorMessage"] and "exit status 3" in body["errorMessage"]
+
+
+def test_a_logs_api_subscriber_receives_the_function_lines(lam, made):
+    """The older Logs API (PUT /2020-08-15/logs, no schemaVersion), as log-shipping layers still call it."""
+    logs_extension = TELEMETRY_EXTENSION.replace(
+        'call("PUT", "/2022-07-01/telemetry", {\n    "schemaVersion": "2022-12-13", "destination"',
+        'call("PUT", "/2020-08-15/logs", {\n    "destination"')
+    assert "/2020-08-15/logs" in logs_extension
+    layer = made.layer({"extensions/logs-extension": (logs_extension, 0o755)})
+    name = made.function(READ_TELEMETRY, [layer])
+    first, _, _ = _invoke(lam, name)
+    first_id = first["ResponseMetadata"]["RequestId"]
+    deadline = time.monotonic() + 10
+    while True:
+        _, events, _ = _invoke(lam, name)
+        lines = [e["record"] for e in events if e["type"] == "function"]
+        if any(first_id in line for line in lines) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert any(f"hello-from-function {first_id}" in line for line in lines), events
+    assert any(e["type"] == "platform.report" for e in events)

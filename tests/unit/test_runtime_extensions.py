@@ -182,6 +182,16 @@ def test_subscription_parsing():
     assert defaults == {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 1000}
 
 
+def test_the_older_logs_api_subscribes_the_same_way():
+    logs = {k: v for k, v in GOOD.items() if k != "schemaVersion"}
+    assert telemetry.parse_subscription(json.dumps(logs).encode(), logs_api=True)[1] == ["platform", "function"]
+    assert telemetry.parse_subscription(json.dumps({**logs, "schemaVersion": "2021-03-18"}).encode(), logs_api=True)
+    with pytest.raises(telemetry.ValidationError):
+        telemetry.parse_subscription(json.dumps(logs).encode())          # the Telemetry API requires it
+    with pytest.raises(telemetry.ValidationError):
+        telemetry.parse_subscription(json.dumps({**logs, "schemaVersion": "2022-12-13"}).encode(), logs_api=True)
+
+
 @pytest.mark.parametrize("change", [
     {"schemaVersion": "2020-01-01"},
     {"destination": {"protocol": "TCP", "URI": "http://sandbox.localdomain:1"}},

@@ -125,10 +125,11 @@ def serve_api(st, conn: runtime_http.Connection, req: runtime_http.Request) -> N
             raise extensions.ApiError(403, "Extension.RegistrationServiceOff", "the environment is not configured yet")
         if req.path.startswith(extensions.EXT_API + "/"):
             return _extension_api(st, st.exts, conn, req)
-        if req.path.rstrip("/") == telemetry.TELEMETRY_PATH and req.method == "PUT":
+        path = req.path.rstrip("/")
+        if path in (telemetry.TELEMETRY_PATH, telemetry.LOGS_PATH) and req.method == "PUT":
             ext = st.exts.lookup(req.headers)
             try:
-                st.telemetry.subscribe(ext.name, req.body)
+                st.telemetry.subscribe(ext.name, req.body, logs_api=path == telemetry.LOGS_PATH)
             except telemetry.ValidationError as e:
                 return conn.reply(400, json.dumps({"errorType": "ValidationError", "errorMessage": str(e)}).encode())
             return conn.reply(200, b'"OK"')

@@ -19,6 +19,10 @@ from datetime import datetime, timezone
 
 TELEMETRY_PATH = "/2022-07-01/telemetry"
 SCHEMAS = ("2022-07-01", "2022-12-13", "2025-01-29")
+# The older Logs API (PUT /2020-08-15/logs), still used by log-shipping layers: the same destinations,
+# types and buffering, schemaVersion optional; its subscribers get the same stream of events.
+LOGS_PATH = "/2020-08-15/logs"
+LOGS_SCHEMAS = (None, "2020-08-15", "2021-03-18")
 TYPES = ("platform", "function", "extension")
 LOCAL_HOSTS = ("sandbox.localdomain", "sandbox", "localhost", "127.0.0.1")
 # AWS's bounds and defaults for `buffering`
@@ -38,7 +42,7 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_subscription(body: bytes | None) -> tuple[tuple[str, int, str], list[str], dict]:
+def parse_subscription(body: bytes | None, logs_api: bool = False) -> tuple[tuple[str, int, str], list[str], dict]:
     """A Subscribe body -> ((host, port, path), types, buffering); ValidationError with AWS's wording."""
     try:
         doc = json.loads(body or b"")
@@ -46,7 +50,9 @@ def parse_subscription(body: bytes | None) -> tuple[tuple[str, int, str], list[s
         raise ValidationError("the request body is not JSON") from None
     if not isinstance(doc, dict):
         raise ValidationError("the request body must be an object")
-    if doc.get("schemaVersion") not in SCHEMAS:
+    if logs_api and doc.get("schemaVersion") not in LOGS_SCHEMAS:
+        raise ValidationError("schemaVersion must be 2020-08-15 or 2021-03-18")
+    if not logs_api and doc.get("schemaVersion") not in SCHEMAS:
         raise ValidationError(f"schemaVersion must be one of {', '.join(SCHEMAS)}")
     dest = doc.get("destination")
     if not isinstance(dest, dict) or dest.get("protocol") != "HTTP" or not isinstance(dest.get("URI"), str):
@@ -161,8 +167,8 @@ class Telemetry:
         self.wants_extension = False
         self.partials: dict[str, bytearray] = {}    # per stream, the line being written (one pump each)
 
-    def subscribe(self, name: str, body: bytes | None) -> None:
-        dest, types, buffering = parse_subscription(body)
+    def subscribe(self, name: str, body: bytes | None, logs_api: bool = False) -> None:
+        dest, types, buffering = parse_subscription(body, logs_api)
         with self.lock:
             sub = next((s for s in self.subscribers if s.name == name), None)
             if sub is not None:
