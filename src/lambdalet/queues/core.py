@@ -32,7 +32,7 @@ from lambdalet.store.group_commit import GroupCommit
 
 
 class QueueCore:
-    def __init__(self, db, keyring, settings):
+    def __init__(self, db, keyring, settings) -> None:
         self.db = db
         self.keyring = keyring
         self.settings = settings
