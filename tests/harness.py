@@ -321,3 +321,17 @@ def run_lambdalet(srv: LambdaletServer, *args: str, input: str | None = None,
     """`lambdalet ARGS --data-dir <the server's>`: an operator's command on the server's host."""
     return subprocess.run([PYTHON, "-m", "lambdalet", *args, "--data-dir", str(srv.data_dir)], cwd=str(REPO),
                           env=child_env(), capture_output=True, text=True, input=input, timeout=timeout)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path: Path, size: str):
+    """A tmpfs of `size` (mount's spelling: 48m) at path, for a data dir that fills up; root only (the
+    test skips otherwise). Unmounted lazily afterwards, whatever still holds it open."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from lambdalet.audit.tables import audit_events
 
-from harness import run_lambdalet
+from harness import mounted_tmpfs, run_lambdalet
 from polling import wait_for
 
 
@@ -97,15 +96,8 @@ def _fill(path: Path) -> None:
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "small", "48m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.mark.slow

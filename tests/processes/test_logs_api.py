@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 
 import boto3
 import pytest
-import uvicorn
 from botocore.config import Config
 
 from lambdalet.api.app import ApiApp, ServiceBinding
@@ -23,6 +19,7 @@ from lambdalet.crypto import Keyring, MemoryKeyMaterialStore
 from lambdalet.logs import LogsService, LogStore
 from lambdalet.models.context import Caller
 
+from inprocess import serving
 from unit.logs_support import make_db
 
 ACCOUNT = "000000000000"
@@ -38,18 +35,8 @@ def env(tmp_path_factory):
     caller = Caller(ACCOUNT, f"arn:aws:iam::{ACCOUNT}:user/admin", AKID, "AIDALOGSTEST")
     app = ApiApp({"logs": ServiceBinding(JsonProtocol(load_service_model("logs")), LogsService(store))},
                  lambda akid, token=None: (caller, SECRET) if akid == AKID else None)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", store
-    server.should_exit = True
-    thread.join(10)
+    with serving(app.asgi) as url:
+        yield url, store
     store.close()
     db.close()
 

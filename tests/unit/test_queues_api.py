@@ -3,13 +3,11 @@ QueueService over real HTTP (plain, loopback). The same wiring server/run.py use
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 
 import boto3
 import pytest
-import uvicorn
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -21,6 +19,7 @@ from lambdalet.crypto import Keyring, MemoryKeyMaterialStore
 from lambdalet.models.context import Caller
 from lambdalet.queues import QueueService
 from lambdalet.store.db import open_database
+from inprocess import serving
 
 ACCOUNT = "000000000000"
 AKID, SECRET = "AKIDQUEUETEST0000001", "queue-test-secret-key-0123456789abcdefghij"
@@ -34,18 +33,8 @@ def endpoint(tmp_path_factory):
     caller = Caller(ACCOUNT, f"arn:aws:iam::{ACCOUNT}:user/admin", AKID, "AIDAQUEUETEST")
     app = ApiApp({"sqs": ServiceBinding(JsonProtocol(load_service_model("sqs")), svc)},
                  lambda akid, token=None: (caller, SECRET) if akid == AKID else None)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(app.asgi) as url:
+        yield url
     db.close()
 
 
