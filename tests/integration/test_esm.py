@@ -19,7 +19,10 @@ import uuid
 
 import pytest
 
+from polling import eventually
+
 from .e2e_support import WAIT, make_zip
+from .sqs_support import drain_bodies, queue_counts
 from .tenancy_support import mapping_role
 
 IS_ROOT = os.geteuid() == 0
@@ -77,23 +80,6 @@ def _function(lam, code: str, role: str, **kw) -> str:
     return name
 
 
-def _counts(sqs, url: str) -> tuple[int, int, int]:
-    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return (int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"]),
-            int(a["ApproximateNumberOfMessagesDelayed"]))
-
-
-def _drain(sqs, url: str) -> list[str]:
-    bodies = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-        if not got:
-            return bodies
-        bodies += [m["Body"] for m in got]
-        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                                                        for i, m in enumerate(got)])
-
-
 def test_esm_drains_1000_messages_exactly_with_partial_batch_failures(lam, sqs, srv, role):
     fn = _function(lam, HANDLER, role, Timeout=2)
     dlq_url = sqs.create_queue(QueueName=_name("esm-dlq"))["QueueUrl"]
@@ -108,7 +94,7 @@ def test_esm_drains_1000_messages_exactly_with_partial_batch_failures(lam, sqs, 
              "MessageAttributes": {"kind": {"DataType": "String", "StringValue": "test"}}}
             for n in range(start, start + 10)])
         assert not resp.get("Failed")
-    assert _counts(sqs, url)[0] == N_MESSAGES
+    assert queue_counts(sqs, url)[0] == N_MESSAGES
 
     created = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=fn, BatchSize=10,
                                               FunctionResponseTypes=["ReportBatchItemFailures"])
@@ -122,12 +108,8 @@ def test_esm_drains_1000_messages_exactly_with_partial_batch_failures(lam, sqs, 
             == [mapping]
 
         poison = N_MESSAGES // 10
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            if _counts(sqs, url) == (0, 0, 0) and _counts(sqs, dlq_url)[0] == poison:
-                break
-            time.sleep(1)
-        src, dlq = _counts(sqs, url), _counts(sqs, dlq_url)
+        eventually(lambda: queue_counts(sqs, url) == (0, 0, 0) and queue_counts(sqs, dlq_url)[0] == poison, 240, 1)
+        src, dlq = queue_counts(sqs, url), queue_counts(sqs, dlq_url)
         assert src == (0, 0, 0), f"source queue not drained: {src}"
         assert dlq[0] == poison, f"dead-letter queue holds {dlq}, expected {poison}"
     finally:
@@ -135,7 +117,7 @@ def test_esm_drains_1000_messages_exactly_with_partial_batch_failures(lam, sqs, 
         assert out["State"] == "Deleting"
 
     time.sleep(3)           # nothing more arrives in the DLQ once the queue is empty
-    bodies = _drain(sqs, dlq_url)
+    bodies = drain_bodies(sqs, dlq_url)
     numbers = sorted(json.loads(b)["n"] for b in bodies)
     assert numbers == [n for n in range(N_MESSAGES) if n % 10 == 3]
 
@@ -186,12 +168,12 @@ def test_esm_api_filters_and_update(lam, sqs, srv, role):
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"keep": False}))
         sqs.send_message(QueueUrl=url, MessageBody="plain text")
         time.sleep(1.5)
-        assert _counts(sqs, url)[0] == 2                 # disabled: nothing received
+        assert queue_counts(sqs, url)[0] == 2                 # disabled: nothing received
         updated = lam.update_event_source_mapping(UUID=mapping, Enabled=True)
         assert updated["State"] == "Enabling"
         deadline = time.monotonic() + 30
-        while _counts(sqs, url) != (0, 0, 0):             # filtered out -> deleted without invoking
-            assert time.monotonic() < deadline, _counts(sqs, url)
+        while queue_counts(sqs, url) != (0, 0, 0):             # filtered out -> deleted without invoking
+            assert time.monotonic() < deadline, queue_counts(sqs, url)
             time.sleep(0.5)
         assert lam.get_event_source_mapping(UUID=mapping)["State"] == "Enabled"
     finally:

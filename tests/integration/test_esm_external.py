@@ -17,8 +17,10 @@ import uuid
 import pytest
 
 from harness import run_lambdalet
+from polling import eventually
 
 from .e2e_support import WAIT, make_zip
+from .sqs_support import drain_bodies, queue_counts
 from .tenancy_support import mapping_role
 
 N_MESSAGES = 200
@@ -46,12 +48,6 @@ def handler(event, context):
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def _counts(sqs, url: str) -> tuple[int, int, int]:
-    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return (int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"]),
-            int(a["ApproximateNumberOfMessagesDelayed"]))
 
 
 def _files(root) -> list:
@@ -105,26 +101,16 @@ def test_external_sqs_endpoint_mapping(lambdalet_server_factory):
     try:
         assert created["EventSourceArn"] == arn and created["State"] == "Creating"
         poison = N_MESSAGES // 10
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if _counts(ext_sqs, url) == (0, 0, 0) and _counts(ext_sqs, dlq_url)[0] == poison:
-                break
-            time.sleep(1)
-        src, dlq = _counts(ext_sqs, url), _counts(ext_sqs, dlq_url)
+        eventually(lambda: queue_counts(ext_sqs, url) == (0, 0, 0) and queue_counts(ext_sqs, dlq_url)[0] == poison,
+                   180, 1)
+        src, dlq = queue_counts(ext_sqs, url), queue_counts(ext_sqs, dlq_url)
         assert src == (0, 0, 0), f"external queue not drained: {src}\n{home.log_text()}"
         assert dlq[0] == poison, f"external DLQ holds {dlq}, expected {poison}"
     finally:
         lam.delete_event_source_mapping(UUID=mapping)
 
     time.sleep(3)
-    bodies = []
-    while True:
-        got = ext_sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get("Messages", [])
-        if not got:
-            break
-        bodies += [json.loads(m["Body"])["n"] for m in got]
-        ext_sqs.delete_message_batch(QueueUrl=dlq_url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+    bodies = [json.loads(b)["n"] for b in drain_bodies(ext_sqs, dlq_url)]
     assert sorted(bodies) == [n for n in range(N_MESSAGES) if n % 10 == 3]
 
     # ---- the external endpoint's credentials are nowhere in plain text in the home data dir
