@@ -68,6 +68,10 @@ class FrameReader:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def unread(self, kind: int, header: dict, body: bytes) -> None:
+        """Put a frame back in front (a loop handing the stream on to another, runtime/pychannel.py)."""
+        self._buf[:0] = encode(kind, header, body)
+
     def next_frame(self) -> tuple[int, dict, bytes] | None:
         if len(self._buf) < _HDR.size:
             return None

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from lambdalet.runtime import api_proxy, bridge, extensions, init_extensions, pyfork, runtime_http, telemetry
+from lambdalet.runtime import pychannel
 
 MAX_RESPONSE = 6 * 1024 * 1024 + 100   # AWS: 6291556 bytes
 API = "/2018-06-01/runtime"
@@ -129,12 +130,7 @@ def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
         return conn.reply(404, _NOT_FOUND)
     with st.cond:
         if not st.ready_sent:
-            if not st.runtime_ready:
-                st.runtime_ready = True
-                st.timings["runtime_init_ms"] = round((time.monotonic() - st.t_spawn) * 1000, 3)
-                st.telemetry.emit("platform.initRuntimeDone", {"initializationType": "on-demand",
-                                                               "phase": "init", "status": "success"})
-            init_extensions.phase_check(st)
+            _runtime_asks_first(st)
         elif st.invoking:
             st.runtime_waiting = True
             init_extensions.phase_check(st)
@@ -156,6 +152,16 @@ def _next(st: _State, conn: runtime_http.Connection, req: runtime_http.Request) 
     if hdr.get("tenant_id"):      # PER_TENANT functions: the runtime's context.tenant_id
         headers.append(("Lambda-Runtime-Aws-Tenant-Id", hdr["tenant_id"]))
     conn.reply(200, payload, headers)
+
+
+def _runtime_asks_first(st: _State) -> None:
+    """Caller holds st.cond. The runtime's first request for an event: its init is done."""
+    if not st.runtime_ready:
+        st.runtime_ready = True
+        st.timings["runtime_init_ms"] = round((time.monotonic() - st.t_spawn) * 1000, 3)
+        st.telemetry.emit("platform.initRuntimeDone", {"initializationType": "on-demand",
+                                                       "phase": "init", "status": "success"})
+    init_extensions.phase_check(st)
 
 
 _HANGUP = select.POLLIN | select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0x2000)
@@ -410,19 +416,21 @@ def main(cfg: InitConfig, sock: socket.socket, reader: bridge.FrameReader | None
     env = _runtime_env(cfg, port, api_url)
     st.t_spawn = time.monotonic()
     init_extensions.start(st, cfg, env, _log_pump)
+    chan = None
     if cfg.python_fork:                     # our python_bootstrap: forked from this pre-imported process
+        chan, theirs = pychannel.pair()     # its invocations: no HTTP round trip (pychannel.py)
         try:
-            runtime_pid = pyfork.spawn(cfg.argv, cfg.cwd, env, devnull, w)
+            runtime_pid = pyfork.spawn(cfg.argv, cfg.cwd, env, devnull, w, theirs.fileno())
         except OSError as e:
             _spawn_failed(st, cfg, e)
+        theirs.close()
     else:
         runtime_pid = _exec_runtime(st, cfg, env, devnull, w)
     os.close(w)
     os.close(devnull)
     st.timings["init_server_ms"] = round((st.t_spawn - t) * 1000, 3)
-    threading.Thread(target=_log_pump, args=(st,), daemon=True).start()
     threading.Thread(target=_reaper, args=(st, cfg, runtime_pid), daemon=True).start()
-    _relay(st, sock, reader or bridge.FrameReader(), api)
+    _hand_over(st, sock, reader or bridge.FrameReader(), api, chan)
 
 
 SLOT_HOST, SLOT_PORT = "127.0.0.1", 9001
@@ -438,8 +446,12 @@ def serve_slot(sock: socket.socket, reader: bridge.FrameReader, python_fork: boo
     port, api, api_url = _start_servers(st, SLOT_HOST, SLOT_PORT)
     w, devnull = _output_pipe(st)
     t_fork = time.monotonic()
-    runtime = pyfork.prespawn(devnull, w, f"{SLOT_HOST}:{port}") if python_fork else None
-    threading.Thread(target=_log_pump, args=(st,), daemon=True).start()
+    chan, theirs = pychannel.pair() if python_fork else (None, None)   # its invocations (pychannel.py)
+    runtime = pyfork.prespawn(devnull, w, theirs.fileno()) if theirs is not None else None
+    if theirs is not None:
+        theirs.close()
+    else:                                   # (a forked runtime's output: pychannel.relay's, then the pump's)
+        threading.Thread(target=_log_pump, args=(st,), daemon=True).start()
     if runtime is not None:                 # a runtime dying before the claim ends the slot (the host sees EXIT)
         os.close(w)
         os.close(devnull)
@@ -468,7 +480,29 @@ def serve_slot(sock: socket.socket, reader: bridge.FrameReader, python_fork: boo
         os.close(w)
         os.close(devnull)
         threading.Thread(target=_reaper, args=(st, cfg, runtime_pid), daemon=True).start()
+    _hand_over(st, sock, reader, api, chan)
+
+
+def _hand_over(st: _State, sock: socket.socket, reader: bridge.FrameReader, api: api_proxy.ApiProxy,
+               chan: socket.socket | None) -> None:
+    """Relay invocations until the environment ends: over a forked Python runtime's channel
+    (pychannel.py) while only the runtime takes part in them, then (or for any other runtime) over
+    the HTTP Runtime API, with the log pump forwarding the runtime's output."""
+    if chan is not None:
+        pychannel.relay(st, sock, reader, api, chan, MAX_RESPONSE, lambda: _channel_next(st))
+    threading.Thread(target=_log_pump, args=(st,), daemon=True).start()
     _relay(st, sock, reader, api)
+
+
+def _channel_next(st: _State) -> bool:
+    """The forked runtime's first request for an event, over its channel. False (the runtime is to ask
+    the HTTP API, where extensions take part) when an extension or a Telemetry subscriber exists."""
+    with st.cond:
+        if (st.exts is not None and st.exts.active) or st.telemetry.subscribers:
+            return False
+        if not st.ready_sent:
+            _runtime_asks_first(st)
+        return True
 
 
 def _relay(st: _State, sock: socket.socket, reader: bridge.FrameReader, api: api_proxy.ApiProxy) -> None:

@@ -12,14 +12,15 @@ the tenant's configuration reaches init over the bridge, after seccomp, never th
 server; see sandbox/jail.py) plus this environment's own init. What would tell it apart from an
 exec'd `python3 -s /var/runtime/python_bootstrap.py` is reset: os.environ (the function's
 environment only), sys.path (the list the exec'd interpreter builds; the bootstrap then puts
-LAMBDA_TASK_ROOT first), sys.executable/prefix/argv, cwd, fds 0-2 and no others, and only standard
+LAMBDA_TASK_ROOT first), sys.executable/prefix/argv, cwd, fds 0-2 and one socket to the Runtime API (its
+invocation channel to init, fd 3: pychannel.py; an exec'd runtime holds its HTTP connection), only standard
 library modules imported (no lambdalet module, nothing the host venv's .pth files loaded). What
 cannot be reset: the str hash seed is the fork server's (shared by the Python environments of one
 server, as with Lambda SnapStart), and the pre-imported stdlib modules keep their host file names
 (their packages' __path__ lists the stdlib inside first, so their submodules import; see prepare()).
 
 Slots (sandbox/slots.py): a pre-isolated slot's init forks the runtime BEFORE any tenant exists
-(prespawn): the child resets the interpreter, opens its Runtime API connection, runs the claim's
+(prespawn): the child resets the interpreter (its channel to init made before the fork), runs the claim's
 code paths once on placeholder data (_warm_up) and blocks on a pipe; when the slot is claimed, init
 writes the argv, cwd and environment there (release) and the child finishes what spawn does. Nothing
 of the reset depends on the tenant, and the warm-up's state is all replaced, so the result is the same.
@@ -31,8 +32,10 @@ child, and the child never touches those servers). `exec` stays for every other 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import sys
 
 from lambdalet.runtime import pysdk, python_bootstrap   # noqa: F401  (imported here so the fork server has it)
@@ -68,26 +71,29 @@ def prepare() -> None:
             paths[:0] = [_INNER_STDLIB + p[len(_STDLIB):] for p in paths if p.startswith(_STDLIB)]
 
 
-def spawn(argv: list[str], cwd: str, env: dict[str, str], stdin_fd: int, out_fd: int) -> int:
+def spawn(argv: list[str], cwd: str, env: dict[str, str], stdin_fd: int, out_fd: int, chan_fd: int) -> int:
     """Fork the runtime; the child becomes the Python runtime and never returns. argv is the one
-    launch.py made ([python_exe, "-s", ".../python_bootstrap.py"]): the names it should look like."""
+    launch.py made ([python_exe, "-s", ".../python_bootstrap.py"]): the names it should look like.
+    chan_fd: the runtime's end of init's invocation channel (runtime/pychannel.py), its fd 3."""
     pid = os.fork()
     if pid:
         return pid
 
     def become() -> None:
-        _stdio(stdin_fd, out_fd, keep=-1)
+        _stdio(stdin_fd, out_fd, keep=chan_fd)
         _reset_interpreter()
         _configure(argv, cwd, env)
         _sdk_for_tenant()
-        sys.modules["__main__"].main()
+        boot = sys.modules["__main__"]
+        boot.main(boot._Channel(socket.socket(fileno=3), os.environ.get("AWS_LAMBDA_RUNTIME_API", "")))
 
     _run(become)
 
 
-def prespawn(stdin_fd: int, out_fd: int, runtime_api: str) -> tuple[int, int]:
-    """Fork the runtime of a slot before its tenant is known: it resets the interpreter, connects to the
-    Runtime API at `runtime_api` and waits. Returns (pid, the fd release() writes its configuration to)."""
+def prespawn(stdin_fd: int, out_fd: int, chan_fd: int) -> tuple[int, int]:
+    """Fork the runtime of a slot before its tenant is known: it resets the interpreter, warms up and
+    waits. chan_fd: its end of init's invocation channel. Returns (pid, the fd release() writes its
+    configuration to)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid:
@@ -96,27 +102,26 @@ def prespawn(stdin_fd: int, out_fd: int, runtime_api: str) -> tuple[int, int]:
 
     def become() -> None:
         os.close(w)
-        _stdio(stdin_fd, out_fd, keep=r)
+        _stdio(stdin_fd, out_fd, keep=r, keep2=chan_fd)
         _reset_interpreter()
         boot = sys.modules["__main__"]
-        host, _, port = runtime_api.partition(":")
-        conn = boot._Client(host, port).connect()   # init's server accepts it now, not on the first GET
-        _warm_up(boot, conn)
+        _warm_up(boot)
         data = bytearray()
         while chunk := os.read(3, 65536):
             data += chunk
-        os.close(3)
+        os.dup2(4, 3)                            # the channel takes fd 3, as in spawn()
+        os.close(4)
         if not data:
             os._exit(0)                          # the slot was destroyed unclaimed
         cfg = json.loads(data)
         _configure(cfg["argv"], cfg["cwd"], cfg["env"])
         _sdk_for_tenant()
-        boot.main(conn if os.environ.get("AWS_LAMBDA_RUNTIME_API") == runtime_api else None)
+        boot.main(boot._Channel(socket.socket(fileno=3), os.environ.get("AWS_LAMBDA_RUNTIME_API", "")))
 
     _run(become)
 
 
-def _warm_up(boot, conn) -> None:
+def _warm_up(boot) -> None:
     """Run, before any tenant, the code the claim will run, on data of no tenant: the first run of a
     path after fork pays its copy-on-write faults (here, ~1 ms), the second does not. Each step's
     state is replaced when the configuration arrives."""
@@ -129,7 +134,10 @@ def _warm_up(boot, conn) -> None:
     except ImportError:
         pass
     exec(compile(_WARM_UP_SOURCE, "/var/task/warm_up.py", "exec"), {"__name__": "warm_up"})
-    conn.request("GET", "/warm-up")            # init answers 404 to both: the HTTP paths of both ends are warm
+    warm = boot._Channel(None, "")             # the channel's frame decoding, on an event of no tenant
+    head = b"-\0" * 5 + b"-"
+    warm.answered, warm.buf = True, bytearray(boot._CHAN_HDR.pack(boot.CHAN_EVENT, len(head), 2) + head + b"{}")
+    warm._next_event()
 
 
 _WARM_UP_SOURCE = "import json\n\n\ndef handler(event, context):\n    return {'ok': event}\n"
@@ -156,17 +164,16 @@ def release(fd: int, argv: list[str], cwd: str, env: dict[str, str]) -> None:
     os.close(fd)
 
 
-def _stdio(stdin_fd: int, out_fd: int, keep: int) -> None:
-    """fds 0-2 as an exec'd runtime has them, and no other (but `keep`, moved to 3)."""
+def _stdio(stdin_fd: int, out_fd: int, keep: int, keep2: int = -1) -> None:
+    """fds 0-2 as an exec'd runtime has them, and no other but `keep` (moved to 3) and `keep2` (to 4):
+    not the bridge socket, init's servers or the log pipe's read end."""
+    kept = [fcntl.fcntl(k, fcntl.F_DUPFD, 10) for k in (keep, keep2) if k >= 0]   # out of 0-4's way
     os.dup2(stdin_fd, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
-    if keep >= 0:
-        if keep != 3:
-            os.dup2(keep, 3)
-        os.closerange(4, 65536)
-    else:
-        os.closerange(3, 65536)                  # the bridge socket, init's servers, the log pipe's read end
+    for i, k in enumerate(kept):
+        os.dup2(k, 3 + i)
+    os.closerange(3 + len(kept), 65536)
 
 
 def _run(become) -> None:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -61,6 +62,91 @@ class _Client:
 class _Headers(dict):
     def get(self, key, default=None):
         return super().get(key.lower(), default)
+
+
+# The channel init shares with a runtime it forked (pyfork.py; runtime/pychannel.py is init's end).
+# Frame: kind (1 byte) | header length (4, big-endian) | body length (4) | header | body.
+CHAN_NEXT, CHAN_EVENT, CHAN_RESPONSE, CHAN_ERROR, CHAN_INIT_ERROR = 1, 2, 3, 4, 5
+_CHAN_HDR = struct.Struct(">BII")
+_ACCEPTED = b'{"status": "OK"}'
+
+
+class _Channel:
+    """The invocation calls main() makes (GET /next, POST /response, /error, /init/error), carried over
+    a socket init gave this forked runtime instead of HTTP on loopback: an event is one frame in, a
+    result one frame out, and a result means "next" (no 202 to wait for). Anything else goes to the
+    HTTP Runtime API, as does everything when init closes the channel before the first event."""
+
+    def __init__(self, sock, runtime_api):
+        self.sock, self.runtime_api = sock, runtime_api
+        self.buf = bytearray()
+        self.http = None
+        self.answered = False           # a result was sent since the last event: init knows we wait
+        self.events = 0
+
+    def request(self, method, path, body=b"", headers=None):
+        if self.http is None:
+            if method == "GET" and path == "/invocation/next":
+                event = self._next_event()
+                if event is not None:
+                    return event
+            elif method == "POST":
+                parts = path.split("/")            # ["", "invocation", id, "response" | "error"]
+                etype = (headers or {}).get("Lambda-Runtime-Function-Error-Type", "")
+                if len(parts) == 4 and parts[1] == "invocation" and parts[3] in ("response", "error"):
+                    kind = CHAN_RESPONSE if parts[3] == "response" else CHAN_ERROR
+                    self._send(kind, f"{parts[2]}\n{etype}".encode("utf-8", "surrogateescape"), body)
+                    self.answered = True
+                    return 202, _Headers(), _ACCEPTED
+                if path == "/init/error":
+                    self._send(CHAN_INIT_ERROR, etype.encode("utf-8", "surrogateescape"), body)
+                    return 202, _Headers(), _ACCEPTED
+        if self.http is None:
+            host, _, port = self.runtime_api.partition(":")
+            self.http = _Client(host, port)
+        return self.http.request(method, path, body, headers)
+
+    def _send(self, kind, header, body=b""):
+        head = _CHAN_HDR.pack(kind, len(header), len(body)) + header
+        if len(body) < 65536:
+            self.sock.sendall(head + body)
+        else:
+            self.sock.sendall(head)
+            self.sock.sendall(body)
+
+    @staticmethod
+    def _headers(head):
+        """What GET /next's headers say, from init's NUL-separated event header (pychannel._event_frame)."""
+        rid, deadline, arn, trace, tenant, cc = head.split("\0", 5)
+        h = _Headers({"lambda-runtime-aws-request-id": rid, "lambda-runtime-deadline-ms": deadline,
+                      "lambda-runtime-invoked-function-arn": arn, "lambda-runtime-trace-id": trace})
+        if tenant:
+            h["lambda-runtime-aws-tenant-id"] = tenant
+        if cc:
+            h["lambda-runtime-client-context"] = cc
+        return h
+
+    def _next_event(self):
+        if not self.answered:
+            self._send(CHAN_NEXT, b"")
+        self.answered = False
+        while True:
+            buf = self.buf
+            if len(buf) >= 9:
+                kind, hlen, blen = _CHAN_HDR.unpack_from(buf)
+                end = 9 + hlen + blen
+                if len(buf) >= end:
+                    head, body = bytes(buf[9:9 + hlen]).decode("utf-8", "surrogateescape"), bytes(buf[9 + hlen:end])
+                    del buf[:end]
+                    self.events += 1
+                    return 200, self._headers(head), body
+            data = self.sock.recv(1 << 20)    # (asleep in a unix socket's recv, freezing costs no wake-up)
+            if not data:
+                if self.events:
+                    raise ConnectionError("runtime API closed the connection")
+                self.sock.close()              # init chose the HTTP API: so does this runtime
+                return None
+            self.buf += data
 
 
 class ClientContext:
