@@ -10,9 +10,11 @@ read-write 9p share the agent polls; no ssh, no serial-console scraping.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +43,11 @@ def build_image() -> Path:
     if res.returncode != 0:
         raise Unavailable(f"{BUILD} failed ({res.returncode}): {res.stderr[-2000:]}")
     return Path(res.stdout.strip().splitlines()[-1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: a killed test run takes its VM with it (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -78,7 +85,7 @@ class VM:
             cmd += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none"
                     + (",readonly=on" if ro else "")]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(self.work / "qemu.log", "wb"),
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         end = time.monotonic() + BOOT_TIMEOUT_S
         while not (self.ctl / "ready").exists():
             if self.proc.poll() is not None or time.monotonic() > end:
