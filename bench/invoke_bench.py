@@ -253,7 +253,9 @@ class Server:
             parent = self._cgroup_parent(c)
             if parent and parent.is_dir():
                 for d in parent.iterdir():
-                    if d.is_dir() and d.name != "freeze-anchor":   # sandbox/cgroups.py FREEZE_ANCHOR
+                    # sandbox/cgroups.py's FREEZE_ANCHOR, and the per-account pids groups (acct-<id>), are
+                    # not environments
+                    if d.is_dir() and d.name != "freeze-anchor" and not d.name.startswith("acct-"):
                         out.setdefault(d.name, {})[c] = d
         return out
 
@@ -416,7 +418,8 @@ def frozen(groups: dict[str, Path]) -> bool:
     with contextlib.suppress(OSError):
         if "freezer" in groups:
             return (groups["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
-        return (groups["memory"] / "cgroup.freeze").read_text().strip() == "1"   # v2: the one unified group
+        if "memory" in groups:
+            return (groups["memory"] / "cgroup.freeze").read_text().strip() == "1"   # v2: the one unified group
     return False
 
 
