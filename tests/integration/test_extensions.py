@@ -311,8 +311,9 @@ def test_a_logs_api_subscriber_receives_the_function_lines(lam, made):
     while True:
         _, events, _ = _invoke(lam, name)
         lines = [e["record"] for e in events if e["type"] == "function"]
-        if any(first_id in line for line in lines) or time.monotonic() > deadline:
+        reported = any(e["type"] == "platform.report" and e["record"]["requestId"] == first_id for e in events)
+        if (reported and any(first_id in line for line in lines)) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert any(f"hello-from-function {first_id}" in line for line in lines), events
-    assert any(e["type"] == "platform.report" for e in events)
+    assert reported, events

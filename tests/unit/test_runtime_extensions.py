@@ -5,6 +5,7 @@ The end-to-end proof is tests/integration/test_extensions.py."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -131,6 +132,8 @@ class _FakeInit:
         self.timings: dict = {}
         self.ready_sent = self.runtime_ready = self.runtime_waiting = self.invoking = self.shutting = False
         self.init_failed = False
+        self.ext_log_fd = -1
+        self.ext_log_lock = threading.Lock()
         self.t_spawn = time.monotonic()
         self.exts = extensions.Extensions(self.cond, INFO, "", lambda: init_extensions.phase_check(self))
 
@@ -158,9 +161,15 @@ def test_phases_wait_for_the_runtime_and_every_extension():
         init_extensions.phase_check(st)
     _wait(lambda: len(st.sent) == 2)
     assert st.sent[1] == (bridge.INVOKE_DONE, {"telemetry": False, "reset": False})
+    r, w = os.pipe()                                    # what the extension wrote on its way out ...
+    os.set_blocking(r, False)
+    st.ext_log_fd = r
+    os.write(w, b"flushing, bye\n")
     init_extensions.shutdown(st, {"reason": "spindown", "deadline_ms": 5})
-    _wait(lambda: len(st.sent) == 3)
-    assert st.sent[2][0] == bridge.SHUTDOWN_DONE
+    _wait(lambda: len(st.sent) == 4)
+    assert [k for k, _ in st.sent[2:]] == [bridge.LOG, bridge.SHUTDOWN_DONE]   # ... is sent before the end
+    os.close(r)
+    os.close(w)
 
 
 def test_init_error_from_an_extension_keeps_its_type_and_message():

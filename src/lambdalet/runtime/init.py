@@ -67,6 +67,8 @@ class _State:
         self.init_failed = False
         self.version = "$LATEST"
         self.t_invoke = 0.0
+        self.ext_log_fd = -1            # the external extensions' output pipe (their own pump)
+        self.ext_log_lock = threading.Lock()
 
     def send(self, kind: int, header: dict | None = None, body: bytes = b"") -> None:
         with self.send_lock:
@@ -320,7 +322,7 @@ def _exit_status(status: int) -> str:
 def _log_pump(st: _State, fd: int = -1, stream: str = "function") -> None:
     """Forward a pipe's output as LOG frames: the runtime's (init's log_fd) or the extensions' own."""
     fd = st.log_fd if fd < 0 else fd
-    lock = st.log_lock if stream == "function" else threading.Lock()
+    lock = st.log_lock if stream == "function" else st.ext_log_lock
     wants = "wants_function" if stream == "function" else "wants_extension"
     while True:
         select.select([fd], [], [])

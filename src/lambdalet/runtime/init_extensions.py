@@ -40,6 +40,7 @@ def start(st, cfg, env: dict[str, str], pump) -> None:
                                              "instanceMaxMemory": int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "0") or 0)})
     r, w = os.pipe()
     os.set_blocking(r, False)
+    st.ext_log_fd = r
     devnull = os.open("/dev/null", os.O_RDONLY)
     try:
         exts.launch(paths, env, w, devnull)
@@ -88,10 +89,30 @@ def phase_check(st) -> None:
         return
     elif st.invoking and st.runtime_waiting and exts.all_ready("INVOKE"):
         st.invoking = False
+        drain_extension_logs(st)
         st.send(bridge.INVOKE_DONE, {"telemetry": bool(st.telemetry.subscribers), "reset": exts.any_gone()})
     elif st.shutting and exts.all_ready("SHUTDOWN"):
         st.shutting = False
+        drain_extension_logs(st)
         st.send(bridge.SHUTDOWN_DONE)
+
+
+def drain_extension_logs(st) -> None:
+    """What the extensions wrote before they called next (or exited) goes out before the frame that
+    ends the phase: the host stops reading at SHUTDOWN_DONE, and an invocation's log ends at INVOKE_DONE."""
+    if st.ext_log_fd < 0:
+        return
+    with st.ext_log_lock:
+        while True:
+            try:
+                data = os.read(st.ext_log_fd, 65536)
+            except OSError:              # (BlockingIOError: nothing more for now)
+                return
+            if not data:
+                return
+            st.send(bridge.LOG, None, data)
+            if st.telemetry.wants_extension:
+                st.telemetry.lines("extension", data)
 
 
 def shutdown(st, hdr: dict) -> None:
