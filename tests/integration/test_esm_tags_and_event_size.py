@@ -23,16 +23,6 @@ EVENT_LIMIT = 1_048_576
 
 
 @pytest.fixture(scope="module")
-def srv(function_server):
-    return function_server
-
-
-@pytest.fixture(scope="module")
-def lam(srv):
-    return srv.client()
-
-
-@pytest.fixture(scope="module")
 def fn(lam, srv):
     name = unique("tagesm")
     lam.create_function(FunctionName=name, Runtime="python3.11", Handler="app.handler",

@@ -15,16 +15,6 @@ from .url_support import ECHO, PUBLIC, PUBLIC_INVOKE, assert_forbidden, call, us
 
 
 @pytest.fixture(scope="module")
-def srv(function_server):
-    return function_server
-
-
-@pytest.fixture(scope="module")
-def lam(srv):
-    return srv.client()
-
-
-@pytest.fixture(scope="module")
 def iam(srv):
     return srv.client("iam")
 

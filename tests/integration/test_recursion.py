@@ -38,16 +38,6 @@ def handler(event, context):
 """
 
 
-@pytest.fixture(scope="module")
-def srv(function_server):
-    return function_server
-
-
-@pytest.fixture(scope="module")
-def lam(srv):
-    return srv.client()
-
-
 @pytest.fixture
 def made(lam, srv):
     names: list[str] = []

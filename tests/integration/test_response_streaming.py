@@ -27,16 +27,6 @@ CURL = pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") i
 
 
 @pytest.fixture(scope="module")
-def srv(function_server):
-    return function_server
-
-
-@pytest.fixture(scope="module")
-def lam(srv):
-    return srv.client()
-
-
-@pytest.fixture(scope="module")
 def node_fn(lam):
     if not host_runs("nodejs22.x"):
         pytest.skip("no Node.js 22 on this host")
