@@ -1,6 +1,6 @@
 """A function printing lines that look like the platform's (START/END/REPORT, or LogFormat=JSON's
 platform.* records) gets no pass through its log rate limit: only the lines the platform itself
-writes do (logs/store.py LogSink.platform), and those still arrive."""
+writes do (logs/sink.py LogSink.platform), and those still arrive."""
 from __future__ import annotations
 
 import json

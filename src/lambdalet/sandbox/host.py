@@ -250,7 +250,7 @@ class BridgedSandbox(Sandbox):
             del self._log[: len(self._log) - LOG_TAIL]
         if self._sink is not None:
             try:
-                # the platform's lines go to the sink marked as such (logs/store.py LogSink.platform)
+                # the platform's lines go to the sink marked as such (logs/sink.py LogSink.platform)
                 (getattr(self._sink, "platform", self._sink) if platform else self._sink)(data)
             except Exception:
                 log.exception("log sink failed")

@@ -3,7 +3,7 @@
 A thread reads free space (statvfs, f_bavail) every `interval_s` and keeps one of three levels:
 
 - ok: everything is accepted.
-- low (free < low-water mark): function log output is dropped at flush time (logs/store.py), with a
+- low (free < low-water mark): function log output is dropped at flush time (logs/writer.py), with a
   line in the stream and a server log warning: logs are what refills a disk fastest, and they are
   worth less than state.
 - critical (free < critical mark): state-changing API calls are refused with the throttling error
