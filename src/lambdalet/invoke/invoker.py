@@ -93,13 +93,18 @@ class Invoker:
         self.region = region
         self._expiry: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # sandbox -> credentials expiry
 
-    # The api binds this as the `Invoke` operation.
-    def invoke(self, ctx: RequestContext, params: dict) -> dict:
-        kind = params.get("InvocationType") or "RequestResponse"
+    def _checked(self, ctx: RequestContext, params: dict) -> tuple[str, bytes, str | None, Target, str]:
+        """What Invoke and InvokeWithResponseStream check alike, in AWS's order: the payload, the client
+        context, the function (and qualifier), then the tenant id."""
         payload = _checked_payload(params.get("Payload") or b"")
         client_context = _client_context(params.get("ClientContext"))
         target = self.resolve(ctx, params["FunctionName"], params.get("Qualifier"))
         tenant_id = tenancy.check_invoke(target.tenant_isolated, params.get("TenantId"))
+        return params.get("InvocationType") or "RequestResponse", payload, client_context, target, tenant_id
+
+    # The api binds this as the `Invoke` operation.
+    def invoke(self, ctx: RequestContext, params: dict) -> dict:
+        kind, payload, client_context, target, tenant_id = self._checked(ctx, params)
         if kind == "DryRun":
             return {"StatusCode": 204, "ExecutedVersion": target.version}
         if kind == "Event":
@@ -123,11 +128,7 @@ class Invoker:
         """Invoke's checks, then the invocation in a thread of its own: the answer's EventStream is the
         ResponseStream the API turns into PayloadChunk / InvokeComplete events (api/event_stream.py) as
         the runtime streams. A function that does not stream arrives as one chunk, as on AWS."""
-        kind = params.get("InvocationType") or "RequestResponse"
-        payload = _checked_payload(params.get("Payload") or b"")
-        client_context = _client_context(params.get("ClientContext"))
-        target = self.resolve(ctx, params["FunctionName"], params.get("Qualifier"))
-        tenant_id = tenancy.check_invoke(target.tenant_isolated, params.get("TenantId"))
+        kind, payload, client_context, target, tenant_id = self._checked(ctx, params)
         if kind == "DryRun":
             return {"StatusCode": 204, "ExecutedVersion": target.version}
         if kind != "RequestResponse":

@@ -157,7 +157,19 @@ class Connection:
         return req
 
     def _chunked(self, limit: int) -> bytes | None:
+        """A whole chunked body; None past `limit` (what follows is read and dropped as it comes)."""
         parts, total = [], 0
+        for piece in self._chunked_pieces(1 << 16):
+            total += len(piece)
+            if total <= limit:
+                parts.append(piece)
+            elif parts:
+                parts = []                       # over the limit: drop what was kept too
+        return b"".join(parts) if total <= limit else None
+
+    def _chunked_pieces(self, piece_max: int):
+        """The one decoder of a chunked body: its data as it arrives, in pieces of at most piece_max
+        bytes, then its trailers (into self.trailers)."""
         while True:
             size_field = self._line(MAX_CHUNK_LINE).split(b";")[0].strip()
             try:
@@ -168,16 +180,12 @@ class Connection:
                 raise BadRequest(400, "bad chunk size")
             if size == 0:
                 self._read_trailers()
-                break
-            total += size
-            keep = total <= limit
-            chunk = self._take(size, keep)
-            if keep:
-                parts.append(chunk)
-            else:
-                parts = []                       # over the limit: drop what was kept too
+                return
+            while size:
+                piece = self._piece(min(size, piece_max))
+                size -= len(piece)
+                yield piece
             self._line(MAX_CHUNK_LINE)           # the CRLF after the chunk
-        return b"".join(parts) if total <= limit else None
 
     def _read_trailers(self) -> None:
         """The trailer fields after a chunked body, up to the empty line (bounded as a head is)."""
@@ -203,22 +211,7 @@ class Connection:
                 length -= len(piece)
                 yield piece
             return
-        while True:
-            size_field = self._line(MAX_CHUNK_LINE).split(b";")[0].strip()
-            try:
-                size = int(size_field, 16)
-            except ValueError:
-                raise BadRequest(400, "bad chunk size") from None
-            if size < 0:
-                raise BadRequest(400, "bad chunk size")
-            if size == 0:
-                self._read_trailers()
-                return
-            while size:
-                piece = self._piece(min(size, piece_max))
-                size -= len(piece)
-                yield piece
-            self._line(MAX_CHUNK_LINE)           # the CRLF after the chunk
+        yield from self._chunked_pieces(piece_max)
 
     def _piece(self, most: int) -> bytes:
         """Up to `most` bytes of what has arrived (waiting for at least one): a chunk is relayed as it
